@@ -1,0 +1,36 @@
+# The two commands a newcomer needs:  `make demo`  and  `make test`.
+# Each creates the virtual environment in .venv if it is missing, then does its job.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is installed first, pinned, so pip does not pick a multi-GB CUDA build on a CPU-only
+# machine (this one keeps the 2.13.0 CPU wheel on disk). Elsewhere: `make TORCH=torch test`.
+TORCH  ?= torch==2.13.0
+OUT    ?= out/demo
+
+.PHONY: demo test venv browser clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mechlab predict --model smollm2-135m
+
+test: $(VENV)/.installed browser
+	$(PY) -m pytest
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+# The attention-view tests render pages in a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: install it (Debian: apt-get install chromium) for the browser tests" >&2; fi; }
+
+clean:
+	rm -rf $(VENV) out

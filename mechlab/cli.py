@@ -1,0 +1,79 @@
+"""The `mechlab` command: one subcommand per capability. It parses arguments, calls the library,
+and writes files; errors become one line on stderr and exit status 2."""
+
+import argparse
+import sys
+
+from mechlab.errors import MechlabError
+from mechlab.loading import DEFAULT_MODEL
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except MechlabError as error:
+        print(f"mechlab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mechlab", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    models = commands.add_parser("models", help="list model specs and whether each loads offline now")
+    models.set_defaults(run=run_models)
+
+    predict = commands.add_parser("predict", help="print a model's top next tokens for a prompt")
+    predict.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    predict.add_argument("--prompt", default="The capital of France is")
+    predict.add_argument("--top-k", type=int, default=10)
+    predict.set_defaults(run=run_predict)
+    return parser
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mechlab.loading import cache_dir, model_availability
+
+    table = Table(title=f"model specs (cache: {cache_dir()})")
+    for column in ["spec", "kind", "offline now", "note"]:
+        table.add_column(column)
+    for spec, kind, offline, note in model_availability():
+        table.add_row(spec, kind, "[green]yes[/]" if offline else "[red]no[/]", note)
+    table.caption = "also accepted: any TransformerLens official name, or a local checkpoint directory"
+    Console().print(table)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from mechlab.loading import load_model
+    from mechlab.tokens import to_tokens, token_strings
+
+    model = load_model(args.model)
+    tokens = to_tokens(model, args.prompt)
+    with torch.no_grad():
+        probs = model(tokens)[0, -1].softmax(-1)
+    top = probs.topk(min(args.top_k, probs.numel()))
+    table = Table(title=f"{args.model}: next token after {args.prompt!r}")
+    table.add_column("rank", justify="right")
+    table.add_column("token")
+    table.add_column("probability", justify="right")
+    for rank, (p, token) in enumerate(zip(top.values, token_strings(model, top.indices)), start=1):
+        table.add_row(str(rank), repr(token), f"{p.item():.3f}")
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

