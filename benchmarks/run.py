@@ -4,7 +4,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["load"]
+BENCHMARKS = ["load", "forward"]
 
 
 def main(names: list[str]) -> None:

@@ -33,7 +33,37 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--prompt", default="The capital of France is")
     predict.add_argument("--top-k", type=int, default=10)
     predict.set_defaults(run=run_predict)
+
+    verify = commands.add_parser("verify", help="check the from-scratch Transformer against the library, component by component")
+    verify.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    verify.add_argument("--prompt", default="The capital of France is", help="text to run both models on")
+    verify.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    verify.set_defaults(run=run_verify)
     return parser
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from mechlab.io import write_json
+    from mechlab.loading import load_model
+    from mechlab.model import Transformer
+    from mechlab.parity import compare
+    from mechlab.present import parity_table
+    from mechlab.tokens import to_tokens
+
+    model = load_model(args.model)
+    tokens = to_tokens(model, args.prompt)
+    report = compare(Transformer.from_hooked(model), model, tokens)
+    console = Console()
+    console.print(parity_table(report, title=f"{args.model}: from-scratch Transformer vs {report.reference}"))
+    if args.json:
+        write_json(args.json, dict(report.to_json(), model=args.model, prompt=args.prompt))
+    if report.passed:
+        console.print(f"[green]all {len(report.components)} components agree[/] (atol={report.atol}, rtol={report.rtol})")
+        return 0
+    console.print(f"[red]{len(report.failures)} components differ; the first is {report.first_failure}[/]")
+    return 1
 
 
 def run_models(args: argparse.Namespace) -> int:
