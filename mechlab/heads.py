@@ -1,0 +1,257 @@
+"""Scan every attention head for induction, previous-token, duplicate-token, current-token and
+first-token behaviour on repeated random tokens, plus an OV-circuit copying score.
+
+Induction heads (Olsson et al. 2022, "In-context Learning and Induction Heads") attend from a token
+to the token right after an earlier copy of it. On ``[BOS] + r + r`` with r random, every query in
+the second copy has exactly one such target, so a head's induction score is easy to read off its
+attention pattern. The scan runs the model once over the batch, in chunks, with a hook on each
+layer's pattern that reduces it to per-head sums on the spot and keeps nothing else: peak memory is
+one layer's pattern, not a cache of all of them.
+"""
+
+from dataclasses import dataclass, field
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import FactoredMatrix, HookedTransformer
+
+from mechlab.errors import InputError
+
+PATTERN_SCORES = ["induction", "previous_token", "duplicate_token", "current_token", "first_token"]
+# TransformerLens's head_detector scores, computed its way (see tl_scores below).
+TL_SCORES = [f"tl_{head}_{measure}" for head in ["previous_token", "duplicate_token", "induction"]
+             for measure in ["mul", "abs"]]
+SCORE_NAMES = PATTERN_SCORES + ["copying"] + TL_SCORES
+
+
+def ordinary_token_ids(model: HookedTransformer) -> Tensor:
+    """Token ids a random sequence may use: the tokenizer's vocabulary without special or added
+    (control) tokens, and only ids the model can embed. Sorted, so the draw is machine-independent."""
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        return torch.arange(1, model.cfg.d_vocab)
+    excluded = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    limit = min(len(tokenizer), model.cfg.d_vocab)
+    return torch.tensor([i for i in range(limit) if i not in excluded])
+
+
+def bos_token_id(model: HookedTransformer) -> int:
+    """The BOS id; a tokenizer without one gets its EOS id (as TransformerLens does), and a model
+    without a tokenizer gets id 0, which ordinary_token_ids then never draws."""
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        return 0
+    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return candidate
+    return 0
+
+
+def check_scan_shape(model: HookedTransformer, seq_len: int, batch: int) -> None:
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise InputError(f"seq_len must be an integer >= 1, got {seq_len!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch must be an integer >= 1, got {batch!r}")
+    if 2 * seq_len + 1 > model.cfg.n_ctx:
+        raise InputError(
+            f"2*seq_len+1 = {2 * seq_len + 1} tokens do not fit {model.cfg.model_name}'s context window of "
+            f"{model.cfg.n_ctx}: use seq_len <= {(model.cfg.n_ctx - 1) // 2}"
+        )
+
+
+def repeated_tokens(model: HookedTransformer, *, seq_len: int = 50, batch: int = 10, seed: int = 0) -> Int[Tensor, "batch pos"]:
+    """``[BOS] + r + r`` for `batch` random sequences r of `seq_len` ordinary tokens: shape
+    [batch, 2*seq_len+1]. Drawn with torch's CPU generator from `seed`, so every machine gets the same."""
+    check_scan_shape(model, seq_len, batch)
+    candidates = ordinary_token_ids(model)
+    generator = torch.Generator().manual_seed(seed)
+    random = candidates[torch.randint(0, len(candidates), (batch, seq_len), generator=generator)]
+    bos = torch.full((batch, 1), bos_token_id(model), dtype=random.dtype)
+    return torch.cat([bos, random, random], dim=1)
+
+
+@dataclass
+class HeadScan:
+    """Per-head scores ([n_layers, n_heads] tensors, by name) and the in-context loss curve."""
+
+    model: str
+    n_layers: int
+    n_heads: int
+    seq_len: int
+    batch: int
+    seed: int
+    tokens: Tensor
+    scores: dict[str, Tensor] = field(default_factory=dict)
+    loss_by_position: Tensor | None = None  # mean loss predicting token p+1 from position p; length 2*seq_len
+
+    @property
+    def loss_first_half(self) -> float:
+        return self.loss_by_position[: self.seq_len].mean().item()
+
+    @property
+    def loss_second_half(self) -> float:
+        return self.loss_by_position[self.seq_len:].mean().item()
+
+    def score(self, name: str) -> Tensor:
+        if name not in self.scores:
+            raise InputError(f"unknown score {name!r}: choose one of {', '.join(self.scores)}")
+        return self.scores[name]
+
+    def top(self, name: str, k: int = 5) -> list[tuple[int, int, float]]:
+        """The k highest-scoring heads as (layer, head, score), best first."""
+        values = self.score(name)
+        order = values.flatten().argsort(descending=True)[:k].tolist()
+        return [(i // self.n_heads, i % self.n_heads, values.flatten()[i].item()) for i in order]
+
+    def heads_above(self, name: str, threshold: float) -> list[tuple[int, int, float]]:
+        values = self.score(name)
+        return [head for head in self.top(name, values.numel()) if head[2] > threshold]
+
+    def to_json(self, threshold: float = 0.4) -> dict:
+        return {
+            "model": self.model, "n_layers": self.n_layers, "n_heads": self.n_heads,
+            "seq_len": self.seq_len, "batch": self.batch, "seed": self.seed, "threshold": threshold,
+            "scores": {name: value.tolist() for name, value in self.scores.items()},
+            "induction_heads": [list(head) for head in self.heads_above("induction", threshold)],
+            "loss_by_position": self.loss_by_position.tolist(),
+            "loss_first_half": self.loss_first_half, "loss_second_half": self.loss_second_half,
+        }
+
+
+def scan_heads(
+    model: HookedTransformer, tokens: Int[Tensor, "batch pos"] | None = None, *, seq_len: int = 50,
+    batch: int = 10, seed: int = 0, chunk_size: int | None = None, progress: bool = False,
+) -> HeadScan:
+    """Score every head of `model` on repeated random tokens (or on given ``[BOS] + r + r`` tokens).
+
+    `chunk_size` sequences go through the model at a time (default: about 8k tokens a chunk).
+    """
+    if tokens is None:
+        tokens = repeated_tokens(model, seq_len=seq_len, batch=batch, seed=seed)
+    else:
+        seq_len = check_repeated(model, tokens)
+    batch, total = tokens.shape
+    cfg = model.cfg
+    chunk_size = chunk_size or max(1, 8192 // total)
+    sums = {name: torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64) for name in PATTERN_SCORES + TL_SCORES}
+    losses = []
+    chunks = list(tokens.split(chunk_size))
+    for chunk in tqdm(chunks, desc=f"scanning heads of {cfg.model_name}", disable=not progress, leave=False):
+        chunk = chunk.to(cfg.device)
+
+        def reduce_pattern(pattern: Tensor, hook) -> None:
+            layer = hook.layer()
+            for name, value in pattern_scores(pattern, seq_len).items():
+                sums[name][layer] += value.sum(0).double()
+            for name, value in tl_scores(pattern, chunk).items():
+                sums[name][layer] += value.sum(0).double()
+
+        with torch.inference_mode():
+            logits = model.run_with_hooks(
+                chunk, fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), reduce_pattern)]
+            )
+            losses.append(next_token_loss(logits, chunk))
+            del logits
+    scores = {name: (value / batch).float() for name, value in sums.items()}
+    scores["copying"] = copying_scores(model)
+    ordered = {name: scores[name] for name in SCORE_NAMES}
+    return HeadScan(model=cfg.model_name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=seq_len,
+                    batch=batch, seed=seed, tokens=tokens.cpu(), scores=ordered,
+                    loss_by_position=torch.cat(losses).mean(0))
+
+
+def check_repeated(model: HookedTransformer, tokens: Tensor) -> int:
+    """Check that `tokens` is a batch of ``[BOS] + r + r``; return len(r)."""
+    if tokens.ndim != 2 or tokens.shape[1] < 3 or tokens.shape[1] % 2 == 0:
+        raise InputError(f"tokens must be [batch, 2*seq_len+1] ([BOS] + r + r), got shape {tuple(tokens.shape)}")
+    seq_len = (tokens.shape[1] - 1) // 2
+    check_scan_shape(model, seq_len, tokens.shape[0])
+    if not torch.equal(tokens[:, 1: seq_len + 1], tokens[:, seq_len + 1:]):
+        raise InputError("tokens are not repeated: positions 1..seq_len must equal positions seq_len+1..2*seq_len")
+    return seq_len
+
+
+def pattern_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"], seq_len: int) -> dict[str, Float[Tensor, "batch n_heads"]]:
+    """Per sequence and head: the mean attention each query pays to the key its head type predicts.
+
+    - induction: queries in the second copy (positions seq_len+1 .. 2*seq_len) attending to the token
+      right after the earlier copy of their own token (key = query - seq_len + 1). Exactly the
+      seq_len queries where induction is possible are averaged, so a perfect induction head scores
+      1; ARENA's diagonal mean also counts two first-half queries and tops out at seq_len/(seq_len+2).
+    - duplicate_token: the same queries attending to the earlier copy itself (key = query - seq_len).
+    - previous_token: every query but BOS attending to key = query - 1.
+    - current_token: every query but BOS attending to itself.
+    - first_token: every query but BOS attending to position 0 (BOS), the usual resting place.
+    """
+    total = pattern.shape[-1]
+    second_half = torch.arange(seq_len + 1, total, device=pattern.device)
+    after_bos = torch.arange(1, total, device=pattern.device)
+
+    def mean_attention(queries: Tensor, keys: Tensor) -> Tensor:
+        return pattern[:, :, queries, keys].mean(-1)
+
+    return {
+        "induction": mean_attention(second_half, second_half - seq_len + 1),
+        "previous_token": mean_attention(after_bos, after_bos - 1),
+        "duplicate_token": mean_attention(second_half, second_half - seq_len),
+        "current_token": mean_attention(after_bos, after_bos),
+        "first_token": mean_attention(after_bos, torch.zeros_like(after_bos)),
+    }
+
+
+def tl_detection_patterns(tokens: Int[Tensor, "batch pos"]) -> dict[str, Float[Tensor, "batch query_pos key_pos"]]:
+    """TransformerLens head_detector's three detection patterns, for a whole batch at once."""
+    total = tokens.shape[-1]
+    previous = torch.zeros(total, total, device=tokens.device)
+    previous[1:, :-1] = torch.eye(total - 1, device=tokens.device)
+    duplicate = (tokens[:, :, None] == tokens[:, None, :]).float()
+    duplicate = duplicate * (1 - torch.eye(total, device=tokens.device))  # a token is not its own duplicate
+    duplicate = duplicate.tril()
+    induction = torch.zeros_like(duplicate)
+    induction[:, :, 1:] = duplicate[:, :, :-1]  # one key to the right of each duplicate
+    return {"previous_token": previous.expand(len(tokens), -1, -1), "duplicate_token": duplicate,
+            "induction": induction.tril()}
+
+
+def tl_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"], tokens: Int[Tensor, "batch pos"]) -> dict[str, Float[Tensor, "batch n_heads"]]:
+    """transformer_lens.head_detector's "mul" and "abs" scores (exclude_bos and exclude_current_token
+    off, its defaults), per sequence. "mul": the share of attention on the detection pattern.
+    "abs": 1 - sum|pattern - detection| / seq, rounded to 3 decimals per sequence as TransformerLens
+    rounds it, so that averaged over sequences the two agree."""
+    total = pattern.shape[-1]
+    scores = {}
+    for head_type, detection in tl_detection_patterns(tokens).items():
+        on_pattern = einops.einsum(pattern, detection, "batch n_heads q k, batch q k -> batch n_heads")
+        scores[f"tl_{head_type}_mul"] = on_pattern / pattern.sum((-2, -1))
+        # abs_diff.mean() * size, in float32 and in TransformerLens's order, then its Python rounding.
+        difference = pattern - detection[:, None]
+        error = difference.abs_().mean((-2, -1)) * total  # in place: one pattern-sized temporary, not two
+        del difference
+        scores[f"tl_{head_type}_abs"] = torch.tensor(
+            [[1 - round(value, 3) for value in row] for row in error.tolist()], dtype=torch.float32)
+    return scores
+
+
+def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
+    """Cross-entropy of predicting token p+1 at each position p."""
+    log_probs = logits[:, :-1].log_softmax(-1)
+    return -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]
+
+
+def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
+    """Elhage et al. (2021)'s copying measure of each head's OV circuit W_E W_V W_O W_U: the
+    eigenvalue sum over the sum of absolute values, sum(l) / sum(|l|), in [-1, 1]; near 1 when the
+    head copies the tokens it attends to into its prediction.
+
+    The vocab x vocab circuit is never formed: its non-zero eigenvalues are those of the
+    d_head x d_head product of the cyclically permuted factors, W_O (W_U W_E) W_V, which
+    FactoredMatrix computes from the d_model x d_head and d_head x d_model factors.
+    """
+    with torch.inference_mode():
+        unembed_embed = einops.einsum(model.W_U, model.W_E, "d_model d_vocab, d_vocab d_model_in -> d_model d_model_in")
+        circuit = FactoredMatrix(model.W_V, model.W_O @ unembed_embed)  # [layer, n_heads, d_model, d_model]
+        eigenvalues = circuit.eigenvalues  # [layer, n_heads, d_head], complex
+    return (eigenvalues.sum(-1) / eigenvalues.abs().sum(-1)).real.float()
