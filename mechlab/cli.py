@@ -39,7 +39,50 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--prompt", default="The capital of France is", help="text to run both models on")
     verify.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     verify.set_defaults(run=run_verify)
+
+    attention = commands.add_parser("attention", help="attention patterns as an offline HTML page and PNGs")
+    attention.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    attention.add_argument("--prompt", required=True)
+    attention.add_argument("--layer", type=int, nargs="+", action="extend", metavar="L",
+                           help="layers to show, every head (default: every layer, unless --heads)")
+    attention.add_argument("--heads", metavar="L.H,...", help="single heads to show, e.g. 5.1,5.5")
+    attention.add_argument("--out", required=True, help="output directory")
+    attention.set_defaults(run=run_attention)
     return parser
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    from collections import defaultdict
+
+    from mechlab.io import ensure_writable_dir, save_figure
+    from mechlab.views import save_html as save_html_page
+    from mechlab.loading import load_model
+    from mechlab.plots import plot_attention
+    from mechlab.tokens import to_tokens
+    from mechlab.views import attention_view, check_head, check_layer, parse_heads
+
+    model = load_model(args.model)
+    tokens = to_tokens(model, args.prompt)
+    selected: dict[int, list[int]] = defaultdict(list)
+    for layer in args.layer or []:
+        check_layer(model, layer)
+        selected[layer] = list(range(model.cfg.n_heads))
+    for layer, head in parse_heads(args.heads) if args.heads else []:
+        check_layer(model, layer)
+        check_head(model, layer, head)
+        if head not in selected[layer]:
+            selected[layer].append(head)
+    if not selected:
+        selected = {layer: list(range(model.cfg.n_heads)) for layer in range(model.cfg.n_layers)}
+    # Everything is computed before anything is written: bad input leaves no files behind.
+    views = [attention_view(model, tokens, layer=layer, heads=heads) for layer, heads in sorted(selected.items())]
+    figures = {layer: plot_attention(model, tokens, layer=layer, heads=heads) for layer, heads in sorted(selected.items())}
+    out = ensure_writable_dir(args.out)
+    save_html_page(views, out / "attention.html", title=f"{args.model}: attention patterns")
+    for layer, figure in figures.items():
+        save_figure(figure, out / f"attention_L{layer}.png")
+    print(f"wrote {out / 'attention.html'} and {len(figures)} PNGs")
+    return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
