@@ -4,7 +4,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["load", "forward"]
+BENCHMARKS = ["load", "forward", "heads"]
 
 
 def main(names: list[str]) -> None:

@@ -48,7 +48,66 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--heads", metavar="L.H,...", help="single heads to show, e.g. 5.1,5.5")
     attention.add_argument("--out", required=True, help="output directory")
     attention.set_defaults(run=run_attention)
+
+    heads = commands.add_parser("heads", help="score every head (induction, previous-token, ...) on repeated random tokens")
+    heads.add_argument("--model", action="append", metavar="SPEC", help=f"model spec, repeatable (default {DEFAULT_MODEL})")
+    heads.add_argument("--seq-len", type=int, default=50, help="length of the random sequence r in [BOS] + r + r")
+    heads.add_argument("--batch", type=int, default=10, help="number of random sequences")
+    heads.add_argument("--seed", type=int, default=0)
+    heads.add_argument("--threshold", type=float, default=0.4, help="induction score that counts as an induction head")
+    heads.add_argument("--out", required=True, help="output directory")
+    heads.set_defaults(run=run_heads)
     return parser
+
+
+def model_slug(spec: str) -> str:
+    """A directory name for a model spec: 'EleutherAI/pythia-70m' -> 'EleutherAI_pythia-70m'."""
+    return "".join(c if c.isalnum() or c in "-._@" else "_" for c in spec.strip("/.~")) or "model"
+
+
+def run_heads(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from mechlab.heads import PATTERN_SCORES, check_scan_shape, scan_heads
+    from mechlab.io import ensure_writable_dir, save_figure, write_json
+    from mechlab.loading import load_model
+    from mechlab.plots import plot_head_scores, plot_induction_mosaic, plot_loss_by_position
+    from mechlab.present import heads_table
+    from mechlab.views import attention_heads_view, save_html
+
+    console = Console()
+    specs = args.model or [DEFAULT_MODEL]
+    if len(set(map(model_slug, specs))) != len(specs):
+        raise MechlabError(f"the same model is given twice: {specs}")
+    results = []  # everything is computed before anything is written
+    for spec in specs:
+        model = load_model(spec)
+        check_scan_shape(model, args.seq_len, args.batch)
+        scan = scan_heads(model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, progress=True)
+        scan.model = spec
+        console.print(heads_table(scan, args.threshold))
+        top = scan.top("induction", 4) + scan.top("previous_token", 2)
+        view = attention_heads_view(
+            model, scan.tokens[:1], [(layer, head) for layer, head, _ in top],
+            caption=(f"{spec}: the top induction heads ({', '.join(f'L{l}H{h}' for l, h, _ in top[:4])}) and "
+                     f"previous-token heads ({', '.join(f'L{l}H{h}' for l, h, _ in top[4:])}) on one sequence "
+                     f"[BOS] + r + r with len(r) = {scan.seq_len}: in the second half, induction heads attend "
+                     "along a stripe one token right of the repeat."))
+        figures = {f"heads_{name}.png": plot_head_scores(scan, name) for name in PATTERN_SCORES + ["copying"]}
+        figures["loss_by_position.png"] = plot_loss_by_position(scan)
+        results.append((spec, scan, view, figures))
+    mosaic = plot_induction_mosaic([scan for _, scan, _, _ in results]) if len(results) > 1 else None
+    out = ensure_writable_dir(args.out)
+    for spec, scan, view, figures in results:
+        directory = ensure_writable_dir(out / model_slug(spec)) if len(results) > 1 else out
+        write_json(directory / "heads.json", scan.to_json(args.threshold))
+        for name, figure in figures.items():
+            save_figure(figure, directory / name)
+        save_html([view], directory / "heads.html", title=f"{spec}: induction and previous-token heads")
+    if mosaic is not None:
+        save_figure(mosaic, out / "induction_mosaic.png")
+    console.print(f"wrote {out}")
+    return 0
 
 
 def run_attention(args: argparse.Namespace) -> int:

@@ -133,8 +133,22 @@ def scan_heads(
         tokens = repeated_tokens(model, seq_len=seq_len, batch=batch, seed=seed)
     else:
         seq_len = check_repeated(model, tokens)
-    batch, total = tokens.shape
+    scores, loss_by_position = pattern_pass(model, tokens, seq_len, chunk_size=chunk_size, progress=progress)
+    scores["copying"] = copying_scores(model)
     cfg = model.cfg
+    return HeadScan(model=cfg.model_name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=seq_len,
+                    batch=len(tokens), seed=seed, tokens=tokens.cpu(),
+                    scores={name: scores[name] for name in SCORE_NAMES}, loss_by_position=loss_by_position)
+
+
+def pattern_pass(
+    model: HookedTransformer, tokens: Int[Tensor, "batch pos"], seq_len: int, *, chunk_size: int | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """The token-dependent part of the scan: one forward pass in chunks, each layer's pattern
+    reduced to per-head score sums by a hook as soon as it exists, and the loss at each position."""
+    cfg = model.cfg
+    batch, total = tokens.shape
     chunk_size = chunk_size or max(1, 8192 // total)
     sums = {name: torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64) for name in PATTERN_SCORES + TL_SCORES}
     losses = []
@@ -155,12 +169,7 @@ def scan_heads(
             )
             losses.append(next_token_loss(logits, chunk))
             del logits
-    scores = {name: (value / batch).float() for name, value in sums.items()}
-    scores["copying"] = copying_scores(model)
-    ordered = {name: scores[name] for name in SCORE_NAMES}
-    return HeadScan(model=cfg.model_name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=seq_len,
-                    batch=batch, seed=seed, tokens=tokens.cpu(), scores=ordered,
-                    loss_by_position=torch.cat(losses).mean(0))
+    return {name: (value / batch).float() for name, value in sums.items()}, torch.cat(losses).mean(0)
 
 
 def check_repeated(model: HookedTransformer, tokens: Tensor) -> int:
@@ -236,9 +245,16 @@ def tl_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"], tokens:
 
 
 def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
-    """Cross-entropy of predicting token p+1 at each position p."""
-    log_probs = logits[:, :-1].log_softmax(-1)
-    return -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]
+    """Cross-entropy of predicting token p+1 at each position p, as logsumexp(logits) - logit of the
+    target, a few hundred rows at a time: a log_softmax of everything would copy all the logits."""
+    batch, pos, d_vocab = logits.shape
+    rows = logits[:, :-1].reshape(-1, d_vocab)
+    targets = tokens[:, 1:].reshape(-1)
+    loss = torch.cat([
+        block.logsumexp(-1) - block.gather(-1, target[:, None])[:, 0]
+        for block, target in zip(rows.split(256), targets.split(256))
+    ])
+    return loss.view(batch, pos - 1)
 
 
 def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
@@ -251,7 +267,11 @@ def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
     FactoredMatrix computes from the d_model x d_head and d_head x d_model factors.
     """
     with torch.inference_mode():
-        unembed_embed = einops.einsum(model.W_U, model.W_E, "d_model d_vocab, d_vocab d_model_in -> d_model d_model_in")
-        circuit = FactoredMatrix(model.W_V, model.W_O @ unembed_embed)  # [layer, n_heads, d_model, d_model]
-        eigenvalues = circuit.eigenvalues  # [layer, n_heads, d_head], complex
-    return (eigenvalues.sum(-1) / eigenvalues.abs().sum(-1)).real.float()
+        unembed_embed = model.W_U @ model.W_E  # [d_model, d_model]: the only product that touches d_vocab
+        scores = []
+        for block in model.blocks:  # one layer at a time keeps the stacked weights out of memory
+            attn = block.attn
+            circuit = FactoredMatrix(attn.W_V, attn.W_O @ unembed_embed)  # [n_heads, d_model, d_model]
+            eigenvalues = circuit.eigenvalues  # [n_heads, d_head], complex
+            scores.append((eigenvalues.sum(-1) / eigenvalues.abs().sum(-1)).real.float())
+    return torch.stack(scores)

@@ -49,3 +49,75 @@ def plot_attention(
     figure.suptitle(f"{model.cfg.model_name}: layer {layer} attention (row = query, column = key)")
     figure.tight_layout()
     return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# Head scan
+
+
+SCORE_TITLES = {
+    "induction": "induction: attention to the token after the earlier copy",
+    "previous_token": "previous-token: attention to position - 1",
+    "duplicate_token": "duplicate-token: attention to the earlier copy",
+    "current_token": "current-token: attention to itself",
+    "first_token": "first-token: attention to BOS",
+    "copying": "copying: OV-circuit eigenvalues, sum(l) / sum(|l|)",
+}
+
+
+def plot_head_scores(scan, name: str) -> Figure:
+    """A layers x heads heatmap of one score, each cell labelled with its value when they fit."""
+    values = scan.score(name).numpy()
+    n_layers, n_heads = values.shape
+    figure, ax = plt.subplots(figsize=(1.2 + 0.55 * n_heads, 1.2 + 0.32 * n_layers))
+    low = -1 if name == "copying" else 0
+    image = ax.imshow(values, cmap="RdBu_r" if low < 0 else "Blues", vmin=low, vmax=1, aspect="auto")
+    if n_layers * n_heads <= 600:
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                value = values[layer, head]
+                ax.text(head, layer, f"{value:.2f}"[1:] if 0 <= value < 1 else f"{value:.1f}", ha="center",
+                        va="center", fontsize=6, color="white" if abs(value) > 0.6 else "black")
+    ax.set_xticks(range(n_heads), [f"H{h}" for h in range(n_heads)], fontsize=7)
+    ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)], fontsize=7)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(f"{scan.model}\n{SCORE_TITLES.get(name, name)}", fontsize=9)
+    figure.colorbar(image, ax=ax, fraction=0.05)
+    figure.tight_layout()
+    return figure
+
+
+def plot_loss_by_position(scan) -> Figure:
+    """Next-token loss along [BOS] + r + r: high on the random first copy, low on the repeat once
+    induction heads can copy from the first copy."""
+    loss = scan.loss_by_position.numpy()
+    figure, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(np.arange(len(loss)), loss, color="#1f4e99")
+    ax.axvline(scan.seq_len - 0.5, color="gray", linestyle="--")
+    ax.text(scan.seq_len, loss.max(), " second copy starts", va="top", fontsize=8, color="gray")
+    for start, stop, value in [(0, scan.seq_len, scan.loss_first_half), (scan.seq_len, len(loss), scan.loss_second_half)]:
+        ax.hlines(value, start, stop - 1, color="#d95f02", linewidth=1)
+        ax.text(stop - 1, value, f" mean {value:.2f}", fontsize=8, color="#d95f02", va="bottom", ha="right")
+    ax.set_xlabel("position (predicting the next token)")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title(f"{scan.model}: in-context loss on repeated random tokens (seq_len={scan.seq_len}, batch={scan.batch})", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def plot_induction_mosaic(scans: list) -> Figure:
+    """Induction scores of several models side by side, each on a 0..1 depth axis so models with
+    different numbers of layers line up (after the induction mosaic of Olsson et al.)."""
+    figure, axes = plt.subplots(1, len(scans), figsize=(2.2 * len(scans) + 1, 5), squeeze=False)
+    for ax, scan in zip(axes[0], scans):
+        values = scan.score("induction").numpy()
+        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1, aspect="auto",
+                          extent=(-0.5, scan.n_heads - 0.5, 1, 0))
+        ax.set_title(f"{scan.model}\n{scan.n_layers} layers", fontsize=8)
+        ax.set_xlabel("head", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("relative depth (0 = first layer, 1 = last)")
+    figure.colorbar(image, ax=list(axes[0]), fraction=0.03)
+    figure.suptitle("induction score by relative depth")
+    return figure

@@ -12,3 +12,20 @@ def parity_table(report: ParityReport, *, title: str) -> Table:
     for c in report.components:
         table.add_row(c.name, f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}", "[green]ok[/]" if c.passed else "[red]FAIL[/]")
     return table
+
+
+def heads_table(scan, threshold: float, k: int = 5) -> Table:
+    """The top k heads for each main score, and which heads pass the induction threshold."""
+    names = ["induction", "previous_token", "duplicate_token", "first_token", "copying"]
+    table = Table(title=f"{scan.model}: top heads (seq_len={scan.seq_len}, batch={scan.batch}, seed={scan.seed})")
+    table.add_column("rank", justify="right")
+    for name in names:
+        table.add_column(name.replace("_", " "))
+    tops = {name: scan.top(name, k) for name in names}
+    for rank in range(min(k, scan.n_layers * scan.n_heads)):
+        table.add_row(str(rank + 1), *[f"L{l}H{h} {v:.2f}" for l, h, v in (tops[name][rank] for name in names)])
+    passing = scan.heads_above("induction", threshold)
+    table.caption = (f"induction heads above {threshold}: "
+                     + (", ".join(f"L{l}H{h}" for l, h, _ in passing) if passing else "none")
+                     + f"; loss first half {scan.loss_first_half:.2f}, second half {scan.loss_second_half:.2f}")
+    return table

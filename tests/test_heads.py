@@ -217,3 +217,59 @@ def test_unknown_score_name_and_unrepeated_tokens():
     tokens[0, -1] = (tokens[0, -1] + 1) % 256
     with pytest.raises(InputError, match="not repeated"):
         scan_heads(model, tokens)
+
+
+HEADS_KEYS = {"model", "n_layers", "n_heads", "seq_len", "batch", "seed", "threshold", "scores", "induction_heads",
+              "loss_by_position", "loss_first_half", "loss_second_half"}
+
+
+def test_cli_heads_writes_json_figures_and_view(tmp_path):
+    import json
+
+    from mechlab.cli import main
+
+    out = tmp_path / "out"
+    assert main(["heads", "--model", "random:llama-tiny", "--seq-len", "8", "--batch", "3", "--threshold", "0.0",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "heads.json").read_text())
+    assert set(report) == HEADS_KEYS
+    assert (report["model"], report["n_layers"], report["n_heads"], report["seq_len"], report["batch"]) == ("random:llama-tiny", 2, 4, 8, 3)
+    assert set(report["scores"]) == set(SCORE_NAMES)
+    assert len(report["scores"]["induction"]) == 2 and len(report["scores"]["induction"][0]) == 4
+    assert len(report["loss_by_position"]) == 16
+    scores = [score for _, _, score in report["induction_heads"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 8  # threshold 0: every head
+    names = {p.name for p in out.iterdir()}
+    assert {"heads_induction.png", "heads_previous_token.png", "loss_by_position.png", "heads.html"} <= names
+
+
+def test_cli_heads_several_models_make_a_mosaic(tmp_path):
+    from mechlab.cli import main
+
+    out = tmp_path / "out"
+    assert main(["heads", "--model", "random:tiny", "--model", "random:llama-tiny", "--seq-len", "5", "--batch", "2",
+                 "--out", str(out)]) == 0
+    assert (out / "induction_mosaic.png").exists()
+    assert (out / "random_tiny" / "heads.json").exists() and (out / "random_llama-tiny" / "heads.json").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seq-len", "500"], "context window of 256"),
+    (["--batch", "0"], "batch must be"),
+    (["--seq-len", "0"], "seq_len must be"),
+])
+def test_cli_heads_bad_input_leaves_nothing(tmp_path, capsys, args, message):
+    from mechlab.cli import main
+
+    out = tmp_path / "out"
+    assert main(["heads", "--model", "random:tiny", "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_heads_unwritable_out(tmp_path, capsys):
+    from mechlab.cli import main
+
+    (tmp_path / "file").write_text("x")
+    assert main(["heads", "--model", "random:tiny", "--seq-len", "4", "--batch", "1", "--out", str(tmp_path / "file")]) == 2
+    assert "cannot write to output directory" in capsys.readouterr().err

@@ -1,0 +1,84 @@
+"""Head scan on random:gpt2-small, 10 sequences of [BOS] + 50 + 50 tokens: the scan against one plain
+forward pass over the same tokens, and against TransformerLens's detect_head route (one sequence at
+a time, a full activation cache each, its scoring function per head and pattern).
+The copying score depends on the weights alone (W_U W_E costs d_model^2 x d_vocab FLOPs), so it
+is timed on its own too. Goals: scan <= 1.2x a plain forward pass, >= 5x faster than detect_head, peak memory within 10%
+of a plain forward pass."""
+
+import subprocess
+import sys
+
+import torch
+from transformer_lens.head_detector import (
+    compute_head_attention_similarity_score,
+    get_duplicate_token_head_detection_pattern,
+    get_induction_head_detection_pattern,
+    get_previous_token_head_detection_pattern,
+)
+
+from benchmarks.common import interleaved_best_times, print_table
+from mechlab.heads import copying_scores, pattern_pass, repeated_tokens, scan_heads
+from mechlab.loading import load_model
+
+BUILDERS = [get_previous_token_head_detection_pattern, get_duplicate_token_head_detection_pattern,
+            get_induction_head_detection_pattern]
+
+
+def detect_head_route(model, tokens) -> None:
+    for sequence in tokens:
+        _, cache = model.run_with_cache(sequence[None], remove_batch_dim=True)
+        for build in BUILDERS:
+            detection = build(sequence[None])
+            for layer in range(model.cfg.n_layers):
+                for head in range(model.cfg.n_heads):
+                    compute_head_attention_similarity_score(
+                        cache["pattern", layer][head], detection, exclude_bos=False,
+                        exclude_current_token=False, error_measure="mul")
+
+
+def peak_memory(mode: str) -> int:
+    """Peak resident memory added by one run, in a fresh process (see tests/test_heads.py)."""
+    code = f"""
+import re, warnings
+warnings.simplefilter("ignore")
+import torch
+from mechlab.heads import copying_scores, pattern_pass, repeated_tokens, scan_heads
+from mechlab.loading import load_model
+model = load_model("random:gpt2-small")
+tokens = repeated_tokens(model, seq_len=50, batch=10)
+status = lambda field: int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+with torch.inference_mode():
+    model(tokens[:1, :4])
+    open("/proc/self/clear_refs", "w").write("5")
+    before = status("VmRSS")
+    model(tokens) if {mode!r} == "forward" else scan_heads(model, tokens)
+print(status("VmHWM") - before)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1])
+
+
+def main() -> None:
+    model = load_model("random:gpt2-small")
+    tokens = repeated_tokens(model, seq_len=50, batch=10)
+    with torch.inference_mode():
+        times = interleaved_best_times({
+            "plain forward pass": lambda: model(tokens),
+            "mechlab scan_heads": lambda: scan_heads(model, tokens),
+            "  of which the token pass": lambda: pattern_pass(model, tokens, 50),
+            "  of which copying (weights only)": lambda: copying_scores(model),
+            "detect_head route (full cache per sequence)": lambda: detect_head_route(model, tokens),
+        }, repeat=3)
+    forward = times["plain forward pass"]
+    rows = [[name, t, t / forward] for name, t in times.items()]
+    print_table("head scan, random:gpt2-small, 10 x 101 tokens (goal: scan <= 1.2x forward, >= 5x faster than detect_head)",
+                ["route", "seconds", "ratio to forward"], rows)
+    print(f"detect_head route / scan: {times['detect_head route (full cache per sequence)'] / times['mechlab scan_heads']:.1f}x")
+    memory = {mode: peak_memory(mode) for mode in ["forward", "scan"]}
+    print_table("peak memory above the loaded model (goal: scan within 10% of forward)",
+                ["run", "MB", "ratio to forward"],
+                [[mode, memory[mode] / 1e6, memory[mode] / memory["forward"]] for mode in memory])
+
+
+if __name__ == "__main__":
+    main()
