@@ -4,7 +4,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["load", "forward", "heads"]
+BENCHMARKS = ["load", "forward", "heads", "lens"]
 
 
 def main(names: list[str]) -> None:

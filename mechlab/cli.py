@@ -57,7 +57,68 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--threshold", type=float, default=0.4, help="induction score that counts as an induction head")
     heads.add_argument("--out", required=True, help="output directory")
     heads.set_defaults(run=run_heads)
+
+    lens = commands.add_parser("lens", help="logit lens: decode every layer's residual stream")
+    lens.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    source = lens.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt")
+    source.add_argument("--prompts-file", metavar="FILE", help="one prompt per line: also per-layer curves over all")
+    lens.add_argument("--target", help="a single token to follow through the layers, e.g. ' Paris'")
+    lens.add_argument("--top-k", type=int, default=5)
+    lens.add_argument("--include-mid", action="store_true", help="also decode between attention and MLP")
+    lens.add_argument("--out", required=True, help="output directory")
+    lens.set_defaults(run=run_lens)
     return parser
+
+
+def read_prompts(path: str) -> list[str]:
+    from pathlib import Path
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise MechlabError(f"cannot read prompts file {path!r}: {error}") from None
+    prompts = [line for line in lines if line.strip()]
+    if not prompts:
+        raise MechlabError(f"no prompts in {path!r}: write one prompt per line")
+    return prompts
+
+
+def run_lens(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from tqdm.auto import tqdm
+
+    from mechlab.io import ensure_writable_dir, save_figure, write_json
+    from mechlab.lens import lens_curves, logit_lens
+    from mechlab.loading import load_model
+    from mechlab.plots import plot_lens_curves, plot_lens_kl, plot_lens_rank, plot_lens_top1
+    from mechlab.present import lens_table
+    from mechlab.views import lens_grid_html, save_html
+
+    prompts = read_prompts(args.prompts_file) if args.prompts_file else [args.prompt]
+    model = load_model(args.model)
+    results = [logit_lens(model, prompt, target=args.target, top_k=args.top_k, include_mid=args.include_mid)
+               for prompt in tqdm(prompts, desc="logit lens", disable=len(prompts) == 1, leave=False)]
+    first = results[0]
+    first.model = args.model
+    Console().print(lens_table(first))
+    report = first.to_json()
+    figures = {"lens_top1.png": plot_lens_top1(first), "lens_rank.png": plot_lens_rank(first),
+               "lens_kl.png": plot_lens_kl(first)}
+    if args.prompts_file:
+        curves = lens_curves(results)
+        report.update(prompts=prompts, curves=curves.to_json())
+        figures["lens_curves.png"] = plot_lens_curves(curves)
+    out = ensure_writable_dir(args.out)
+    write_json(out / "lens.json", report)
+    for name, figure in figures.items():
+        save_figure(figure, out / name)
+    caption = (f"{args.model}: logit lens on {first.prompt!r}. Each cell is the most likely next token when the "
+               "residual stream at that layer (row) and position (column) is decoded through the final norm and "
+               "unembedding; darker means more probable. Hover a cell for its top-k.")
+    save_html([(caption, lens_grid_html(first))], out / "lens.html", title=f"{args.model}: logit lens")
+    print(f"wrote {out}")
+    return 0
 
 
 def model_slug(spec: str) -> str:

@@ -18,6 +18,7 @@ from mechlab.views import attention_patterns, check_head, check_layer  # noqa: E
 def short(token: str, width: int = 10) -> str:
     """A token as a readable tick label: whitespace made visible, long tokens trimmed."""
     text = token.replace("\n", "\\n").replace("\t", "\\t")
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)  # no glyph for controls
     text = text.replace("$", r"\$")  # matplotlib would read $...$ as mathtext
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -120,4 +121,74 @@ def plot_induction_mosaic(scans: list) -> Figure:
     axes[0][0].set_ylabel("relative depth (0 = first layer, 1 = last)")
     figure.colorbar(image, ax=list(axes[0]), fraction=0.03)
     figure.suptitle("induction score by relative depth")
+    return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# Logit lens (nostalgebraist's three heatmaps)
+
+
+def _lens_axes(result, values: np.ndarray, title: str, **imshow):
+    """Rows bottom (embedding) to top (output), input tokens along x, next tokens on the top axis."""
+    rows, pos = values.shape
+    figure, ax = plt.subplots(figsize=(1.5 + 0.75 * pos, 1.2 + 0.32 * rows))
+    image = ax.imshow(values, origin="lower", aspect="auto", **imshow)
+    ax.set_yticks(range(rows), result.layers, fontsize=7)
+    ax.set_xticks(range(pos), [short(t) for t in result.token_strs], rotation=90, fontsize=8)
+    ax.set_xlabel("input token")
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(range(pos), [short(t) for t in result.token_strs[1:]] + [""], rotation=90, fontsize=8)
+    top.set_xlabel("actual next token")
+    ax.set_title(f"{result.model}: {title}", fontsize=9)
+    figure.colorbar(image, ax=ax, fraction=0.03)
+    return figure, ax
+
+
+def plot_lens_top1(result) -> Figure:
+    """Each cell: the top-1 decoded token, coloured by its probability."""
+    probs = result.top_probs[:, :, 0].numpy()
+    figure, ax = _lens_axes(result, probs, "top-1 token per layer and position (colour: its probability)",
+                            cmap="Blues", vmin=0, vmax=1)
+    for row in range(probs.shape[0]):
+        for position in range(probs.shape[1]):
+            ax.text(position, row, short(result.top_tokens[row][position][0], 8), ha="center", va="center",
+                    fontsize=6, color="white" if probs[row, position] > 0.6 else "black")
+    figure.tight_layout()
+    return figure
+
+
+def plot_lens_rank(result) -> Figure:
+    """Rank of the actual next token under each layer's decoding (0 = top-1), log colour scale."""
+    from matplotlib.colors import LogNorm
+
+    ranks = result.next_token_rank[:, :-1].numpy().astype(float) + 1
+    padded = np.concatenate([ranks, np.full((ranks.shape[0], 1), np.nan)], axis=1)
+    figure, ax = _lens_axes(result, padded, "rank of the actual next token + 1 (log scale)", cmap="viridis_r",
+                            norm=LogNorm(vmin=1, vmax=max(2.0, np.nanmax(padded))))
+    figure.tight_layout()
+    return figure
+
+
+def plot_lens_kl(result) -> Figure:
+    """KL(output distribution || this layer's decoding), in nats."""
+    kl = result.kl_to_final.numpy()
+    figure, _ = _lens_axes(result, kl, "KL(final || layer) in nats", cmap="magma_r", vmin=0)
+    figure.tight_layout()
+    return figure
+
+
+def plot_lens_curves(curves) -> Figure:
+    """Per-layer averages over many prompts: how fast each layer's decoding approaches the output."""
+    figure, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    x = np.arange(len(curves.layers))
+    for ax, values, label in [(axes[0], curves.kl_to_final, "KL(final || layer), nats"),
+                              (axes[1], curves.mean_log_rank, "mean ln(1 + rank of next token)"),
+                              (axes[2], curves.top1_agreement, "top-1 agrees with output's top-1")]:
+        ax.plot(x, values.numpy(), marker="o", markersize=3)
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks(x[:: max(1, len(x) // 10)], [curves.layers[i] for i in x[:: max(1, len(x) // 10)]],
+                      rotation=60, fontsize=7)
+        ax.grid(alpha=0.3)
+    figure.suptitle(f"logit lens averaged over {curves.n_prompts} prompts and all their positions")
+    figure.tight_layout()
     return figure

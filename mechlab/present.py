@@ -1,5 +1,6 @@
 """Terminal tables (rich) made from result objects. Nothing here computes; see plots.py for figures."""
 
+from rich.markup import escape
 from rich.table import Table
 
 from mechlab.parity import ParityReport
@@ -28,4 +29,25 @@ def heads_table(scan, threshold: float, k: int = 5) -> Table:
     table.caption = (f"induction heads above {threshold}: "
                      + (", ".join(f"L{l}H{h}" for l, h, _ in passing) if passing else "none")
                      + f"; loss first half {scan.loss_first_half:.2f}, second half {scan.loss_second_half:.2f}")
+    return table
+
+
+def lens_table(result, max_positions: int = 12) -> Table:
+    """Layers x positions with each cell's top-1 token (the last `max_positions` positions)."""
+    first = max(0, len(result.token_strs) - max_positions)
+    table = Table(title=f"{result.model}: logit lens, top-1 token per layer (rows) and position (columns)")
+    table.add_column("layer")
+    for token in result.token_strs[first:]:
+        table.add_column(repr(token)[1:-1][:10], overflow="ellipsis", max_width=10)
+    for row in range(len(result.layers)):
+        cells = []
+        for position in range(first, len(result.token_strs)):
+            token, prob = result.top_tokens[row][position][0], result.top_probs[row, position, 0].item()
+            style = "bold" if prob > 0.5 else ("" if prob > 0.1 else "dim")
+            cells.append(f"[{style}]{escape(repr(token)[1:-1][:10])}[/]" if style else escape(repr(token)[1:-1][:10]))
+        table.add_row(result.layers[row], *cells)
+    if result.target_id is not None:
+        layer = result.first_top1_layer
+        table.caption = (f"target {result.target_token!r}: top-1 at the last position from "
+                         + (f"row {layer} ({result.layers[layer]})" if layer is not None else "no layer (not the output's top-1)"))
     return table

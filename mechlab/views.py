@@ -199,3 +199,37 @@ def save_html(views, path: str | Path, *, title: str | None = None) -> Path:
     possibly mixed with (caption, html) pairs), with the circuitsvis bundle embedded once."""
     items = [views] if isinstance(views, View) else list(views)
     return write_text(path, render_page(items, title=title))
+
+
+# --------------------------------------------------------------------------------------------------
+# Logit lens grid
+
+LENS_STYLE = """
+<style>
+table.mechlab-lens { border-collapse: collapse; font-family: monospace; font-size: 11px; }
+table.mechlab-lens th { font-weight: normal; color: #555; padding: 0 4px; white-space: pre; }
+table.mechlab-lens td { position: relative; padding: 2px 4px; border: 1px solid #fff; white-space: pre; }
+table.mechlab-lens td .tip { display: none; position: absolute; z-index: 10; left: 0; top: 100%;
+  background: #fff; color: #222; border: 1px solid #888; padding: 4px; box-shadow: 2px 2px 6px #aaa; }
+table.mechlab-lens td:hover .tip { display: block; }
+</style>
+"""
+
+
+def lens_grid_html(result) -> str:
+    """The logit lens as an HTML table, rows output (top) to embedding (bottom), one column per
+    input position; a cell shows its top-1 token, shaded by probability, and its top-k on hover."""
+    head = "".join(f"<th>{html.escape(token)}</th>" for token in result.token_strs)
+    rows = []
+    for row in reversed(range(len(result.layers))):
+        cells = []
+        for position in range(len(result.token_strs)):
+            probs = result.top_probs[row, position].tolist()
+            tokens = result.top_tokens[row][position]
+            shade = int(255 - 155 * probs[0])
+            tip = "<br>".join(f"{html.escape(repr(t))} {p:.3f}" for t, p in zip(tokens, probs))
+            cells.append(f'<td style="background: rgb({shade},{shade},255)">{html.escape(tokens[0][:12])}'
+                         f'<span class="tip">{tip}</span></td>')
+        rows.append(f"<tr><th>{html.escape(result.layers[row])}</th>{''.join(cells)}</tr>")
+    return (f'{LENS_STYLE}<table class="mechlab-lens"><tr><th></th>{head}</tr>{"".join(rows)}'
+            f'<tr><th></th>{head}</tr></table>')

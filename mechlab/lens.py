@@ -1,0 +1,240 @@
+"""The logit lens (nostalgebraist, 2020): decode the residual stream before every layer, and after
+the last, through the model's own final norm and unembedding, to see how the prediction forms.
+
+The final norm is applied to each layer's residual afresh, so its scale is that residual's own.
+Reusing the scale cached for the final layer (as ``cache.apply_ln_to_stack`` does by default) makes
+early layers look uniform (TransformerLens issue 1076). Calling the model's ``ln_final`` and
+``unembed`` modules keeps this right for LayerNorm and RMSNorm, with and without fold_ln.
+
+Memory: only the residual streams are cached ([rows, pos, d_model]); logits are made for a chunk of
+positions at a time and reduced to statistics at once, never [rows, pos, d_vocab] for a long prompt.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from mechlab.errors import InputError
+from mechlab.tokens import PromptOrTokens, to_tokens, token_strings
+
+# Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab).
+# 64 MB: 25 positions of GPT-2 small's 13 rows; the naive [13, 256, 50257] for 256 tokens is 670 MB.
+CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass
+class LensResult:
+    """Per decoded row (a residual stream: ``layers``) and position: what the model would predict."""
+
+    model: str
+    prompt: str | None
+    tokens: Tensor  # [pos]
+    token_strs: list[str]
+    layers: list[str]  # row labels
+    top_ids: Tensor  # [row, pos, k]
+    top_tokens: list  # [row][pos][k] strings
+    top_probs: Tensor  # [row, pos, k]
+    next_token_prob: Tensor  # [row, pos]; NaN at the last position (no next token)
+    next_token_log_prob: Tensor
+    next_token_rank: Tensor  # [row, pos]; 0 = top-1; -1 at the last position
+    kl_to_final: Tensor  # [row, pos]: KL(final || row), nats
+    entropy: Tensor  # [row, pos], nats
+    target_token: str | None = None
+    target_id: int | None = None
+    target_prob: Tensor | None = None  # [row, pos]
+    target_rank: Tensor | None = None  # [row, pos]
+
+    @property
+    def first_top1_layer(self) -> int | None:
+        """The first row from which the target is the top-1 token at the last position, through to
+        the output; None when it is not top-1 at the output."""
+        if self.target_rank is None:
+            return None
+        ranks = self.target_rank[:, -1].tolist()
+        if ranks[-1] != 0:
+            return None
+        row = len(ranks) - 1
+        while row > 0 and ranks[row - 1] == 0:
+            row -= 1
+        return row
+
+    def to_json(self) -> dict:
+        def table(tensor: Tensor, missing_last: bool = False) -> list:
+            rows = tensor.tolist()
+            if missing_last:  # the last position has no next token
+                rows = [row[:-1] + [None] for row in rows]
+            return rows
+
+        target = None
+        if self.target_id is not None:
+            target = {"token": self.target_token, "token_id": self.target_id, "prob": self.target_prob.tolist(),
+                      "rank": self.target_rank.tolist(), "first_top1_layer": self.first_top1_layer}
+        return {
+            "model": self.model, "prompt": self.prompt, "tokens": self.token_strs, "layers": self.layers,
+            "top_tokens": self.top_tokens, "top_probs": self.top_probs.tolist(),
+            "next_token_prob": table(self.next_token_prob, True),
+            "next_token_rank": table(self.next_token_rank, True),
+            "kl_to_final": self.kl_to_final.tolist(), "entropy": self.entropy.tolist(), "target": target,
+        }
+
+
+def residual_hooks(n_layers: int, include_mid: bool) -> list[tuple[str, str]]:
+    """(hook name, row label) for each decoded residual stream, from the embedding to the output."""
+    rows = []
+    for layer in range(n_layers):
+        rows.append((f"blocks.{layer}.hook_resid_pre", "embed" if layer == 0 else f"after L{layer - 1}"))
+        if include_mid:
+            rows.append((f"blocks.{layer}.hook_resid_mid", f"L{layer} mid"))
+    rows.append((f"blocks.{n_layers - 1}.hook_resid_post", f"after L{n_layers - 1} (output)"))
+    return rows
+
+
+def resolve_target(model: HookedTransformer, target: str | int) -> int:
+    """A target given as text must be exactly one token; as an int, a valid token id."""
+    if isinstance(target, bool):
+        raise InputError(f"target must be text or a token id, got {target!r}")
+    if isinstance(target, int):
+        if not 0 <= target < model.cfg.d_vocab:
+            raise InputError(f"target token id {target} is outside the vocabulary [0, {model.cfg.d_vocab})")
+        return target
+    if not target:
+        raise InputError("the target is empty: pass one token, e.g. --target ' Paris'")
+    ids = model.to_tokens(target, prepend_bos=False)[0].tolist()
+    if len(ids) != 1:
+        pieces = token_strings(model, ids)
+        raise InputError(
+            f"target {target!r} is {len(ids)} tokens {pieces}, not one: pass a single token, e.g. "
+            f"{pieces[0]!r} (mind the leading space), or a token id"
+        )
+    return ids[0]
+
+
+def logit_lens(
+    model: HookedTransformer, prompt_or_tokens: PromptOrTokens, *, target: str | int | None = None,
+    top_k: int = 5, include_mid: bool = False, chunk_size: int | None = None,
+) -> LensResult:
+    """Decode every layer's residual stream (see the module docstring) for one prompt.
+
+    `chunk_size` positions are decoded at a time (default: CHUNK_ELEMENTS logits per chunk).
+    """
+    if not isinstance(top_k, int) or not 1 <= top_k <= model.cfg.d_vocab:
+        raise InputError(f"top_k must be between 1 and {model.cfg.d_vocab}, got {top_k!r}")
+    tokens = to_tokens(model, prompt_or_tokens)
+    if tokens.shape[0] != 1:
+        raise InputError(f"logit_lens takes one sequence, got a batch of {tokens.shape[0]}")
+    target_id = resolve_target(model, target) if target is not None else None
+    hooks = residual_hooks(model.cfg.n_layers, include_mid)
+    wanted = {name for name, _ in hooks}
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+        residuals = torch.stack([cache[name][0] for name, _ in hooks])  # [row, pos, d_model]
+        del cache
+        stats = decode_residuals(model, residuals, tokens[0], top_k=top_k, target_id=target_id, chunk_size=chunk_size)
+    ids = tokens[0].cpu()
+    vocabulary = {i: s for i, s in zip(stats["top_ids"].unique().tolist(), token_strings(model, stats["top_ids"].unique()))}
+    top_tokens = [[[vocabulary[i] for i in position] for position in row] for row in stats["top_ids"].tolist()]
+    return LensResult(
+        model=model.cfg.model_name, prompt=prompt_or_tokens if isinstance(prompt_or_tokens, str) else None,
+        tokens=ids, token_strs=token_strings(model, ids), layers=[label for _, label in hooks],
+        top_ids=stats["top_ids"], top_tokens=top_tokens, top_probs=stats["top_probs"],
+        next_token_prob=stats["next_log_prob"].exp(), next_token_log_prob=stats["next_log_prob"],
+        next_token_rank=stats["next_rank"], kl_to_final=stats["kl"], entropy=stats["entropy"],
+        target_token=token_strings(model, [target_id])[0] if target_id is not None else None,
+        target_id=target_id, target_prob=stats.get("target_prob"), target_rank=stats.get("target_rank"),
+    )
+
+
+def decoded_logits(
+    model: HookedTransformer, prompt_or_tokens: PromptOrTokens, *, include_mid: bool = False
+) -> Float[Tensor, "row pos d_vocab"]:
+    """Every row's logits at once, [rows, pos, d_vocab]: the plain, unchunked lens. For short
+    prompts, tests and notebooks; logit_lens computes the same statistics in bounded memory."""
+    tokens = to_tokens(model, prompt_or_tokens)[:1]
+    hooks = residual_hooks(model.cfg.n_layers, include_mid)
+    wanted = {name for name, _ in hooks}
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+        residuals = torch.stack([cache[name][0] for name, _ in hooks])
+        return model.unembed(model.ln_final(residuals))
+
+
+def decode_residuals(
+    model: HookedTransformer, residuals: Float[Tensor, "row pos d_model"], tokens: Int[Tensor, "pos"], *,
+    top_k: int, target_id: int | None, chunk_size: int | None,
+) -> dict[str, Tensor]:
+    """Statistics of each row's decoded distribution, a chunk of positions at a time."""
+    rows, pos, _ = residuals.shape
+    chunk_size = chunk_size or max(1, CHUNK_ELEMENTS // (rows * model.cfg.d_vocab_out))
+    # The token each position should predict; the last position has none (-1, masked below).
+    next_tokens = torch.cat([tokens[1:], tokens.new_full((1,), -1)])
+    parts = []
+    for start in range(0, pos, chunk_size):
+        stop = min(start + chunk_size, pos)
+        parts.append(decode_chunk(model, residuals[:, start:stop], next_tokens[start:stop], top_k, target_id))
+    return {name: torch.cat([part[name] for part in parts], dim=1) for name in parts[0]}
+
+
+def decode_chunk(model, residuals: Tensor, next_tokens: Tensor, top_k: int, target_id: int | None) -> dict[str, Tensor]:
+    """Decode [row, chunk, d_model] residuals and keep only per-position statistics."""
+    rows, chunk, d_model = residuals.shape
+    normalized = model.ln_final(residuals).reshape(rows * chunk, d_model)
+    # x @ W_U + b_U directly: TransformerLens's Unembed copies the whole transposed W_U on every call.
+    logits = torch.addmm(model.b_U, normalized, model.W_U).view(rows, chunk, -1)
+    shifted = logits.sub_(logits.amax(-1, keepdim=True))  # in place, for a stable exp
+    exp = shifted.exp()
+    sum_exp = exp.sum(-1)
+    log_z = sum_exp.log()
+    # Entropy H = log Z - sum(e * (l - max)) / Z, reusing the exp of the softmax.
+    entropy = log_z - (exp * shifted).sum(-1) / sum_exp
+    del exp
+    log_probs = shifted.sub_(log_z[..., None])  # now the log-probabilities
+    probs_final = log_probs[-1].exp()
+    # KL(final || row) = sum p_final (log p_final - log p_row), summed term by term: as
+    # -H_final - sum p_final log p_row it would lose small KLs to cancellation. Every sum runs along
+    # one position's own row, so its rounding does not depend on how many positions share the
+    # chunk: chunked and unchunked results are identical.
+    kl = (probs_final * (log_probs[-1] - log_probs)).sum(-1).clamp_min(0)
+    kl[-1] = 0.0  # the output row against itself: exactly zero, not a rounding error
+    top_values, top_ids = log_probs.topk(top_k, dim=-1)
+    safe_next = next_tokens.clamp_min(0)
+    next_log_prob = log_probs.gather(-1, safe_next.expand(len(log_probs), -1)[..., None])[..., 0]
+    next_rank = (log_probs > next_log_prob[..., None]).sum(-1)
+    has_next = next_tokens >= 0
+    stats = {
+        "top_ids": top_ids, "top_probs": top_values.exp(), "entropy": entropy, "kl": kl,
+        "next_log_prob": next_log_prob.masked_fill(~has_next, math.nan),
+        "next_rank": next_rank.masked_fill(~has_next, -1),
+    }
+    if target_id is not None:
+        target_log_prob = log_probs[..., target_id]
+        stats["target_prob"] = target_log_prob.exp()
+        stats["target_rank"] = (log_probs > target_log_prob[..., None]).sum(-1)
+    return stats
+
+
+@dataclass
+class LensCurves:
+    """Per-row averages over many prompts and all their positions."""
+
+    layers: list[str]
+    n_prompts: int
+    kl_to_final: Tensor  # [row]
+    mean_log_rank: Tensor  # [row]: mean of ln(1 + rank of the actual next token)
+    top1_agreement: Tensor  # [row]: share of positions whose top-1 equals the output's top-1
+
+    def to_json(self) -> dict:
+        return {"layers": self.layers, "n_prompts": self.n_prompts, "kl_to_final": self.kl_to_final.tolist(),
+                "mean_log_rank": self.mean_log_rank.tolist(), "top1_agreement": self.top1_agreement.tolist()}
+
+
+def lens_curves(results: list[LensResult]) -> LensCurves:
+    """Average the per-row statistics of several prompts over all positions."""
+    kl = torch.cat([r.kl_to_final for r in results], dim=1)
+    ranks = torch.cat([r.next_token_rank[:, :-1] for r in results], dim=1).double()
+    agreement = torch.cat([(r.top_ids[:, :, 0] == r.top_ids[-1:, :, 0]).double() for r in results], dim=1)
+    return LensCurves(layers=results[0].layers, n_prompts=len(results), kl_to_final=kl.mean(1),
+                      mean_log_rank=ranks.log1p().mean(1), top1_agreement=agreement.mean(1))
