@@ -12,7 +12,7 @@ OUT    ?= out/demo
 .PHONY: demo test venv browser clean
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/mechlab predict --model smollm2-135m
+	$(VENV)/bin/mechlab report --model smollm2-135m --out $(OUT)
 
 test: $(VENV)/.installed browser
 	$(PY) -m pytest

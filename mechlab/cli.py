@@ -68,7 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     lens.add_argument("--include-mid", action="store_true", help="also decode between attention and MLP")
     lens.add_argument("--out", required=True, help="output directory")
     lens.set_defaults(run=run_lens)
+
+    report = commands.add_parser("report", help="parity, logit lens, head scan and attention views on one offline page")
+    report.add_argument("--model", action="append", metavar="SPEC", help=f"model spec, repeatable (default {DEFAULT_MODEL})")
+    report.add_argument("--seq-len", type=int, default=50, help="head scan: length of r in [BOS] + r + r")
+    report.add_argument("--batch", type=int, default=10, help="head scan: number of sequences")
+    report.add_argument("--out", required=True, help="output directory")
+    report.set_defaults(run=run_report)
     return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from mechlab.report import write_report
+
+    specs = args.model or [DEFAULT_MODEL]
+    page = write_report(specs, args.out, seq_len=args.seq_len, batch=args.batch)
+    print(f"wrote {page}")
+    return 0
 
 
 def read_prompts(path: str) -> list[str]:
@@ -121,16 +137,11 @@ def run_lens(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_slug(spec: str) -> str:
-    """A directory name for a model spec: 'EleutherAI/pythia-70m' -> 'EleutherAI_pythia-70m'."""
-    return "".join(c if c.isalnum() or c in "-._@" else "_" for c in spec.strip("/.~")) or "model"
-
-
 def run_heads(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from mechlab.heads import PATTERN_SCORES, check_scan_shape, scan_heads
-    from mechlab.io import ensure_writable_dir, save_figure, write_json
+    from mechlab.io import ensure_writable_dir, model_slug, save_figure, write_json
     from mechlab.loading import load_model
     from mechlab.plots import plot_head_scores, plot_induction_mosaic, plot_loss_by_position
     from mechlab.present import heads_table

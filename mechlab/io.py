@@ -11,6 +11,11 @@ from pathlib import Path
 from mechlab.errors import InputError
 
 
+def model_slug(spec: str) -> str:
+    """A directory name for a model spec: 'EleutherAI/pythia-70m' -> 'EleutherAI_pythia-70m'."""
+    return "".join(c if c.isalnum() or c in "-._@" else "_" for c in spec.strip("/.~")) or "model"
+
+
 def ensure_writable_dir(directory: str | Path) -> Path:
     """Create `directory` if needed and check that files can be created in it."""
     directory = Path(directory)
@@ -52,11 +57,24 @@ def write_json(path: str | Path, data) -> Path:
     return write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
-def save_figure(figure, path: str | Path) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+def figure_png(figure) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it (open figures hold memory)."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)
+
+
+def save_figure(figure, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    return write_bytes(path, figure_png(figure))
