@@ -21,6 +21,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def add_model_option(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
+    if repeatable:
+        parser.add_argument("--model", action="append", metavar="SPEC",
+                            help=f"model spec, repeatable (default {DEFAULT_MODEL})")
+    else:
+        parser.add_argument("--model", default=DEFAULT_MODEL, metavar="SPEC", help=f"model spec (default {DEFAULT_MODEL})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mechlab", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -29,19 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(run=run_models)
 
     predict = commands.add_parser("predict", help="print a model's top next tokens for a prompt")
-    predict.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    add_model_option(predict)
     predict.add_argument("--prompt", default="The capital of France is")
     predict.add_argument("--top-k", type=int, default=10)
     predict.set_defaults(run=run_predict)
 
     verify = commands.add_parser("verify", help="check the from-scratch Transformer against the library, component by component")
-    verify.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    add_model_option(verify)
     verify.add_argument("--prompt", default="The capital of France is", help="text to run both models on")
     verify.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     verify.set_defaults(run=run_verify)
 
     attention = commands.add_parser("attention", help="attention patterns as an offline HTML page and PNGs")
-    attention.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    add_model_option(attention)
     attention.add_argument("--prompt", required=True)
     attention.add_argument("--layer", type=int, nargs="+", action="extend", metavar="L",
                            help="layers to show, every head (default: every layer, unless --heads)")
@@ -50,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     attention.set_defaults(run=run_attention)
 
     heads = commands.add_parser("heads", help="score every head (induction, previous-token, ...) on repeated random tokens")
-    heads.add_argument("--model", action="append", metavar="SPEC", help=f"model spec, repeatable (default {DEFAULT_MODEL})")
+    add_model_option(heads, repeatable=True)
     heads.add_argument("--seq-len", type=int, default=50, help="length of the random sequence r in [BOS] + r + r")
     heads.add_argument("--batch", type=int, default=10, help="number of random sequences")
     heads.add_argument("--seed", type=int, default=0)
@@ -59,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     heads.set_defaults(run=run_heads)
 
     lens = commands.add_parser("lens", help="logit lens: decode every layer's residual stream")
-    lens.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL})")
+    add_model_option(lens)
     source = lens.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt")
     source.add_argument("--prompts-file", metavar="FILE", help="one prompt per line: also per-layer curves over all")
@@ -70,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     lens.set_defaults(run=run_lens)
 
     report = commands.add_parser("report", help="parity, logit lens, head scan and attention views on one offline page")
-    report.add_argument("--model", action="append", metavar="SPEC", help=f"model spec, repeatable (default {DEFAULT_MODEL})")
+    add_model_option(report, repeatable=True)
     report.add_argument("--seq-len", type=int, default=50, help="head scan: length of r in [BOS] + r + r")
     report.add_argument("--batch", type=int, default=10, help="head scan: number of sequences")
     report.add_argument("--out", required=True, help="output directory")
