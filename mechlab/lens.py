@@ -130,7 +130,9 @@ def logit_lens(
     hooks = residual_hooks(model.cfg.n_layers, include_mid)
     wanted = {name for name, _ in hooks}
     with torch.inference_mode():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+        # stop_at_layer: the blocks only; the lens decodes the output row itself, like every other row.
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted,
+                                        stop_at_layer=model.cfg.n_layers)
         residuals = torch.stack([cache[name][0] for name, _ in hooks])  # [row, pos, d_model]
         del cache
         stats = decode_residuals(model, residuals, tokens[0], top_k=top_k, target_id=target_id, chunk_size=chunk_size)
@@ -168,52 +170,68 @@ def decode_residuals(
 ) -> dict[str, Tensor]:
     """Statistics of each row's decoded distribution, a chunk of positions at a time."""
     rows, pos, _ = residuals.shape
-    chunk_size = chunk_size or max(1, CHUNK_ELEMENTS // (rows * model.cfg.d_vocab_out))
+    d_vocab = model.cfg.d_vocab_out
+    chunk_size = min(pos, chunk_size or max(1, CHUNK_ELEMENTS // (rows * d_vocab)))
+    # Two chunk-sized buffers, reused: writing into memory already mapped is several times faster
+    # than a fresh tensor per operation (each would be page-faulted in anew).
+    logits_buffer = residuals.new_empty(rows * chunk_size * d_vocab)
+    scratch_buffer = residuals.new_empty(rows * chunk_size * d_vocab)
     # The token each position should predict; the last position has none (-1, masked below).
     next_tokens = torch.cat([tokens[1:], tokens.new_full((1,), -1)])
     parts = []
     for start in range(0, pos, chunk_size):
         stop = min(start + chunk_size, pos)
-        parts.append(decode_chunk(model, residuals[:, start:stop], next_tokens[start:stop], top_k, target_id))
+        size = rows * (stop - start) * d_vocab
+        parts.append(decode_chunk(model, residuals[:, start:stop], next_tokens[start:stop], top_k, target_id,
+                                  logits_buffer[:size], scratch_buffer[:size]))
     return {name: torch.cat([part[name] for part in parts], dim=1) for name in parts[0]}
 
 
-def decode_chunk(model, residuals: Tensor, next_tokens: Tensor, top_k: int, target_id: int | None) -> dict[str, Tensor]:
+def decode_chunk(
+    model, residuals: Tensor, next_tokens: Tensor, top_k: int, target_id: int | None, logits_buffer: Tensor,
+    scratch_buffer: Tensor,
+) -> dict[str, Tensor]:
     """Decode [row, chunk, d_model] residuals and keep only per-position statistics."""
     rows, chunk, d_model = residuals.shape
     normalized = model.ln_final(residuals).reshape(rows * chunk, d_model)
     # x @ W_U + b_U directly: TransformerLens's Unembed copies the whole transposed W_U on every call.
-    logits = torch.addmm(model.b_U, normalized, model.W_U).view(rows, chunk, -1)
+    logits = torch.addmm(model.b_U, normalized, model.W_U, out=logits_buffer.view(rows * chunk, -1))
+    logits = logits.view(rows, chunk, -1)
+    scratch = scratch_buffer.view(rows, chunk, -1)
     shifted = logits.sub_(logits.amax(-1, keepdim=True))  # in place, for a stable exp
-    exp = shifted.exp()
+    exp = torch.exp(shifted, out=scratch)
     sum_exp = exp.sum(-1)
     log_z = sum_exp.log()
     # Entropy H = log Z - sum(e * (l - max)) / Z, reusing the exp of the softmax.
-    entropy = log_z - (exp * shifted).sum(-1) / sum_exp
-    del exp
+    entropy = log_z - exp.mul_(shifted).sum(-1) / sum_exp
     log_probs = shifted.sub_(log_z[..., None])  # now the log-probabilities
     probs_final = log_probs[-1].exp()
     # KL(final || row) = sum p_final (log p_final - log p_row), summed term by term: as
     # -H_final - sum p_final log p_row it would lose small KLs to cancellation. Every sum runs along
     # one position's own row, so its rounding does not depend on how many positions share the
     # chunk: chunked and unchunked results are identical.
-    kl = (probs_final * (log_probs[-1] - log_probs)).sum(-1).clamp_min(0)
+    kl = torch.sub(log_probs[-1], log_probs, out=scratch).mul_(probs_final).sum(-1).clamp_min(0)
     kl[-1] = 0.0  # the output row against itself: exactly zero, not a rounding error
     top_values, top_ids = log_probs.topk(top_k, dim=-1)
     safe_next = next_tokens.clamp_min(0)
-    next_log_prob = log_probs.gather(-1, safe_next.expand(len(log_probs), -1)[..., None])[..., 0]
-    next_rank = (log_probs > next_log_prob[..., None]).sum(-1)
+    next_log_prob = log_probs.gather(-1, safe_next.expand(rows, -1)[..., None])[..., 0]
     has_next = next_tokens >= 0
     stats = {
         "top_ids": top_ids, "top_probs": top_values.exp(), "entropy": entropy, "kl": kl,
         "next_log_prob": next_log_prob.masked_fill(~has_next, math.nan),
-        "next_rank": next_rank.masked_fill(~has_next, -1),
+        "next_rank": count_above(log_probs, next_log_prob, scratch).masked_fill(~has_next, -1),
     }
     if target_id is not None:
         target_log_prob = log_probs[..., target_id]
         stats["target_prob"] = target_log_prob.exp()
-        stats["target_rank"] = (log_probs > target_log_prob[..., None]).sum(-1)
+        stats["target_rank"] = count_above(log_probs, target_log_prob, scratch)
     return stats
+
+
+def count_above(log_probs: Tensor, threshold: Tensor, scratch: Tensor) -> Tensor:
+    """How many tokens are more likely than the threshold: the rank (0 = top-1). Counted in float32
+    (exact below 2**24), since summing a bool tensor first converts all of it to int64."""
+    return torch.gt(log_probs, threshold[..., None], out=scratch).sum(-1).long()
 
 
 @dataclass
