@@ -246,15 +246,15 @@ def tl_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"], tokens:
 
 def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
     """Cross-entropy of predicting token p+1 at each position p, as logsumexp(logits) - logit of the
-    target, a few hundred rows at a time: a log_softmax of everything would copy all the logits."""
-    batch, pos, d_vocab = logits.shape
-    rows = logits[:, :-1].reshape(-1, d_vocab)
-    targets = tokens[:, 1:].reshape(-1)
-    loss = torch.cat([
-        block.logsumexp(-1) - block.gather(-1, target[:, None])[:, 0]
-        for block, target in zip(rows.split(256), targets.split(256))
-    ])
-    return loss.view(batch, pos - 1)
+    target, 64 rows at a time: a log_softmax of everything would copy all the logits."""
+    losses = []
+    for sequence_logits, sequence in zip(logits, tokens):  # logits[b, :-1] is contiguous; logits[:, :-1] is not
+        rows, targets = sequence_logits[:-1], sequence[1:]
+        losses.append(torch.cat([
+            block.logsumexp(-1) - block.gather(-1, target[:, None])[:, 0]
+            for block, target in zip(rows.split(64), targets.split(64))
+        ]))
+    return torch.stack(losses)
 
 
 def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
