@@ -126,8 +126,7 @@ def load_model(
 ACCEPTED_FORMS = (
     "Accepted forms: 'smollm2-135m' (offline default), a TransformerLens official name such as "
     "'gpt2' or 'EleutherAI/pythia-70m', a path to a local Hugging Face checkpoint directory, or "
-    "'random:<preset>[@seed]' with a preset in " + ", ".join("tiny llama-tiny gpt2-small "
-                                                             "smollm2-135m".split()) + "."
+    "'random:<preset>[@seed]' with a preset in tiny, llama-tiny, gpt2-small, smollm2-135m."
 )
 
 
@@ -195,9 +194,9 @@ def load_random(spec: str, processing: Processing, *, n_ctx: int | None = None) 
         # a bug that ignores them pass every check; random presets get non-trivial ones.
         with torch.no_grad():
             for name, param in model.named_parameters():
-                if name.endswith((".w", "ln_final.w")) and param.ndim == 1:
+                if name.endswith(".w"):  # ln1.w, ln2.w, ln_final.w
                     param.copy_(1 + 0.1 * torch.randn_like(param))
-                elif name.endswith((".b", "ln_final.b")) and param.ndim == 1:
+                elif name.endswith(".b"):
                     param.copy_(0.05 * torch.randn_like(param))
         if any(vars(processing).values()):
             model.process_weights_(**vars(processing))
