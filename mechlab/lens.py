@@ -71,7 +71,7 @@ class LensResult:
 
         target = None
         if self.target_id is not None:
-            target = {"token": self.target_token, "token_id": self.target_id, "prob": self.target_prob.tolist(),
+            target = {"token": self.target_token, "prob": self.target_prob.tolist(),
                       "rank": self.target_rank.tolist(), "first_top1_layer": self.first_top1_layer}
         return {
             "model": self.model, "prompt": self.prompt, "tokens": self.token_strs, "layers": self.layers,

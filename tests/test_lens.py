@@ -100,6 +100,7 @@ def test_smollm2_finds_paris(smollm2, tmp_path):
                  "--out", str(out)]) == 0
     report = json.loads((out / "lens.json").read_text())
     assert report["target"]["first_top1_layer"] == layer and report["target"]["token"] == " Paris"
+    assert set(report["target"]) == {"token", "prob", "rank", "first_top1_layer"}
 
 
 LENS_KEYS = {"model", "prompt", "tokens", "layers", "top_tokens", "top_probs", "next_token_prob", "next_token_rank",
