@@ -12,7 +12,7 @@ import torch
 from transformer_lens.head_detector import detect_head
 
 from benchmarks.common import interleaved_best_times, print_table
-from mechlab.heads import copying_scores, pattern_pass, repeated_tokens, scan_heads
+from mechlab.heads import copying_scores, pattern_pass, scan_heads
 from mechlab.loading import load_model
 
 def printable_repeats(model, seq_len: int = 50, batch: int = 10, seed: int = 0) -> tuple[list[str], torch.Tensor]:

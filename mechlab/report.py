@@ -3,7 +3,6 @@ on one self-contained offline page, with the figures and JSON beside it."""
 
 import base64
 import html
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from mechlab import InputError, load_model
+from mechlab import load_model
 from mechlab.cli import main
 from mechlab.lens import decoded_logits, lens_curves, logit_lens
 

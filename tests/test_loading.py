@@ -1,6 +1,5 @@
 """load_model: every kind of spec, checked against Hugging Face; the offline failure; the cache."""
 
-import os
 import time
 import zipfile
 
