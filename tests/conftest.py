@@ -35,14 +35,7 @@ def build_hf_gpt2(directory: Path, seed: int = 0, **overrides) -> Path:
     torch.manual_seed(seed)
     config = GPT2Config(**{**dict(vocab_size=257, n_positions=64, n_embd=48, n_layer=2, n_head=3,
                                   bos_token_id=256, eos_token_id=256), **overrides})
-    model = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():  # non-trivial LayerNorm parameters, so a bug that ignores them shows
-        for name, param in model.named_parameters():
-            if "ln" in name:
-                param.add_(0.1 * torch.randn_like(param))
-    model.save_pretrained(directory)
-    save_byte_tokenizer(directory)
-    return directory
+    return save_with_perturbed_norms(GPT2LMHeadModel(config).eval(), "ln", directory)
 
 
 def build_hf_llama(directory: Path, seed: int = 0, **overrides) -> Path:
@@ -55,10 +48,15 @@ def build_hf_llama(directory: Path, seed: int = 0, **overrides) -> Path:
                                    max_position_embeddings=64, rms_norm_eps=1e-5, bos_token_id=256,
                                    eos_token_id=256, pad_token_id=256, tie_word_embeddings=False),
                                **overrides})
-    model = LlamaForCausalLM(config).eval()
+    return save_with_perturbed_norms(LlamaForCausalLM(config).eval(), "norm", directory)
+
+
+def save_with_perturbed_norms(model, norm_key: str, directory: Path) -> Path:
+    """Give the norms non-trivial parameters (so a bug that ignores them shows), then save the model
+    and the byte-level tokenizer as a Hugging Face checkpoint directory."""
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "norm" in name:
+            if norm_key in name:
                 param.add_(0.1 * torch.randn_like(param))
     model.save_pretrained(directory)
     save_byte_tokenizer(directory)
