@@ -127,21 +127,15 @@ def logit_lens(
     if tokens.shape[0] != 1:
         raise InputError(f"logit_lens takes one sequence, got a batch of {tokens.shape[0]}")
     target_id = resolve_target(model, target) if target is not None else None
-    hooks = residual_hooks(model.cfg.n_layers, include_mid)
-    wanted = {name for name, _ in hooks}
+    residuals, labels = cached_residuals(model, tokens, include_mid)
     with torch.inference_mode():
-        # stop_at_layer: the blocks only; the lens decodes the output row itself, like every other row.
-        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted,
-                                        stop_at_layer=model.cfg.n_layers)
-        residuals = torch.stack([cache[name][0] for name, _ in hooks])  # [row, pos, d_model]
-        del cache
         stats = decode_residuals(model, residuals, tokens[0], top_k=top_k, target_id=target_id, chunk_size=chunk_size)
     ids = tokens[0].cpu()
     vocabulary = {i: s for i, s in zip(stats["top_ids"].unique().tolist(), token_strings(model, stats["top_ids"].unique()))}
     top_tokens = [[[vocabulary[i] for i in position] for position in row] for row in stats["top_ids"].tolist()]
     return LensResult(
         model=model.cfg.model_name, prompt=prompt_or_tokens if isinstance(prompt_or_tokens, str) else None,
-        tokens=ids, token_strs=token_strings(model, ids), layers=[label for _, label in hooks],
+        tokens=ids, token_strs=token_strings(model, ids), layers=labels,
         top_ids=stats["top_ids"], top_tokens=top_tokens, top_probs=stats["top_probs"],
         next_token_prob=stats["next_log_prob"].exp(), next_token_log_prob=stats["next_log_prob"],
         next_token_rank=stats["next_rank"], kl_to_final=stats["kl"], entropy=stats["entropy"],
@@ -155,13 +149,23 @@ def decoded_logits(
 ) -> Float[Tensor, "row pos d_vocab"]:
     """Every row's logits at once, [rows, pos, d_vocab]: the plain, unchunked lens. For short
     prompts, tests and notebooks; logit_lens computes the same statistics in bounded memory."""
-    tokens = to_tokens(model, prompt_or_tokens)[:1]
+    residuals, _ = cached_residuals(model, to_tokens(model, prompt_or_tokens)[:1], include_mid)
+    with torch.inference_mode():
+        return model.unembed(model.ln_final(residuals))
+
+
+def cached_residuals(
+    model: HookedTransformer, tokens: Int[Tensor, "batch pos"], include_mid: bool
+) -> tuple[Float[Tensor, "row pos d_model"], list[str]]:
+    """The first sequence's residual streams that the lens decodes, and their row labels; nothing
+    else is cached, and the pass stops after the blocks (every row, the output's too, is decoded
+    by the caller)."""
     hooks = residual_hooks(model.cfg.n_layers, include_mid)
     wanted = {name for name, _ in hooks}
     with torch.inference_mode():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted)
-        residuals = torch.stack([cache[name][0] for name, _ in hooks])
-        return model.unembed(model.ln_final(residuals))
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted,
+                                        stop_at_layer=model.cfg.n_layers)
+        return torch.stack([cache[name][0] for name, _ in hooks]), [label for _, label in hooks]
 
 
 def decode_residuals(
