@@ -112,7 +112,7 @@ def run_lens(args: argparse.Namespace) -> int:
     from rich.console import Console
     from tqdm.auto import tqdm
 
-    from mechlab.io import ensure_writable_dir, save_figure, write_json
+    from mechlab.io import ensure_writable_dir, figure_png, write_bytes, write_json
     from mechlab.lens import lens_curves, logit_lens
     from mechlab.loading import load_model
     from mechlab.plots import plot_lens_curves, plot_lens_kl, plot_lens_rank, plot_lens_top1
@@ -127,16 +127,17 @@ def run_lens(args: argparse.Namespace) -> int:
     first.model = args.model
     Console().print(lens_table(first))
     report = first.to_json()
-    figures = {"lens_top1.png": plot_lens_top1(first), "lens_rank.png": plot_lens_rank(first),
-               "lens_kl.png": plot_lens_kl(first)}
+    # Figures become PNG bytes at once (an open matplotlib figure holds memory); files come last.
+    figures = {"lens_top1.png": figure_png(plot_lens_top1(first)), "lens_rank.png": figure_png(plot_lens_rank(first)),
+               "lens_kl.png": figure_png(plot_lens_kl(first))}
     if args.prompts_file:
         curves = lens_curves(results)
         report.update(prompts=prompts, curves=curves.to_json())
-        figures["lens_curves.png"] = plot_lens_curves(curves)
+        figures["lens_curves.png"] = figure_png(plot_lens_curves(curves))
     out = ensure_writable_dir(args.out)
     write_json(out / "lens.json", report)
-    for name, figure in figures.items():
-        save_figure(figure, out / name)
+    for name, png in figures.items():
+        write_bytes(out / name, png)
     caption = (f"{args.model}: logit lens on {first.prompt!r}. Each cell is the most likely next token when the "
                "residual stream at that layer (row) and position (column) is decoded through the final norm and "
                "unembedding; darker means more probable. Hover a cell for its top-k.")
@@ -149,7 +150,7 @@ def run_heads(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from mechlab.heads import PATTERN_SCORES, check_scan_shape, scan_heads
-    from mechlab.io import ensure_writable_dir, model_slug, save_figure, write_json
+    from mechlab.io import ensure_writable_dir, figure_png, model_slug, write_bytes, write_json
     from mechlab.loading import load_model
     from mechlab.plots import plot_head_scores, plot_induction_mosaic, plot_loss_by_position
     from mechlab.present import heads_table
@@ -173,19 +174,19 @@ def run_heads(args: argparse.Namespace) -> int:
                      f"previous-token heads ({', '.join(f'L{l}H{h}' for l, h, _ in top[4:])}) on one sequence "
                      f"[BOS] + r + r with len(r) = {scan.seq_len}: in the second half, induction heads attend "
                      "along a stripe one token right of the repeat."))
-        figures = {f"heads_{name}.png": plot_head_scores(scan, name) for name in PATTERN_SCORES + ["copying"]}
-        figures["loss_by_position.png"] = plot_loss_by_position(scan)
+        figures = {f"heads_{name}.png": figure_png(plot_head_scores(scan, name)) for name in PATTERN_SCORES + ["copying"]}
+        figures["loss_by_position.png"] = figure_png(plot_loss_by_position(scan))
         results.append((spec, scan, view, figures))
-    mosaic = plot_induction_mosaic([scan for _, scan, _, _ in results]) if len(results) > 1 else None
+    mosaic = figure_png(plot_induction_mosaic([scan for _, scan, _, _ in results])) if len(results) > 1 else None
     out = ensure_writable_dir(args.out)
     for spec, scan, view, figures in results:
         directory = ensure_writable_dir(out / model_slug(spec)) if len(results) > 1 else out
         write_json(directory / "heads.json", scan.to_json(args.threshold))
-        for name, figure in figures.items():
-            save_figure(figure, directory / name)
+        for name, png in figures.items():
+            write_bytes(directory / name, png)
         save_html([view], directory / "heads.html", title=f"{spec}: induction and previous-token heads")
     if mosaic is not None:
-        save_figure(mosaic, out / "induction_mosaic.png")
+        write_bytes(out / "induction_mosaic.png", mosaic)
     console.print(f"wrote {out}")
     return 0
 
@@ -193,7 +194,7 @@ def run_heads(args: argparse.Namespace) -> int:
 def run_attention(args: argparse.Namespace) -> int:
     from collections import defaultdict
 
-    from mechlab.io import ensure_writable_dir, save_figure
+    from mechlab.io import ensure_writable_dir, figure_png, write_bytes
     from mechlab.views import save_html as save_html_page
     from mechlab.loading import load_model
     from mechlab.plots import plot_attention
@@ -215,11 +216,12 @@ def run_attention(args: argparse.Namespace) -> int:
         selected = {layer: list(range(model.cfg.n_heads)) for layer in range(model.cfg.n_layers)}
     # Everything is computed before anything is written: bad input leaves no files behind.
     views = [attention_view(model, tokens, layer=layer, heads=heads) for layer, heads in sorted(selected.items())]
-    figures = {layer: plot_attention(model, tokens, layer=layer, heads=heads) for layer, heads in sorted(selected.items())}
+    figures = {layer: figure_png(plot_attention(model, tokens, layer=layer, heads=heads))
+               for layer, heads in sorted(selected.items())}
     out = ensure_writable_dir(args.out)
     save_html_page(views, out / "attention.html", title=f"{args.model}: attention patterns")
-    for layer, figure in figures.items():
-        save_figure(figure, out / f"attention_L{layer}.png")
+    for layer, png in figures.items():
+        write_bytes(out / f"attention_L{layer}.png", png)
     print(f"wrote {out / 'attention.html'} and {len(figures)} PNGs")
     return 0
 

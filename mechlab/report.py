@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from mechlab.errors import InputError
 from mechlab.heads import HeadScan, scan_heads
-from mechlab.io import ensure_writable_dir, figure_png, model_slug, save_figure, write_bytes, write_json
+from mechlab.io import ensure_writable_dir, figure_png, model_slug, write_bytes, write_json
 from mechlab.lens import LensResult, logit_lens, resolve_target
 from mechlab.loading import load_model
 from mechlab.model import Transformer
@@ -102,7 +102,7 @@ def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch:
     steps = 5 * len(specs) + 1
     with tqdm(total=steps, desc="mechlab report") as progress:
         reports = [build_report(spec, seq_len=seq_len, batch=batch, progress=progress) for spec in specs]
-        mosaic = plot_induction_mosaic([r.scan for r in reports]) if len(reports) > 1 else None
+        mosaic = figure_png(plot_induction_mosaic([r.scan for r in reports])) if len(reports) > 1 else None
         out = ensure_writable_dir(out)
         items = []
         summary = {}
@@ -121,7 +121,7 @@ def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch:
                                   "first_top1_layer": lens.first_top1_layer} for lens in report.lenses],
             }
         if mosaic is not None:
-            path = save_figure(mosaic, out / "induction_mosaic.png")
+            path = write_bytes(out / "induction_mosaic.png", mosaic)
             items.append(("Induction scores of all models side by side, by relative depth.", figure_html(path, "mosaic")))
         write_json(out / "report.json", summary)
         page = save_html(items, out / "report.html", title=f"mechlab report: {', '.join(specs)}")
