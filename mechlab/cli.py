@@ -149,7 +149,7 @@ def run_lens(args: argparse.Namespace) -> int:
 def run_heads(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mechlab.heads import PATTERN_SCORES, check_scan_shape, scan_heads
+    from mechlab.heads import PATTERN_SCORES, scan_heads
     from mechlab.io import ensure_writable_dir, figure_png, model_slug, write_bytes, write_json
     from mechlab.loading import load_model
     from mechlab.plots import plot_head_scores, plot_induction_mosaic, plot_loss_by_position
@@ -163,7 +163,6 @@ def run_heads(args: argparse.Namespace) -> int:
     results = []  # everything is computed before anything is written
     for spec in specs:
         model = load_model(spec)
-        check_scan_shape(model, args.seq_len, args.batch)
         scan = scan_heads(model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, progress=True)
         scan.model = spec
         console.print(heads_table(scan, args.threshold))
