@@ -1,33 +1,44 @@
 """mechlab: look inside GPT-style transformers.
 
 Built on TransformerLens's HookedTransformer (pinned to transformer-lens>=3.9,<4: 4.0 removed it).
+
+The public names below resolve lazily (PEP 562): ``import mechlab`` costs milliseconds, and torch,
+TransformerLens, matplotlib or circuitsvis are imported only when a name that needs them is used.
 """
 
-from mechlab import parity
+import importlib
+
+from mechlab.defaults import DEFAULT_MODEL
 from mechlab.errors import InputError, MechlabError, ModelSpecError, ModelUnavailableError
-from mechlab.heads import HeadScan, repeated_tokens, scan_heads
-from mechlab.lens import LensResult, logit_lens
-from mechlab.loading import DEFAULT_MODEL, load_model
-from mechlab.model import Transformer
-from mechlab.plots import plot_attention
-from mechlab.views import View, attention_view, save_html
+
+# public name -> the module that defines it
+_LAZY = {
+    "HeadScan": "mechlab.heads", "repeated_tokens": "mechlab.heads", "scan_heads": "mechlab.heads",
+    "LensResult": "mechlab.lens", "logit_lens": "mechlab.lens",
+    "load_model": "mechlab.loading",
+    "Transformer": "mechlab.model",
+    "plot_attention": "mechlab.plots",
+    "View": "mechlab.views", "attention_view": "mechlab.views", "save_html": "mechlab.views",
+}
+_LAZY_MODULES = {"parity"}
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "HeadScan",
-    "LensResult",
-    "Transformer",
-    "View",
-    "attention_view",
-    "logit_lens",
-    "parity",
-    "plot_attention",
-    "repeated_tokens",
-    "save_html",
-    "scan_heads",
-    "InputError",
-    "MechlabError",
-    "ModelSpecError",
-    "ModelUnavailableError",
-    "load_model",
+    "DEFAULT_MODEL", "HeadScan", "LensResult", "Transformer", "View", "attention_view", "logit_lens",
+    "parity", "plot_attention", "repeated_tokens", "save_html", "scan_heads", "InputError",
+    "MechlabError", "ModelSpecError", "ModelUnavailableError", "load_model",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(f"mechlab.{name}")
+    else:
+        raise AttributeError(f"module 'mechlab' has no attribute {name!r}")
+    globals()[name] = value  # resolve once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,37 +1,125 @@
 """The `mechlab` command: one subcommand per capability. It parses arguments, calls the library,
-and writes files; errors become one line on stderr and exit status 2."""
+and writes files; errors become one line on stderr and exit status 2.
+
+Only the standard library and mechlab's light modules are imported before the arguments are
+checked: `mechlab --help` and every argument error answer at once, and torch, TransformerLens and
+matplotlib are imported by the subcommand that runs.
+"""
 
 import argparse
 import sys
 
-from mechlab.errors import MechlabError
-from mechlab.loading import DEFAULT_MODEL
+from mechlab.defaults import DEFAULT_MODEL, INDUCTION_THRESHOLD, MAX_PROMPTS, MAX_PROMPTS_FILE_BYTES
+from mechlab.errors import InputError, MechlabError
+
+
+class UsageError(Exception):
+    """An argument error found by argparse, reported as one line like every other error."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line ("mechlab lens: error: ... (see mechlab lens --help)")
+    instead of a usage dump, and it is raised instead of exiting, so `main` returns 2."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except SystemExit as exit:  # --help and --version exit through argparse
+        return int(exit.code or 0)
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
     try:
         return args.run(args) or 0
     except MechlabError as error:
-        print(f"mechlab {args.command}: error: {error}", file=sys.stderr)
+        print(f"mechlab {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mechlab {args.command}: interrupted; no files were written", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument types: checked while parsing, before anything is loaded
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
+def model_spec(text: str) -> str:
+    """The checks a spec can get without loading anything; load_model does the rest."""
+    from mechlab.defaults import parse_random_spec
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the model spec is empty: e.g. --model smollm2-135m")
+    if text.startswith("random:"):
+        try:
+            parse_random_spec(text.strip())
+        except MechlabError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return text.strip()
+
+
+def heads_list(text: str) -> list[tuple[int, int]]:
+    """'5.1,5.5' -> [(5, 1), (5, 5)]."""
+    heads = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        layer, dot, head = item.partition(".")
+        if not dot or not layer.isdigit() or not head.isdigit():
+            raise argparse.ArgumentTypeError(f"head {item!r} is not LAYER.HEAD: write heads like 5.1,5.5")
+        heads.append((int(layer), int(head)))
+    if not heads:
+        raise argparse.ArgumentTypeError(f"no heads in {text!r}: write heads like 5.1,5.5")
+    return heads
 
 
 def add_model_option(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
     if repeatable:
-        parser.add_argument("--model", action="append", metavar="SPEC",
+        parser.add_argument("--model", action="append", metavar="SPEC", type=model_spec,
                             help=f"model spec, repeatable (default {DEFAULT_MODEL})")
     else:
-        parser.add_argument("--model", default=DEFAULT_MODEL, metavar="SPEC", help=f"model spec (default {DEFAULT_MODEL})")
+        parser.add_argument("--model", default=DEFAULT_MODEL, metavar="SPEC", type=model_spec,
+                            help=f"model spec (default {DEFAULT_MODEL})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mechlab", description=__doc__)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+def build_parser() -> Parser:
+    parser = Parser(prog="mechlab", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     models = commands.add_parser("models", help="list model specs and whether each loads offline now")
     models.set_defaults(run=run_models)
@@ -39,10 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="print a model's top next tokens for a prompt")
     add_model_option(predict)
     predict.add_argument("--prompt", default="The capital of France is")
-    predict.add_argument("--top-k", type=int, default=10)
+    predict.add_argument("--top-k", type=positive_int, default=10)
     predict.set_defaults(run=run_predict)
 
-    verify = commands.add_parser("verify", help="check the from-scratch Transformer against the library, component by component")
+    verify = commands.add_parser(
+        "verify", help="check the from-scratch Transformer against the library, component by component")
     add_model_option(verify)
     verify.add_argument("--prompt", default="The capital of France is", help="text to run both models on")
     verify.add_argument("--json", metavar="PATH", help="also write the report as JSON")
@@ -51,18 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
     attention = commands.add_parser("attention", help="attention patterns as an offline HTML page and PNGs")
     add_model_option(attention)
     attention.add_argument("--prompt", required=True)
-    attention.add_argument("--layer", type=int, nargs="+", action="extend", metavar="L",
+    attention.add_argument("--layer", type=non_negative_int, nargs="+", action="extend", metavar="L",
                            help="layers to show, every head (default: every layer, unless --heads)")
-    attention.add_argument("--heads", metavar="L.H,...", help="single heads to show, e.g. 5.1,5.5")
+    attention.add_argument("--heads", metavar="L.H,...", type=heads_list,
+                           help="single heads to show, e.g. 5.1,5.5")
     attention.add_argument("--out", required=True, help="output directory")
     attention.set_defaults(run=run_attention)
 
-    heads = commands.add_parser("heads", help="score every head (induction, previous-token, ...) on repeated random tokens")
+    heads = commands.add_parser(
+        "heads", help="score every head (induction, previous-token, ...) on repeated random tokens")
     add_model_option(heads, repeatable=True)
-    heads.add_argument("--seq-len", type=int, default=50, help="length of the random sequence r in [BOS] + r + r")
-    heads.add_argument("--batch", type=int, default=10, help="number of random sequences")
-    heads.add_argument("--seed", type=int, default=0)
-    heads.add_argument("--threshold", type=float, default=0.4, help="induction score that counts as an induction head")
+    heads.add_argument("--seq-len", type=positive_int, default=50,
+                       help="length of the random sequence r in [BOS] + r + r")
+    heads.add_argument("--batch", type=positive_int, default=10, help="number of random sequences")
+    heads.add_argument("--seed", type=non_negative_int, default=0)
+    heads.add_argument("--threshold", type=unit_interval, default=INDUCTION_THRESHOLD,
+                       help="induction score that counts as an induction head")
     heads.add_argument("--out", required=True, help="output directory")
     heads.set_defaults(run=run_heads)
 
@@ -70,165 +163,194 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_option(lens)
     source = lens.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt")
-    source.add_argument("--prompts-file", metavar="FILE", help="one prompt per line: also per-layer curves over all")
+    source.add_argument("--prompts-file", metavar="FILE", help=(
+        f"one prompt per line (lines end at '\\n'; blank lines are skipped); also per-layer curves "
+        f"over all. At most {MAX_PROMPTS_FILE_BYTES >> 20} MiB and {MAX_PROMPTS:,} prompts"))
     lens.add_argument("--target", help="a single token to follow through the layers, e.g. ' Paris'")
-    lens.add_argument("--top-k", type=int, default=5)
+    lens.add_argument("--top-k", type=positive_int, default=5)
     lens.add_argument("--include-mid", action="store_true", help="also decode between attention and MLP")
     lens.add_argument("--out", required=True, help="output directory")
     lens.set_defaults(run=run_lens)
 
-    report = commands.add_parser("report", help="parity, logit lens, head scan and attention views on one offline page")
+    report = commands.add_parser(
+        "report", help="parity, logit lens, head scan and attention views on one offline page")
     add_model_option(report, repeatable=True)
-    report.add_argument("--seq-len", type=int, default=50, help="head scan: length of r in [BOS] + r + r")
-    report.add_argument("--batch", type=int, default=10, help="head scan: number of sequences")
+    report.add_argument("--seq-len", type=positive_int, default=50, help="head scan: length of r in [BOS] + r + r")
+    report.add_argument("--batch", type=positive_int, default=10, help="head scan: number of sequences")
     report.add_argument("--out", required=True, help="output directory")
     report.set_defaults(run=run_report)
     return parser
 
 
-def run_report(args: argparse.Namespace) -> int:
-    from mechlab.report import write_report
+# --------------------------------------------------------------------------------------------------
+# Shared steps
+
+
+def model_specs(args: argparse.Namespace) -> list[str]:
+    from mechlab.io import model_slug
 
     specs = args.model or [DEFAULT_MODEL]
-    page = write_report(specs, args.out, seq_len=args.seq_len, batch=args.batch)
-    print(f"wrote {page}")
-    return 0
+    if len(set(map(model_slug, specs))) != len(specs):
+        raise InputError(f"the same model is given twice: {specs}")
+    return specs
+
+
+def console():
+    from rich.console import Console
+
+    return Console()
+
+
+def say(text: str) -> None:
+    """Print plain text through rich without reading it as markup (paths and names may hold '[')."""
+    console().print(text, markup=False, highlight=False)
 
 
 def read_prompts(path: str) -> list[str]:
-    from pathlib import Path
-
+    """One prompt per '\\n'-terminated line (a trailing '\\r' is dropped; U+2028, form feeds and the
+    like stay inside their prompt), blank lines skipped; at most MAX_PROMPTS_FILE_BYTES are read."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise MechlabError(f"cannot read prompts file {path!r}: {error}") from None
-    prompts = [line for line in lines if line.strip()]
+        with open(path, "rb") as f:
+            data = f.read(MAX_PROMPTS_FILE_BYTES + 1)
+    except OSError as error:
+        raise InputError(f"cannot read prompts file {path!r}: {error.strerror or error}") from None
+    if len(data) > MAX_PROMPTS_FILE_BYTES:
+        raise InputError(f"prompts file {path!r} is larger than {MAX_PROMPTS_FILE_BYTES >> 20} MiB: "
+                         "split it into smaller files")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"prompts file {path!r} is not UTF-8 text ({error.reason} at byte "
+                         f"{error.start})") from None
+    prompts = [line.removesuffix("\r") for line in text.split("\n")]
+    prompts = [prompt for prompt in prompts if prompt.strip()]
     if not prompts:
-        raise MechlabError(f"no prompts in {path!r}: write one prompt per line")
+        raise InputError(f"no prompts in {path!r}: write one prompt per line")
+    if len(prompts) > MAX_PROMPTS:
+        raise InputError(f"prompts file {path!r} has {len(prompts):,} prompts, more than "
+                         f"{MAX_PROMPTS:,}: split it into smaller files")
     return prompts
 
 
-def run_lens(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from tqdm.auto import tqdm
+# --------------------------------------------------------------------------------------------------
+# Subcommands
 
-    from mechlab.io import ensure_writable_dir, figure_png, write_bytes, write_json
-    from mechlab.lens import lens_curves, logit_lens
-    from mechlab.loading import load_model
-    from mechlab.plots import plot_lens_curves, plot_lens_kl, plot_lens_rank, plot_lens_top1
-    from mechlab.present import lens_table
-    from mechlab.views import lens_grid_html, save_html
+
+def run_report(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+
+    specs = model_specs(args)
+    check_output_targets(args.out, ["report.html", "report.json"])
+    from mechlab.report import write_report
+
+    page = write_report(specs, args.out, seq_len=args.seq_len, batch=args.batch)
+    say(f"wrote {page}")
+    return 0
+
+
+def run_lens(args: argparse.Namespace) -> int:
+    import time
+
+    from mechlab.io import check_output_targets
 
     prompts = read_prompts(args.prompts_file) if args.prompts_file else [args.prompt]
+    check_output_targets(args.out, ["lens.json", "lens.html", "lens_top1.png"])
+    from mechlab.artifacts import lens_files
+    from mechlab.io import write_files
+    from mechlab.lens import lens_curves, logit_lens
+    from mechlab.loading import load_model
+    from mechlab.present import lens_table
+    from mechlab.progress import progress_bar
+
     model = load_model(args.model)
-    results = [logit_lens(model, prompt, target=args.target, top_k=args.top_k, include_mid=args.include_mid)
-               for prompt in tqdm(prompts, desc="logit lens", disable=len(prompts) == 1, leave=False)]
-    first = results[0]
-    first.model = args.model
-    Console().print(lens_table(first))
-    report = first.to_json()
-    # Figures become PNG bytes at once (an open matplotlib figure holds memory); files come last.
-    figures = {"lens_top1.png": figure_png(plot_lens_top1(first)), "lens_rank.png": figure_png(plot_lens_rank(first)),
-               "lens_kl.png": figure_png(plot_lens_kl(first))}
-    if args.prompts_file:
-        curves = lens_curves(results)
-        report.update(prompts=prompts, curves=curves.to_json())
-        figures["lens_curves.png"] = figure_png(plot_lens_curves(curves))
-    out = ensure_writable_dir(args.out)
-    write_json(out / "lens.json", report)
-    for name, png in figures.items():
-        write_bytes(out / name, png)
-    caption = (f"{args.model}: logit lens on {first.prompt!r}. Each cell is the most likely next token when the "
-               "residual stream at that layer (row) and position (column) is decoded through the final norm and "
-               "unembedding; darker means more probable. Hover a cell for its top-k.")
-    save_html([(caption, lens_grid_html(first))], out / "lens.html", title=f"{args.model}: logit lens")
-    print(f"wrote {out}")
+    options = dict(target=args.target, top_k=args.top_k, include_mid=args.include_mid)
+    start = time.perf_counter()
+    first = logit_lens(model, prompts[0], **options)
+    curves = None
+    if len(prompts) > 1:
+        seconds = time.perf_counter() - start
+        print(f"mechlab lens: {len(prompts):,} prompts; the first took {seconds:.2f} s, so about "
+              f"{seconds * len(prompts) / 60:.1f} min in all (Ctrl-C stops without writing)", file=sys.stderr)
+
+        def results():  # one at a time: only the curves' running sums are kept
+            yield first
+            for prompt in progress_bar(prompts[1:], desc="logit lens", leave=False):
+                yield logit_lens(model, prompt, **options)
+
+        curves = lens_curves(results())
+    console().print(lens_table(first))
+    files = lens_files(first, curves, prompts if curves is not None else None)
+    write_files(args.out, files)
+    say(f"wrote {args.out}")
     return 0
 
 
 def run_heads(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from mechlab.io import check_output_targets, model_slug
 
-    from mechlab.heads import PATTERN_SCORES, scan_heads
-    from mechlab.io import ensure_writable_dir, figure_png, model_slug, write_bytes, write_json
+    specs = model_specs(args)
+    several = len(specs) > 1
+    names = [f"{model_slug(spec)}/heads.json" if several else "heads.json" for spec in specs]
+    check_output_targets(args.out, names + (["induction_mosaic.png"] if several else []))
+    from mechlab.artifacts import heads_files, mosaic_png
+    from mechlab.heads import scan_heads
+    from mechlab.io import write_files
     from mechlab.loading import load_model
-    from mechlab.plots import plot_head_scores, plot_induction_mosaic, plot_loss_by_position
     from mechlab.present import heads_table
-    from mechlab.views import attention_heads_view, save_html
 
-    console = Console()
-    specs = args.model or [DEFAULT_MODEL]
-    if len(set(map(model_slug, specs))) != len(specs):
-        raise MechlabError(f"the same model is given twice: {specs}")
-    results = []  # everything is computed before anything is written
+    files, scans = {}, []  # everything is computed before anything is written
     for spec in specs:
         model = load_model(spec)
         scan = scan_heads(model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, progress=True)
-        scan.model = spec
-        console.print(heads_table(scan, args.threshold))
-        top = scan.top("induction", 4) + scan.top("previous_token", 2)
-        view = attention_heads_view(
-            model, scan.tokens[:1], [(layer, head) for layer, head, _ in top],
-            caption=(f"{spec}: the top induction heads ({', '.join(f'L{l}H{h}' for l, h, _ in top[:4])}) and "
-                     f"previous-token heads ({', '.join(f'L{l}H{h}' for l, h, _ in top[4:])}) on one sequence "
-                     f"[BOS] + r + r with len(r) = {scan.seq_len}: in the second half, induction heads attend "
-                     "along a stripe one token right of the repeat."))
-        figures = {f"heads_{name}.png": figure_png(plot_head_scores(scan, name)) for name in PATTERN_SCORES + ["copying"]}
-        figures["loss_by_position.png"] = figure_png(plot_loss_by_position(scan))
-        results.append((spec, scan, view, figures))
-    mosaic = figure_png(plot_induction_mosaic([scan for _, scan, _, _ in results])) if len(results) > 1 else None
-    out = ensure_writable_dir(args.out)
-    for spec, scan, view, figures in results:
-        directory = ensure_writable_dir(out / model_slug(spec)) if len(results) > 1 else out
-        write_json(directory / "heads.json", scan.to_json(args.threshold))
-        for name, png in figures.items():
-            write_bytes(directory / name, png)
-        save_html([view], directory / "heads.html", title=f"{spec}: induction and previous-token heads")
-    if mosaic is not None:
-        write_bytes(out / "induction_mosaic.png", mosaic)
-    console.print(f"wrote {out}")
+        console().print(heads_table(scan, args.threshold))
+        prefix = f"{model_slug(spec)}/" if several else ""
+        files.update({prefix + name: content for name, content in heads_files(model, scan, args.threshold).items()})
+        scans.append(scan)
+    if several:
+        files["induction_mosaic.png"] = mosaic_png(scans)
+    write_files(args.out, files)
+    say(f"wrote {args.out}")
     return 0
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from collections import defaultdict
+    from mechlab.io import check_output_targets
 
-    from mechlab.io import ensure_writable_dir, figure_png, write_bytes
-    from mechlab.views import save_html as save_html_page
+    if not args.prompt.strip():
+        raise InputError("the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'")
+    check_output_targets(args.out, ["attention.html"])
+    from mechlab.artifacts import attention_files
+    from mechlab.attention import check_head, check_layer
+    from mechlab.io import write_files
     from mechlab.loading import load_model
-    from mechlab.plots import plot_attention
     from mechlab.tokens import to_tokens
-    from mechlab.views import attention_view, check_head, check_layer, parse_heads
 
     model = load_model(args.model)
     tokens = to_tokens(model, args.prompt)
-    selected: dict[int, list[int]] = defaultdict(list)
+    selected: dict[int, list[int]] = {}
     for layer in args.layer or []:
         check_layer(model, layer)
         selected[layer] = list(range(model.cfg.n_heads))
-    for layer, head in parse_heads(args.heads) if args.heads else []:
+    for layer, head in args.heads or []:
         check_layer(model, layer)
         check_head(model, layer, head)
-        if head not in selected[layer]:
+        if head not in selected.setdefault(layer, []):
             selected[layer].append(head)
     if not selected:
         selected = {layer: list(range(model.cfg.n_heads)) for layer in range(model.cfg.n_layers)}
-    # Everything is computed before anything is written: bad input leaves no files behind.
-    views = [attention_view(model, tokens, layer=layer, heads=heads) for layer, heads in sorted(selected.items())]
-    figures = {layer: figure_png(plot_attention(model, tokens, layer=layer, heads=heads))
-               for layer, heads in sorted(selected.items())}
-    out = ensure_writable_dir(args.out)
-    save_html_page(views, out / "attention.html", title=f"{args.model}: attention patterns")
-    for layer, png in figures.items():
-        write_bytes(out / f"attention_L{layer}.png", png)
-    print(f"wrote {out / 'attention.html'} and {len(figures)} PNGs")
+    write_files(args.out, attention_files(model, tokens, selected))
+    say(f"wrote {args.out}/attention.html and {len(selected)} PNGs")
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from pathlib import Path
 
-    from mechlab.io import write_json
+    from mechlab.io import check_output_targets
+
+    if args.json:
+        check_output_targets(Path(args.json).parent, [Path(args.json).name])
+    from mechlab.io import json_text, write_files
     from mechlab.loading import load_model
     from mechlab.model import Transformer
     from mechlab.parity import compare
@@ -238,53 +360,56 @@ def run_verify(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     tokens = to_tokens(model, args.prompt)
     report = compare(Transformer.from_hooked(model), model, tokens)
-    console = Console()
-    console.print(parity_table(report, title=f"{args.model}: from-scratch Transformer vs {report.reference}"))
+    console().print(parity_table(report, title=f"{args.model}: from-scratch Transformer vs {report.reference}"))
     if args.json:
-        write_json(args.json, dict(report.to_json(), model=args.model, prompt=args.prompt))
+        path = Path(args.json)
+        write_files(path.parent, {path.name: json_text(dict(report.to_json(), model=args.model, prompt=args.prompt))})
     if report.passed:
-        console.print(f"[green]all {len(report.components)} components agree[/] (atol={report.atol}, rtol={report.rtol})")
+        say(f"all {len(report.components)} components agree (atol={report.atol}, rtol={report.rtol})")
         return 0
-    console.print(f"[red]{len(report.failures)} components differ; the first is {report.first_failure}[/]")
+    say(f"{len(report.failures)} components differ; the first is {report.first_failure}")
     return 1
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mechlab.loading import cache_dir, model_availability
 
-    table = Table(title=f"model specs (cache: {cache_dir()})")
+    table = Table(title=escape(f"model specs (cache: {cache_dir()})"))
     for column in ["spec", "kind", "offline now", "note"]:
         table.add_column(column)
     for spec, kind, offline, note in model_availability():
-        table.add_row(spec, kind, "[green]yes[/]" if offline else "[red]no[/]", note)
+        table.add_row(escape(spec), escape(kind), "[green]yes[/]" if offline else "[red]no[/]", escape(note))
     table.caption = "also accepted: any TransformerLens official name, or a local checkpoint directory"
-    Console().print(table)
+    console().print(table)
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     import torch
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mechlab.loading import load_model
     from mechlab.tokens import to_tokens, token_strings
 
     model = load_model(args.model)
+    if args.top_k > model.cfg.d_vocab:
+        raise InputError(f"--top-k {args.top_k} is more than the {model.cfg.d_vocab} tokens of "
+                         f"{model.cfg.model_name}'s vocabulary")
     tokens = to_tokens(model, args.prompt)
-    with torch.no_grad():
+    with torch.inference_mode():
         probs = model(tokens)[0, -1].softmax(-1)
-    top = probs.topk(min(args.top_k, probs.numel()))
-    table = Table(title=f"{args.model}: next token after {args.prompt!r}")
+    top = probs.topk(args.top_k)
+    table = Table(title=escape(f"{args.model}: next token after {args.prompt!r}"))
     table.add_column("rank", justify="right")
     table.add_column("token")
     table.add_column("probability", justify="right")
     for rank, (p, token) in enumerate(zip(top.values, token_strings(model, top.indices)), start=1):
-        table.add_row(str(rank), repr(token), f"{p.item():.3f}")
-    Console().print(table)
+        table.add_row(str(rank), escape(repr(token)), f"{p.item():.3f}")
+    console().print(table)
     return 0
 
 

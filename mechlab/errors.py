@@ -14,5 +14,13 @@ class ModelUnavailableError(MechlabError, RuntimeError):
     """A model that exists but cannot be loaded here (no cache, no network, corrupt download)."""
 
 
+class CacheError(ModelUnavailableError):
+    """The cache cannot be written: read-only, out of space, or otherwise unusable."""
+
+
 class InputError(MechlabError, ValueError):
     """Bad user input: a prompt, token ids, a layer or head index, an output path."""
+
+
+class ResourceError(MechlabError, MemoryError):
+    """A request that would need more memory than this machine has: refused before it starts."""

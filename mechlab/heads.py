@@ -15,10 +15,12 @@ import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
+from mechlab.progress import progress_bar
 from transformer_lens import FactoredMatrix, HookedTransformer
 
+from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
+from mechlab.memory import check_fits
 
 PATTERN_SCORES = ["induction", "previous_token", "duplicate_token", "current_token", "first_token"]
 # TransformerLens's head_detector scores, computed its way (see tl_scores below).
@@ -60,6 +62,17 @@ def check_scan_shape(model: HookedTransformer, seq_len: int, batch: int) -> None
             f"2*seq_len+1 = {2 * seq_len + 1} tokens do not fit {model.cfg.model_name}'s context window of "
             f"{model.cfg.n_ctx}: use seq_len <= {(model.cfg.n_ctx - 1) // 2}"
         )
+    check_fits(scan_memory(model, seq_len, batch), what=f"a head scan of {batch} x {2 * seq_len + 1} tokens",
+               fix="use a smaller --batch or --seq-len.")
+
+
+def scan_memory(model: HookedTransformer, seq_len: int, batch: int) -> int:
+    """Bytes a scan holds at its peak, roughly: the token ids and per-position losses of the whole
+    batch, plus one chunk's forward pass (its logits, and one layer's scores and pattern)."""
+    cfg, total = model.cfg, 2 * seq_len + 1
+    chunk = min(batch, max(1, 8192 // total))
+    per_sequence = total * (cfg.d_vocab * 4 + cfg.d_model * 4 * 8 + cfg.n_heads * total * 4 * 3)
+    return batch * total * (8 + 4) + chunk * per_sequence
 
 
 def repeated_tokens(model: HookedTransformer, *, seq_len: int = 50, batch: int = 10, seed: int = 0) -> Int[Tensor, "batch pos"]:
@@ -83,9 +96,16 @@ class HeadScan:
     seq_len: int
     batch: int
     seed: int
-    tokens: Tensor
-    scores: dict[str, Tensor] = field(default_factory=dict)
-    loss_by_position: Tensor | None = None  # mean loss predicting token p+1 from position p; length 2*seq_len
+    tokens: Int[Tensor, "batch pos"]
+    scores: dict[str, Float[Tensor, "layer n_heads"]] = field(default_factory=dict)
+    # mean loss predicting token p+1 from position p, for p in 0 .. 2*seq_len-1
+    loss_by_position: Float[Tensor, "pos-1"] | None = None
+
+    def __repr__(self) -> str:
+        best = self.top("induction", 1)[0] if self.scores else None
+        headline = f", best induction head L{best[0]}H{best[1]} {best[2]:.2f}" if best else ""
+        return (f"HeadScan({self.model}: {self.n_layers} layers x {self.n_heads} heads on {self.batch} x "
+                f"[BOS]+r+r with len(r)={self.seq_len}{headline})")
 
     @property
     def loss_first_half(self) -> float:
@@ -110,7 +130,7 @@ class HeadScan:
         values = self.score(name)
         return [head for head in self.top(name, values.numel()) if head[2] > threshold]
 
-    def to_json(self, threshold: float = 0.4) -> dict:
+    def to_json(self, threshold: float = INDUCTION_THRESHOLD) -> dict:
         return {
             "model": self.model, "n_layers": self.n_layers, "n_heads": self.n_heads,
             "seq_len": self.seq_len, "batch": self.batch, "seed": self.seed, "threshold": threshold,
@@ -153,7 +173,7 @@ def pattern_pass(
     sums = {name: torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64) for name in PATTERN_SCORES + TL_SCORES}
     losses = []
     chunks = list(tokens.split(chunk_size))
-    for chunk in tqdm(chunks, desc=f"scanning heads of {cfg.model_name}", disable=not progress, leave=False):
+    for chunk in progress_bar(chunks, desc=f"scanning heads of {cfg.model_name}", disable=not progress, leave=False):
         chunk = chunk.to(cfg.device)
 
         def reduce_pattern(pattern: Tensor, hook) -> None:

@@ -11,6 +11,7 @@ positions at a time and reduced to statistics at once, never [rows, pos, d_vocab
 """
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -32,21 +33,30 @@ class LensResult:
 
     model: str
     prompt: str | None
-    tokens: Tensor  # [pos]
+    tokens: Int[Tensor, "pos"]
     token_strs: list[str]
     layers: list[str]  # row labels
-    top_ids: Tensor  # [row, pos, k]
+    top_ids: Int[Tensor, "row pos k"]
     top_tokens: list  # [row][pos][k] strings
-    top_probs: Tensor  # [row, pos, k]
-    next_token_prob: Tensor  # [row, pos]; NaN at the last position (no next token)
-    next_token_log_prob: Tensor
-    next_token_rank: Tensor  # [row, pos]; 0 = top-1; -1 at the last position
-    kl_to_final: Tensor  # [row, pos]: KL(final || row), nats
-    entropy: Tensor  # [row, pos], nats
+    top_probs: Float[Tensor, "row pos k"]
+    next_token_prob: Float[Tensor, "row pos"]  # NaN at the last position (no next token)
+    next_token_log_prob: Float[Tensor, "row pos"]
+    next_token_rank: Int[Tensor, "row pos"]  # 0 = top-1; -1 at the last position
+    kl_to_final: Float[Tensor, "row pos"]  # KL(final || row), nats
+    entropy: Float[Tensor, "row pos"]  # nats
     target_token: str | None = None
     target_id: int | None = None
-    target_prob: Tensor | None = None  # [row, pos]
-    target_rank: Tensor | None = None  # [row, pos]
+    target_prob: Float[Tensor, "row pos"] | None = None
+    target_rank: Int[Tensor, "row pos"] | None = None
+
+    def __repr__(self) -> str:
+        rows, pos = self.kl_to_final.shape
+        target = ""
+        if self.target_id is not None:
+            layer = self.first_top1_layer
+            target = f", target {self.target_token!r} top-1 from " + (
+                f"row {layer} ({self.layers[layer]})" if layer is not None else "no row")
+        return f"LensResult({self.model}: {rows} rows x {pos} positions of {self.prompt!r}{target})"
 
     @property
     def first_top1_layer(self) -> int | None:
@@ -244,19 +254,37 @@ class LensCurves:
 
     layers: list[str]
     n_prompts: int
-    kl_to_final: Tensor  # [row]
-    mean_log_rank: Tensor  # [row]: mean of ln(1 + rank of the actual next token)
-    top1_agreement: Tensor  # [row]: share of positions whose top-1 equals the output's top-1
+    kl_to_final: Float[Tensor, "row"]
+    mean_log_rank: Float[Tensor, "row"]  # mean of ln(1 + rank of the actual next token)
+    top1_agreement: Float[Tensor, "row"]  # share of positions whose top-1 equals the output's top-1
 
     def to_json(self) -> dict:
         return {"layers": self.layers, "n_prompts": self.n_prompts, "kl_to_final": self.kl_to_final.tolist(),
                 "mean_log_rank": self.mean_log_rank.tolist(), "top1_agreement": self.top1_agreement.tolist()}
 
 
-def lens_curves(results: list[LensResult]) -> LensCurves:
-    """Average the per-row statistics of several prompts over all positions."""
-    kl = torch.cat([r.kl_to_final for r in results], dim=1)
-    ranks = torch.cat([r.next_token_rank[:, :-1] for r in results], dim=1).double()
-    agreement = torch.cat([(r.top_ids[:, :, 0] == r.top_ids[-1:, :, 0]).double() for r in results], dim=1)
-    return LensCurves(layers=results[0].layers, n_prompts=len(results), kl_to_final=kl.mean(1),
-                      mean_log_rank=ranks.log1p().mean(1), top1_agreement=agreement.mean(1))
+def lens_curves(results: Iterable[LensResult]) -> LensCurves:
+    """Average the per-row statistics of several prompts over all positions. `results` may be a
+    generator: only running sums are kept, so memory stays flat however many prompts there are."""
+    n_prompts, layers = 0, None
+    kl_sum = log_rank_sum = agreement_sum = None
+    positions = ranked_positions = 0
+    for result in results:
+        n_prompts += 1
+        layers = layers or result.layers
+        kl = result.kl_to_final.double().sum(1)
+        log_rank = result.next_token_rank[:, :-1].double().log1p().sum(1)
+        agreement = (result.top_ids[:, :, 0] == result.top_ids[-1:, :, 0]).double().sum(1)
+        if kl_sum is None:
+            kl_sum, log_rank_sum, agreement_sum = kl, log_rank, agreement
+        else:
+            kl_sum += kl
+            log_rank_sum += log_rank
+            agreement_sum += agreement
+        positions += result.kl_to_final.shape[1]
+        ranked_positions += result.kl_to_final.shape[1] - 1
+    if n_prompts == 0:
+        raise InputError("no prompts to average over")
+    return LensCurves(layers=layers, n_prompts=n_prompts, kl_to_final=(kl_sum / positions).float(),
+                      mean_log_rank=(log_rank_sum / max(ranked_positions, 1)).float(),
+                      top1_agreement=(agreement_sum / positions).float())

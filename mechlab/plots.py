@@ -1,25 +1,42 @@
 """Static figures (matplotlib) made from models and result objects, for papers and READMEs.
-Figures are returned, never shown or saved here: mechlab.io.save_figure writes them."""
+
+Figures are returned, never shown or saved here (mechlab.io.figure_png renders them). They are made
+as plain `matplotlib.figure.Figure` objects, not through pyplot: the user's backend is left alone,
+no figure stays open in pyplot's registry, and in a notebook a returned figure displays once.
+Every text that comes from outside (model names, tokens) is shown as plain text, never mathtext.
+"""
 
 import math
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from transformer_lens import HookedTransformer
 
-matplotlib.use("Agg")  # no display needed; notebooks still show returned figures inline
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from transformer_lens import HookedTransformer  # noqa: E402
+from mechlab.attention import attention_patterns, check_head, check_layer
+from mechlab.tokens import PromptOrTokens, to_tokens, token_strings
 
-from mechlab.tokens import PromptOrTokens, to_tokens, token_strings  # noqa: E402
-from mechlab.views import attention_patterns, check_head, check_layer  # noqa: E402
+
+def _inline_png_support() -> None:
+    """Let IPython show a returned Figure inline: importing pyplot in a kernel registers its PNG
+    formatter (with the kernel's own backend; nothing is chosen here)."""
+    import matplotlib.pyplot  # noqa: F401
+
+
+def new_figure(**kwargs) -> Figure:
+    _inline_png_support()
+    return Figure(**kwargs)
+
+
+def plain(text: str) -> str:
+    """Text as matplotlib shows it literally: '$' would start mathtext."""
+    return str(text).replace("$", r"\$")
 
 
 def short(token: str, width: int = 10) -> str:
     """A token as a readable tick label: whitespace made visible, long tokens trimmed."""
     text = token.replace("\n", "\\n").replace("\t", "\\t")
     text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)  # no glyph for controls
-    text = text.replace("$", r"\$")  # matplotlib would read $...$ as mathtext
+    text = plain(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -37,7 +54,8 @@ def plot_attention(
     n_cols = min(4, len(heads))
     n_rows = math.ceil(len(heads) / n_cols)
     side = 2.2 + 0.12 * min(len(labels), 40)
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(side * n_cols, side * n_rows), squeeze=False)
+    figure = new_figure(figsize=(side * n_cols, side * n_rows))
+    axes = figure.subplots(n_rows, n_cols, squeeze=False)
     step = max(1, len(labels) // 40)  # at most about 40 labels per axis stay readable
     for ax, head in zip(axes.flat, heads):
         ax.imshow(pattern[head], cmap="Blues", vmin=0, vmax=1)
@@ -47,7 +65,7 @@ def plot_attention(
         ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=7)
     for ax in list(axes.flat)[len(heads):]:
         ax.axis("off")
-    figure.suptitle(f"{model.cfg.model_name}: layer {layer} attention (row = query, column = key)")
+    figure.suptitle(f"{plain(model.cfg.model_name)}: layer {layer} attention (row = query, column = key)")
     figure.tight_layout()
     return figure
 
@@ -70,7 +88,8 @@ def plot_head_scores(scan, name: str) -> Figure:
     """A layers x heads heatmap of one score, each cell labelled with its value when they fit."""
     values = scan.score(name).numpy()
     n_layers, n_heads = values.shape
-    figure, ax = plt.subplots(figsize=(1.2 + 0.55 * n_heads, 1.2 + 0.32 * n_layers))
+    figure = new_figure(figsize=(1.2 + 0.55 * n_heads, 1.2 + 0.32 * n_layers))
+    ax = figure.subplots()
     low = -1 if name == "copying" else 0
     image = ax.imshow(values, cmap="RdBu_r" if low < 0 else "Blues", vmin=low, vmax=1, aspect="auto")
     if n_layers * n_heads <= 600:
@@ -83,7 +102,7 @@ def plot_head_scores(scan, name: str) -> Figure:
     ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)], fontsize=7)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_title(f"{scan.model}\n{SCORE_TITLES.get(name, name)}", fontsize=9)
+    ax.set_title(f"{plain(scan.model)}\n{SCORE_TITLES.get(name, name)}", fontsize=9)
     figure.colorbar(image, ax=ax, fraction=0.05)
     figure.tight_layout()
     return figure
@@ -93,7 +112,8 @@ def plot_loss_by_position(scan) -> Figure:
     """Next-token loss along [BOS] + r + r: high on the random first copy, low on the repeat once
     induction heads can copy from the first copy."""
     loss = scan.loss_by_position.numpy()
-    figure, ax = plt.subplots(figsize=(8, 3.5))
+    figure = new_figure(figsize=(8, 3.5))
+    ax = figure.subplots()
     ax.plot(np.arange(len(loss)), loss, color="#1f4e99")
     ax.axvline(scan.seq_len - 0.5, color="gray", linestyle="--")
     ax.text(scan.seq_len, loss.max(), " second copy starts", va="top", fontsize=8, color="gray")
@@ -102,7 +122,7 @@ def plot_loss_by_position(scan) -> Figure:
         ax.text(stop - 1, value, f" mean {value:.2f}", fontsize=8, color="#d95f02", va="bottom", ha="right")
     ax.set_xlabel("position (predicting the next token)")
     ax.set_ylabel("loss (nats)")
-    ax.set_title(f"{scan.model}: in-context loss on repeated random tokens (seq_len={scan.seq_len}, batch={scan.batch})", fontsize=9)
+    ax.set_title(f"{plain(scan.model)}: in-context loss on repeated random tokens (seq_len={scan.seq_len}, batch={scan.batch})", fontsize=9)
     figure.tight_layout()
     return figure
 
@@ -110,12 +130,13 @@ def plot_loss_by_position(scan) -> Figure:
 def plot_induction_mosaic(scans: list) -> Figure:
     """Induction scores of several models side by side, each on a 0..1 depth axis so models with
     different numbers of layers line up (after the induction mosaic of Olsson et al.)."""
-    figure, axes = plt.subplots(1, len(scans), figsize=(2.2 * len(scans) + 1, 5), squeeze=False)
+    figure = new_figure(figsize=(2.2 * len(scans) + 1, 5))
+    axes = figure.subplots(1, len(scans), squeeze=False)
     for ax, scan in zip(axes[0], scans):
         values = scan.score("induction").numpy()
         image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1, aspect="auto",
                           extent=(-0.5, scan.n_heads - 0.5, 1, 0))
-        ax.set_title(f"{scan.model}\n{scan.n_layers} layers", fontsize=8)
+        ax.set_title(f"{plain(scan.model)}\n{scan.n_layers} layers", fontsize=8)
         ax.set_xlabel("head", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel("relative depth (0 = first layer, 1 = last)")
@@ -131,15 +152,16 @@ def plot_induction_mosaic(scans: list) -> Figure:
 def _lens_axes(result, values: np.ndarray, title: str, **imshow):
     """Rows bottom (embedding) to top (output), input tokens along x, next tokens on the top axis."""
     rows, pos = values.shape
-    figure, ax = plt.subplots(figsize=(1.5 + 0.75 * pos, 1.2 + 0.32 * rows))
+    figure = new_figure(figsize=(1.5 + 0.75 * pos, 1.2 + 0.32 * rows))
+    ax = figure.subplots()
     image = ax.imshow(values, origin="lower", aspect="auto", **imshow)
-    ax.set_yticks(range(rows), result.layers, fontsize=7)
+    ax.set_yticks(range(rows), [plain(label) for label in result.layers], fontsize=7)
     ax.set_xticks(range(pos), [short(t) for t in result.token_strs], rotation=90, fontsize=8)
     ax.set_xlabel("input token")
     top = ax.secondary_xaxis("top")
     top.set_xticks(range(pos), [short(t) for t in result.token_strs[1:]] + [""], rotation=90, fontsize=8)
     top.set_xlabel("actual next token")
-    ax.set_title(f"{result.model}: {title}", fontsize=9)
+    ax.set_title(f"{plain(result.model)}: {title}", fontsize=9)
     figure.colorbar(image, ax=ax, fraction=0.03)
     return figure, ax
 
@@ -179,14 +201,15 @@ def plot_lens_kl(result) -> Figure:
 
 def plot_lens_curves(curves) -> Figure:
     """Per-layer averages over many prompts: how fast each layer's decoding approaches the output."""
-    figure, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    figure = new_figure(figsize=(14, 3.8))
+    axes = figure.subplots(1, 3)
     x = np.arange(len(curves.layers))
     for ax, values, label in [(axes[0], curves.kl_to_final, "KL(final || layer), nats"),
                               (axes[1], curves.mean_log_rank, "mean ln(1 + rank of next token)"),
                               (axes[2], curves.top1_agreement, "top-1 agrees with output's top-1")]:
         ax.plot(x, values.numpy(), marker="o", markersize=3)
         ax.set_title(label, fontsize=9)
-        ax.set_xticks(x[:: max(1, len(x) // 10)], [curves.layers[i] for i in x[:: max(1, len(x) // 10)]],
+        ax.set_xticks(x[:: max(1, len(x) // 10)], [plain(curves.layers[i]) for i in x[:: max(1, len(x) // 10)]],
                       rotation=60, fontsize=7)
         ax.grid(alpha=0.3)
     figure.suptitle(f"logit lens averaged over {curves.n_prompts} prompts and all their positions")

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import circuitsvis
 import torch
-from jaxtyping import Float
-from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.errors import InputError
+from mechlab.attention import attention_patterns, check_heads, check_layer
 from mechlab.io import write_text
 from mechlab.tokens import PromptOrTokens, to_tokens, token_strings
 
@@ -63,11 +61,7 @@ def attention_heads_view(
     model: HookedTransformer, prompt_or_tokens: PromptOrTokens, heads: list[tuple[int, int]], *, caption: str | None = None
 ) -> View:
     """Attention patterns of any (layer, head) pairs, from one forward pass, in one view."""
-    if not heads:
-        raise InputError("no heads selected: name at least one head")
-    for layer, head in heads:
-        check_layer(model, layer)
-        check_head(model, layer, head)
+    check_heads(model, heads)
     tokens = to_tokens(model, prompt_or_tokens)[:1]
     layers = sorted({layer for layer, _ in heads})
     patterns = attention_patterns(model, tokens, layers)
@@ -86,37 +80,6 @@ def attention_heads_view(
     props = {"attention": [[[round(x, 5) for x in row] for row in head] for head in attention.tolist()],
              "tokens": strings, "attentionHeadNames": names, "maskUpperTri": True}
     return View("AttentionHeads", props, caption, notes)
-
-
-def attention_patterns(model: HookedTransformer, tokens: Tensor, layers: list[int]) -> dict[int, Float[Tensor, "n_heads query_pos key_pos"]]:
-    """The first sequence's attention patterns at the given layers, caching nothing else."""
-    wanted = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
-    with torch.inference_mode():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted)
-    return {layer: cache[f"blocks.{layer}.attn.hook_pattern"][0].float().cpu() for layer in layers}
-
-
-def check_layer(model: HookedTransformer, layer: int) -> None:
-    if not isinstance(layer, int) or not 0 <= layer < model.cfg.n_layers:
-        raise InputError(f"layer {layer} is out of range: {model.cfg.model_name} has layers 0..{model.cfg.n_layers - 1}")
-
-
-def check_head(model: HookedTransformer, layer: int, head: int) -> None:
-    if not isinstance(head, int) or not 0 <= head < model.cfg.n_heads:
-        raise InputError(f"head {layer}.{head} is out of range: {model.cfg.model_name} has heads 0..{model.cfg.n_heads - 1}")
-
-
-def parse_heads(text: str) -> list[tuple[int, int]]:
-    """'5.1,5.5' -> [(5, 1), (5, 5)]."""
-    heads = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        layer, dot, head = item.partition(".")
-        if not dot or not layer.isdigit() or not head.isdigit():
-            raise InputError(f"head {item!r} is not LAYER.HEAD: write heads like --heads 5.1,5.5")
-        heads.append((int(layer), int(head)))
-    if not heads:
-        raise InputError(f"no heads in {text!r}: write heads like --heads 5.1,5.5")
-    return heads
 
 
 # --------------------------------------------------------------------------------------------------

@@ -255,8 +255,10 @@ def test_cli_heads_several_models_make_a_mosaic(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--seq-len", "500"], "context window of 256"),
-    (["--batch", "0"], "batch must be"),
-    (["--seq-len", "0"], "seq_len must be"),
+    (["--batch", "0"], "argument --batch: must be at least 1, got 0"),
+    (["--seq-len", "0"], "argument --seq-len: must be at least 1, got 0"),
+    (["--batch", "1000000000"], "of memory but"),
+    (["--threshold", "2"], "argument --threshold: must lie in [0, 1]"),
 ])
 def test_cli_heads_bad_input_leaves_nothing(tmp_path, capsys, args, message):
     from mechlab.cli import main

@@ -140,7 +140,8 @@ def test_curves_average_over_prompts():
     (["--prompt", " "], "prompt is empty"),
     (["--prompt", "x" * 300], "context window of 256"),
     (["--prompt", "hi", "--target", "ab"], "target 'ab' is 2 tokens ['a', 'b']"),
-    (["--prompt", "hi", "--top-k", "0"], "top_k must be"),
+    (["--prompt", "hi", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
+    (["--prompt", "hi", "--top-k", "1000"], "top_k must be between 1 and 257"),
 ])
 def test_cli_lens_bad_input_leaves_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"

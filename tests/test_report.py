@@ -29,7 +29,7 @@ def test_report_renders_every_section_offline(tiny_report):
     for spec in ["random:tiny", "random:llama-tiny"]:
         assert f"{spec}: the from-scratch Transformer" in page.text  # parity
         assert f"{spec}: the four heads with the highest induction scores" in page.text  # attention views
-    for section in ["all components agree", "Logit lens on 'The capital of France is'", "Induction scores of every head",
+    for section in ["all components agree", "logit lens on 'The capital of France is'", "Induction scores of every head",
                     "Previous-token scores", "Next-token loss along the repeated sequences",
                     "Induction scores of all models side by side"]:
         assert section in page.text, section

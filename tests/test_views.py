@@ -1,16 +1,17 @@
 """Attention views: rendered in real headless Chromium, offline, safe for any text; the bundle
 appears once per page; static PNGs; bad input."""
 
+import argparse
 import re
 
 import pytest
 
 from chromium import render
 from mechlab import InputError, load_model
-from mechlab.cli import main
+from mechlab.cli import heads_list, main
 from mechlab.plots import plot_attention
 from mechlab.tokens import token_strings
-from mechlab.views import MAX_VIEW_TOKENS, View, attention_view, circuitsvis_bundle, parse_heads, save_html
+from mechlab.views import MAX_VIEW_TOKENS, View, attention_view, circuitsvis_bundle, save_html
 
 HOSTILE = ["</script>", "<script>document.title='pwned'</script>", "<!--", "-->", '"quoted"', "back\\slash",
            "<img src=x onerror=\"document.title='pwned'\">", "emoji 😀🧠", "漢字テキスト", "\u2028line sep"]
@@ -119,9 +120,9 @@ def test_empty_prompt(tiny):
 
 
 def test_parse_heads():
-    assert parse_heads("5.1, 5.5") == [(5, 1), (5, 5)]
-    with pytest.raises(InputError, match="LAYER.HEAD"):
-        parse_heads("5")
+    assert heads_list("5.1, 5.5") == [(5, 1), (5, 5)]
+    with pytest.raises(argparse.ArgumentTypeError, match="LAYER.HEAD"):
+        heads_list("5")
 
 
 def test_cli_writes_page_and_pngs(tmp_path):

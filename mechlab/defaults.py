@@ -1,0 +1,62 @@
+"""Defaults and limits shared by the library and the CLI.
+
+This module imports nothing heavy (no torch, TransformerLens or matplotlib), so the CLI can show
+these values in ``--help`` and check arguments against them before anything slow is loaded.
+"""
+
+DEFAULT_MODEL = "smollm2-135m"
+
+# A head whose induction score is above this counts as an induction head (Olsson et al. 2022 use
+# 0.4 in their induction-head mosaic; so does ARENA).
+INDUCTION_THRESHOLD = 0.4
+
+# What `mechlab lens --prompts-file` reads at most: a bigger file is refused, not half-read.
+MAX_PROMPTS_FILE_BYTES = 4 << 20  # 4 MiB
+MAX_PROMPTS = 10_000
+
+# random:<preset> shapes; `mechlab.loading` builds the models. SmolLM2's context is capped at 2048,
+# the length it was pre-trained with: HookedTransformer builds an n_ctx x n_ctx mask per layer.
+SMOLLM2_N_CTX = 2048
+BYTE_VOCAB = 257  # the 256 bytes plus <|endoftext|>, see mechlab.loading.byte_tokenizer()
+RANDOM_PRESETS: dict[str, dict] = {
+    "tiny": dict(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=256,
+                 d_vocab=BYTE_VOCAB, act_fn="gelu_new", normalization_type="LN"),
+    "llama-tiny": dict(n_layers=2, d_model=64, n_heads=4, n_key_value_heads=2, d_head=16, d_mlp=128,
+                       n_ctx=256, d_vocab=BYTE_VOCAB, act_fn="silu", normalization_type="RMS",
+                       positional_embedding_type="rotary", rotary_dim=16, rotary_base=10000,
+                       rotary_adjacent_pairs=False, gated_mlp=True, final_rms=True, eps=1e-5,
+                       original_architecture="LlamaForCausalLM"),
+    "gpt2-small": dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
+                       d_vocab=50257, act_fn="gelu_new", normalization_type="LN",
+                       original_architecture="GPT2LMHeadModel"),
+    "smollm2-135m": dict(n_layers=30, d_model=576, n_heads=9, n_key_value_heads=3, d_head=64,
+                         d_mlp=1536, n_ctx=SMOLLM2_N_CTX, d_vocab=49152, act_fn="silu",
+                         normalization_type="RMS", positional_embedding_type="rotary",
+                         rotary_dim=64, rotary_base=100000, rotary_adjacent_pairs=False,
+                         gated_mlp=True, final_rms=True, eps=1e-5,
+                         original_architecture="LlamaForCausalLM"),
+}
+
+ACCEPTED_FORMS = (
+    "Accepted forms: 'smollm2-135m' (offline default), a TransformerLens official name such as "
+    "'gpt2' or 'EleutherAI/pythia-70m', a path to a local Hugging Face checkpoint directory, or "
+    f"'random:<preset>[@seed]' with a preset in {', '.join(RANDOM_PRESETS)}."
+)
+
+
+def parse_random_spec(spec: str) -> tuple[str, int]:
+    """``random:tiny@3`` -> ("tiny", 3); the seed defaults to 0."""
+    from mechlab.errors import ModelSpecError
+
+    body = spec.removeprefix("random:")
+    preset, _, seed_text = body.partition("@")
+    if preset not in RANDOM_PRESETS:
+        raise ModelSpecError(
+            f"unknown random preset {preset!r} in {spec!r}: choose one of "
+            f"{', '.join(RANDOM_PRESETS)} (optionally with @seed, e.g. 'random:tiny@1')."
+        )
+    try:
+        seed = int(seed_text) if seed_text else 0
+    except ValueError:
+        raise ModelSpecError(f"the seed in {spec!r} must be an integer, e.g. 'random:{preset}@1'.")
+    return preset, seed

@@ -1,0 +1,57 @@
+"""Memory: what this machine has free, refusing work that cannot fit before it starts, and measuring
+the peak memory of a piece of code in a fresh process (for tests and benchmarks)."""
+
+import os
+import subprocess
+import sys
+
+from mechlab.errors import ResourceError
+
+
+def available_bytes() -> int:
+    """Memory available to new allocations without swapping (Linux's MemAvailable), else free RAM."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def gib(n_bytes: int | float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
+
+
+def check_fits(needed: int, *, what: str, fix: str, share: float = 0.8) -> None:
+    """Raise ResourceError when `needed` bytes exceed `share` of the memory available now."""
+    available = available_bytes()
+    if needed > share * available:
+        raise ResourceError(f"{what} needs about {gib(needed)} of memory but {gib(available)} is "
+                            f"available: {fix}")
+
+
+PEAK_SCRIPT = """
+import re, sys, warnings
+warnings.simplefilter("ignore")
+def status(field):
+    text = open("/proc/self/status").read()
+    return int(re.search(field + r":\\s+(\\d+) kB", text).group(1)) * 1024
+exec(sys.argv[1])
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the high-water mark VmHWM to the current resident size
+before = status("VmRSS")
+exec(sys.argv[2])
+print(status("VmHWM") - before)
+"""
+
+
+def peak_memory_increase(setup: str, run: str) -> int:
+    """Peak resident memory (bytes) that `run` adds after `setup`, both Python source, in a fresh
+    process: in a long-lived one, memory freed earlier would hide an allocation. Linux only."""
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, setup, run], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"peak-memory run failed: {result.stderr[-2000:]}")
+    return int(result.stdout.split()[-1])
