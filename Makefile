@@ -15,6 +15,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/mechlab report --model smollm2-135m --out $(OUT)
 
 test: $(VENV)/.installed browser
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 venv: $(VENV)/.installed

@@ -33,17 +33,24 @@ def main() -> None:
     hf = GPT2LMHeadModel(GPT2Config()).eval()  # same shape; the weights do not matter for time
     tokens = torch.randint(0, 50257, (BATCH, POS))
     with torch.inference_mode():
-        times = interleaved_best_times({
-            "Hugging Face GPT2LMHeadModel": lambda: hf(tokens),
-            "HookedTransformer": lambda: hooked(tokens),
-            "mechlab scratch Transformer": lambda: scratch(tokens),
-        }, repeat=5)
+        times = interleaved_best_times(
+            {
+                "Hugging Face GPT2LMHeadModel": lambda: hf(tokens),
+                "HookedTransformer": lambda: hooked(tokens),
+                "mechlab scratch Transformer": lambda: scratch(tokens),
+            },
+            repeat=5,
+        )
         floor = forward_flops(scratch.cfg) / matmul_rate()
     hf_time = times["Hugging Face GPT2LMHeadModel"]
     rows = [[name, t, t / hf_time, t / floor] for name, t in times.items()]
     rows.append(["floor (FLOPs / matmul rate)", floor, floor / hf_time, 1.0])
-    print_table(f"forward pass, GPT-2 small shape, batch {BATCH} x {POS}, {torch.get_num_threads()} threads",
-                ["model", "seconds", "ratio to HF", "ratio to floor"], rows)
+    print_table(
+        f"forward pass, GPT-2 small shape, batch {BATCH} x {POS}, {torch.get_num_threads()} "
+        "threads",
+        ["model", "seconds", "ratio to HF", "ratio to floor"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

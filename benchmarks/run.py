@@ -1,10 +1,11 @@
-"""Run every benchmark (or those named) and print each one's table: python -m benchmarks.run [NAME ...]"""
+"""Run every benchmark (or those named) and print each one's table:
+python -m benchmarks.run [NAME ...]"""
 
 import importlib
 import sys
 import time
 
-BENCHMARKS = ["load", "forward", "heads", "lens"]
+BENCHMARKS = ["startup", "load", "forward", "heads", "lens"]
 
 
 def main(names: list[str]) -> None:

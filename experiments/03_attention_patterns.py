@@ -9,8 +9,11 @@ from _common import parse
 from mechlab import attention_view, load_model, plot_attention, save_html
 from mechlab.io import ensure_writable_dir, save_figure
 
-args = parse(__doc__ or "attention", prompt=(str, "When Mary and John went to the store, John gave a drink to", "prompt"),
-             layer=(int, 0, "layer to show"))
+args = parse(
+    __doc__ or "attention",
+    prompt=(str, "When Mary and John went to the store, John gave a drink to", "prompt"),
+    layer=(int, 0, "layer to show"),
+)
 out = ensure_writable_dir(args.out)
 model = load_model(args.model[0])
 
@@ -20,4 +23,6 @@ view  # in a notebook this line displays the view
 
 # %%
 save_html([view], out / "attention.html", title=f"{args.model[0]}: layer {args.layer}")
-save_figure(plot_attention(model, args.prompt, layer=args.layer), out / f"attention_L{args.layer}.png")
+save_figure(
+    plot_attention(model, args.prompt, layer=args.layer), out / f"attention_L{args.layer}.png"
+)

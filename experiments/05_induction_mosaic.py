@@ -14,10 +14,8 @@ args = parse(__doc__ or "mosaic", seq_len=(int, 50, "len(r)"), batch=(int, 10, "
 out = ensure_writable_dir(args.out)
 
 # %%
-scans = []
-for spec in args.model:
-    scan = scan_heads(load_model(spec), seq_len=args.seq_len, batch=args.batch)
-    scan.model = spec
-    scans.append(scan)
+scans = [
+    scan_heads(load_model(spec), seq_len=args.seq_len, batch=args.batch) for spec in args.model
+]
 save_figure(plot_induction_mosaic(scans), out / "induction_mosaic.png")
 write_json(out / "mosaic.json", {scan.model: scan.to_json() for scan in scans})

@@ -1,4 +1,5 @@
-"""Argument parsing shared by the experiment scripts (each is also a notebook: see its # %% cells)."""
+"""Argument parsing shared by the experiment scripts (each is also a notebook: see its
+# %% cells)."""
 
 import argparse
 import sys
@@ -16,8 +17,11 @@ def parse(description: str, **extra) -> argparse.Namespace:
     parser.add_argument("--model", action="append", help=f"model spec (default: {default_model()})")
     parser.add_argument("--out", default="out/experiments", help="directory for figures and JSON")
     for name, (kind, default, help_text) in extra.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=help_text)
-    # In a notebook (VS Code, Jupyter) sys.argv holds the kernel's arguments: use the defaults there.
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, default=default, help=help_text
+        )
+    # In a notebook (VS Code, Jupyter) sys.argv holds the kernel's arguments: use the defaults
+    # there.
     args = parser.parse_args([] if "ipykernel" in sys.modules else None)
     args.model = args.model or [default_model()]
     return args

@@ -13,19 +13,38 @@ from mechlab.errors import InputError, MechlabError, ModelSpecError, ModelUnavai
 
 # public name -> the module that defines it
 _LAZY = {
-    "HeadScan": "mechlab.heads", "repeated_tokens": "mechlab.heads", "scan_heads": "mechlab.heads",
-    "LensResult": "mechlab.lens", "logit_lens": "mechlab.lens",
+    "HeadScan": "mechlab.heads",
+    "repeated_tokens": "mechlab.heads",
+    "scan_heads": "mechlab.heads",
+    "LensResult": "mechlab.lens",
+    "logit_lens": "mechlab.lens",
     "load_model": "mechlab.loading",
     "Transformer": "mechlab.model",
     "plot_attention": "mechlab.plots",
-    "View": "mechlab.views", "attention_view": "mechlab.views", "save_html": "mechlab.views",
+    "View": "mechlab.views",
+    "attention_view": "mechlab.views",
+    "save_html": "mechlab.views",
 }
 _LAZY_MODULES = {"parity"}
 
 __all__ = [
-    "DEFAULT_MODEL", "HeadScan", "LensResult", "Transformer", "View", "attention_view", "logit_lens",
-    "parity", "plot_attention", "repeated_tokens", "save_html", "scan_heads", "InputError",
-    "MechlabError", "ModelSpecError", "ModelUnavailableError", "load_model",
+    "DEFAULT_MODEL",
+    "HeadScan",
+    "LensResult",
+    "Transformer",
+    "View",
+    "attention_view",
+    "logit_lens",
+    "parity",
+    "plot_attention",
+    "repeated_tokens",
+    "save_html",
+    "scan_heads",
+    "InputError",
+    "MechlabError",
+    "ModelSpecError",
+    "ModelUnavailableError",
+    "load_model",
 ]
 
 

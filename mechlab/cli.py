@@ -101,7 +101,9 @@ def heads_list(text: str) -> list[tuple[int, int]]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         layer, dot, head = item.partition(".")
         if not dot or not layer.isdigit() or not head.isdigit():
-            raise argparse.ArgumentTypeError(f"head {item!r} is not LAYER.HEAD: write heads like 5.1,5.5")
+            raise argparse.ArgumentTypeError(
+                f"head {item!r} is not LAYER.HEAD: write heads like 5.1,5.5"
+            )
         heads.append((int(layer), int(head)))
     if not heads:
         raise argparse.ArgumentTypeError(f"no heads in {text!r}: write heads like 5.1,5.5")
@@ -110,18 +112,30 @@ def heads_list(text: str) -> list[tuple[int, int]]:
 
 def add_model_option(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
     if repeatable:
-        parser.add_argument("--model", action="append", metavar="SPEC", type=model_spec,
-                            help=f"model spec, repeatable (default {DEFAULT_MODEL})")
+        parser.add_argument(
+            "--model",
+            action="append",
+            metavar="SPEC",
+            type=model_spec,
+            help=f"model spec, repeatable (default {DEFAULT_MODEL})",
+        )
     else:
-        parser.add_argument("--model", default=DEFAULT_MODEL, metavar="SPEC", type=model_spec,
-                            help=f"model spec (default {DEFAULT_MODEL})")
+        parser.add_argument(
+            "--model",
+            default=DEFAULT_MODEL,
+            metavar="SPEC",
+            type=model_spec,
+            help=f"model spec (default {DEFAULT_MODEL})",
+        )
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="mechlab", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    models = commands.add_parser("models", help="list model specs and whether each loads offline now")
+    models = commands.add_parser(
+        "models", help="list model specs and whether each loads offline now"
+    )
     models.set_defaults(run=run_models)
 
     predict = commands.add_parser("predict", help="print a model's top next tokens for a prompt")
@@ -131,31 +145,53 @@ def build_parser() -> Parser:
     predict.set_defaults(run=run_predict)
 
     verify = commands.add_parser(
-        "verify", help="check the from-scratch Transformer against the library, component by component")
+        "verify",
+        help="check the from-scratch Transformer against the library, component by component",
+    )
     add_model_option(verify)
-    verify.add_argument("--prompt", default="The capital of France is", help="text to run both models on")
+    verify.add_argument(
+        "--prompt", default="The capital of France is", help="text to run both models on"
+    )
     verify.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     verify.set_defaults(run=run_verify)
 
-    attention = commands.add_parser("attention", help="attention patterns as an offline HTML page and PNGs")
+    attention = commands.add_parser(
+        "attention", help="attention patterns as an offline HTML page and PNGs"
+    )
     add_model_option(attention)
     attention.add_argument("--prompt", required=True)
-    attention.add_argument("--layer", type=non_negative_int, nargs="+", action="extend", metavar="L",
-                           help="layers to show, every head (default: every layer, unless --heads)")
-    attention.add_argument("--heads", metavar="L.H,...", type=heads_list,
-                           help="single heads to show, e.g. 5.1,5.5")
+    attention.add_argument(
+        "--layer",
+        type=non_negative_int,
+        nargs="+",
+        action="extend",
+        metavar="L",
+        help="layers to show, every head (default: every layer, unless --heads)",
+    )
+    attention.add_argument(
+        "--heads", metavar="L.H,...", type=heads_list, help="single heads to show, e.g. 5.1,5.5"
+    )
     attention.add_argument("--out", required=True, help="output directory")
     attention.set_defaults(run=run_attention)
 
     heads = commands.add_parser(
-        "heads", help="score every head (induction, previous-token, ...) on repeated random tokens")
+        "heads", help="score every head (induction, previous-token, ...) on repeated random tokens"
+    )
     add_model_option(heads, repeatable=True)
-    heads.add_argument("--seq-len", type=positive_int, default=50,
-                       help="length of the random sequence r in [BOS] + r + r")
+    heads.add_argument(
+        "--seq-len",
+        type=positive_int,
+        default=50,
+        help="length of the random sequence r in [BOS] + r + r",
+    )
     heads.add_argument("--batch", type=positive_int, default=10, help="number of random sequences")
     heads.add_argument("--seed", type=non_negative_int, default=0)
-    heads.add_argument("--threshold", type=unit_interval, default=INDUCTION_THRESHOLD,
-                       help="induction score that counts as an induction head")
+    heads.add_argument(
+        "--threshold",
+        type=unit_interval,
+        default=INDUCTION_THRESHOLD,
+        help="induction score that counts as an induction head",
+    )
     heads.add_argument("--out", required=True, help="output directory")
     heads.set_defaults(run=run_heads)
 
@@ -163,20 +199,33 @@ def build_parser() -> Parser:
     add_model_option(lens)
     source = lens.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt")
-    source.add_argument("--prompts-file", metavar="FILE", help=(
-        f"one prompt per line (lines end at '\\n'; blank lines are skipped); also per-layer curves "
-        f"over all. At most {MAX_PROMPTS_FILE_BYTES >> 20} MiB and {MAX_PROMPTS:,} prompts"))
+    source.add_argument(
+        "--prompts-file",
+        metavar="FILE",
+        help=(
+            "one prompt per line (lines end at '\\n'; blank lines are skipped); also per-layer "
+            "curves "
+            f"over all. At most {MAX_PROMPTS_FILE_BYTES >> 20} MiB and {MAX_PROMPTS:,} prompts"
+        ),
+    )
     lens.add_argument("--target", help="a single token to follow through the layers, e.g. ' Paris'")
     lens.add_argument("--top-k", type=positive_int, default=5)
-    lens.add_argument("--include-mid", action="store_true", help="also decode between attention and MLP")
+    lens.add_argument(
+        "--include-mid", action="store_true", help="also decode between attention and MLP"
+    )
     lens.add_argument("--out", required=True, help="output directory")
     lens.set_defaults(run=run_lens)
 
     report = commands.add_parser(
-        "report", help="parity, logit lens, head scan and attention views on one offline page")
+        "report", help="parity, logit lens, head scan and attention views on one offline page"
+    )
     add_model_option(report, repeatable=True)
-    report.add_argument("--seq-len", type=positive_int, default=50, help="head scan: length of r in [BOS] + r + r")
-    report.add_argument("--batch", type=positive_int, default=10, help="head scan: number of sequences")
+    report.add_argument(
+        "--seq-len", type=positive_int, default=50, help="head scan: length of r in [BOS] + r + r"
+    )
+    report.add_argument(
+        "--batch", type=positive_int, default=10, help="head scan: number of sequences"
+    )
     report.add_argument("--out", required=True, help="output directory")
     report.set_defaults(run=run_report)
     return parser
@@ -215,20 +264,25 @@ def read_prompts(path: str) -> list[str]:
     except OSError as error:
         raise InputError(f"cannot read prompts file {path!r}: {error.strerror or error}") from None
     if len(data) > MAX_PROMPTS_FILE_BYTES:
-        raise InputError(f"prompts file {path!r} is larger than {MAX_PROMPTS_FILE_BYTES >> 20} MiB: "
-                         "split it into smaller files")
+        raise InputError(
+            f"prompts file {path!r} is larger than {MAX_PROMPTS_FILE_BYTES >> 20} MiB: "
+            "split it into smaller files"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InputError(f"prompts file {path!r} is not UTF-8 text ({error.reason} at byte "
-                         f"{error.start})") from None
+        raise InputError(
+            f"prompts file {path!r} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
     prompts = [line.removesuffix("\r") for line in text.split("\n")]
     prompts = [prompt for prompt in prompts if prompt.strip()]
     if not prompts:
         raise InputError(f"no prompts in {path!r}: write one prompt per line")
     if len(prompts) > MAX_PROMPTS:
-        raise InputError(f"prompts file {path!r} has {len(prompts):,} prompts, more than "
-                         f"{MAX_PROMPTS:,}: split it into smaller files")
+        raise InputError(
+            f"prompts file {path!r} has {len(prompts):,} prompts, more than "
+            f"{MAX_PROMPTS:,}: split it into smaller files"
+        )
     return prompts
 
 
@@ -269,8 +323,11 @@ def run_lens(args: argparse.Namespace) -> int:
     curves = None
     if len(prompts) > 1:
         seconds = time.perf_counter() - start
-        print(f"mechlab lens: {len(prompts):,} prompts; the first took {seconds:.2f} s, so about "
-              f"{seconds * len(prompts) / 60:.1f} min in all (Ctrl-C stops without writing)", file=sys.stderr)
+        print(
+            f"mechlab lens: {len(prompts):,} prompts; the first took {seconds:.2f} s, so about "
+            f"{seconds * len(prompts) / 60:.1f} min in all (Ctrl-C stops without writing)",
+            file=sys.stderr,
+        )
 
         def results():  # one at a time: only the curves' running sums are kept
             yield first
@@ -301,10 +358,17 @@ def run_heads(args: argparse.Namespace) -> int:
     files, scans = {}, []  # everything is computed before anything is written
     for spec in specs:
         model = load_model(spec)
-        scan = scan_heads(model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, progress=True)
+        scan = scan_heads(
+            model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, progress=True
+        )
         console().print(heads_table(scan, args.threshold))
         prefix = f"{model_slug(spec)}/" if several else ""
-        files.update({prefix + name: content for name, content in heads_files(model, scan, args.threshold).items()})
+        files.update(
+            {
+                prefix + name: content
+                for name, content in heads_files(model, scan, args.threshold).items()
+            }
+        )
         scans.append(scan)
     if several:
         files["induction_mosaic.png"] = mosaic_png(scans)
@@ -317,7 +381,9 @@ def run_attention(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     if not args.prompt.strip():
-        raise InputError("the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'")
+        raise InputError(
+            "the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'"
+        )
     check_output_targets(args.out, ["attention.html"])
     from mechlab.artifacts import attention_files
     from mechlab.attention import check_head, check_layer
@@ -360,12 +426,20 @@ def run_verify(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     tokens = to_tokens(model, args.prompt)
     report = compare(Transformer.from_hooked(model), model, tokens)
-    console().print(parity_table(report, title=f"{args.model}: from-scratch Transformer vs {report.reference}"))
+    console().print(
+        parity_table(report, title=f"{args.model}: from-scratch Transformer vs {report.reference}")
+    )
     if args.json:
         path = Path(args.json)
-        write_files(path.parent, {path.name: json_text(dict(report.to_json(), model=args.model, prompt=args.prompt))})
+        write_files(
+            path.parent,
+            {path.name: json_text(dict(report.to_json(), model=args.model, prompt=args.prompt))},
+        )
     if report.passed:
-        say(f"all {len(report.components)} components agree (atol={report.atol}, rtol={report.rtol})")
+        say(
+            f"all {len(report.components)} components agree (atol={report.atol}, "
+            f"rtol={report.rtol})"
+        )
         return 0
     say(f"{len(report.failures)} components differ; the first is {report.first_failure}")
     return 1
@@ -381,8 +455,12 @@ def run_models(args: argparse.Namespace) -> int:
     for column in ["spec", "kind", "offline now", "note"]:
         table.add_column(column)
     for spec, kind, offline, note in model_availability():
-        table.add_row(escape(spec), escape(kind), "[green]yes[/]" if offline else "[red]no[/]", escape(note))
-    table.caption = "also accepted: any TransformerLens official name, or a local checkpoint directory"
+        table.add_row(
+            escape(spec), escape(kind), "[green]yes[/]" if offline else "[red]no[/]", escape(note)
+        )
+    table.caption = (
+        "also accepted: any TransformerLens official name, or a local checkpoint directory"
+    )
     console().print(table)
     return 0
 
@@ -397,8 +475,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     if args.top_k > model.cfg.d_vocab:
-        raise InputError(f"--top-k {args.top_k} is more than the {model.cfg.d_vocab} tokens of "
-                         f"{model.cfg.model_name}'s vocabulary")
+        raise InputError(
+            f"--top-k {args.top_k} is more than the {model.cfg.d_vocab} tokens of "
+            f"{model.cfg.model_name}'s vocabulary"
+        )
     tokens = to_tokens(model, args.prompt)
     with torch.inference_mode():
         probs = model(tokens)[0, -1].softmax(-1)

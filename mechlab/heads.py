@@ -24,14 +24,18 @@ from mechlab.memory import check_fits
 
 PATTERN_SCORES = ["induction", "previous_token", "duplicate_token", "current_token", "first_token"]
 # TransformerLens's head_detector scores, computed its way (see tl_scores below).
-TL_SCORES = [f"tl_{head}_{measure}" for head in ["previous_token", "duplicate_token", "induction"]
-             for measure in ["mul", "abs"]]
+TL_SCORES = [
+    f"tl_{head}_{measure}"
+    for head in ["previous_token", "duplicate_token", "induction"]
+    for measure in ["mul", "abs"]
+]
 SCORE_NAMES = PATTERN_SCORES + ["copying"] + TL_SCORES
 
 
 def ordinary_token_ids(model: HookedTransformer) -> Tensor:
     """Token ids a random sequence may use: the tokenizer's vocabulary without special or added
-    (control) tokens, and only ids the model can embed. Sorted, so the draw is machine-independent."""
+    (control) tokens, and only ids the model can embed. Sorted, so the draw is
+    machine-independent."""
     tokenizer = model.tokenizer
     if tokenizer is None:
         return torch.arange(1, model.cfg.d_vocab)
@@ -59,11 +63,15 @@ def check_scan_shape(model: HookedTransformer, seq_len: int, batch: int) -> None
         raise InputError(f"batch must be an integer >= 1, got {batch!r}")
     if 2 * seq_len + 1 > model.cfg.n_ctx:
         raise InputError(
-            f"2*seq_len+1 = {2 * seq_len + 1} tokens do not fit {model.cfg.model_name}'s context window of "
+            f"2*seq_len+1 = {2 * seq_len + 1} tokens do not fit {model.cfg.model_name}'s context "
+            "window of "
             f"{model.cfg.n_ctx}: use seq_len <= {(model.cfg.n_ctx - 1) // 2}"
         )
-    check_fits(scan_memory(model, seq_len, batch), what=f"a head scan of {batch} x {2 * seq_len + 1} tokens",
-               fix="use a smaller --batch or --seq-len.")
+    check_fits(
+        scan_memory(model, seq_len, batch),
+        what=f"a head scan of {batch} x {2 * seq_len + 1} tokens",
+        fix="use a smaller --batch or --seq-len.",
+    )
 
 
 def scan_memory(model: HookedTransformer, seq_len: int, batch: int) -> int:
@@ -75,9 +83,12 @@ def scan_memory(model: HookedTransformer, seq_len: int, batch: int) -> int:
     return batch * total * (8 + 4) + chunk * per_sequence
 
 
-def repeated_tokens(model: HookedTransformer, *, seq_len: int = 50, batch: int = 10, seed: int = 0) -> Int[Tensor, "batch pos"]:
+def repeated_tokens(
+    model: HookedTransformer, *, seq_len: int = 50, batch: int = 10, seed: int = 0
+) -> Int[Tensor, "batch pos"]:
     """``[BOS] + r + r`` for `batch` random sequences r of `seq_len` ordinary tokens: shape
-    [batch, 2*seq_len+1]. Drawn with torch's CPU generator from `seed`, so every machine gets the same."""
+    [batch, 2*seq_len+1]. Drawn with torch's CPU generator from `seed`, so every machine gets the
+    same."""
     check_scan_shape(model, seq_len, batch)
     candidates = ordinary_token_ids(model)
     generator = torch.Generator().manual_seed(seed)
@@ -99,13 +110,16 @@ class HeadScan:
     tokens: Int[Tensor, "batch pos"]
     scores: dict[str, Float[Tensor, "layer n_heads"]] = field(default_factory=dict)
     # mean loss predicting token p+1 from position p, for p in 0 .. 2*seq_len-1
-    loss_by_position: Float[Tensor, "pos-1"] | None = None
+    loss_by_position: Float[Tensor, " pos-1"] | None = None
 
     def __repr__(self) -> str:
         best = self.top("induction", 1)[0] if self.scores else None
         headline = f", best induction head L{best[0]}H{best[1]} {best[2]:.2f}" if best else ""
-        return (f"HeadScan({self.model}: {self.n_layers} layers x {self.n_heads} heads on {self.batch} x "
-                f"[BOS]+r+r with len(r)={self.seq_len}{headline})")
+        return (
+            f"HeadScan({self.model}: {self.n_layers} layers x {self.n_heads} heads on "
+            f"{self.batch} x "
+            f"[BOS]+r+r with len(r)={self.seq_len}{headline})"
+        )
 
     @property
     def loss_first_half(self) -> float:
@@ -113,7 +127,7 @@ class HeadScan:
 
     @property
     def loss_second_half(self) -> float:
-        return self.loss_by_position[self.seq_len:].mean().item()
+        return self.loss_by_position[self.seq_len :].mean().item()
 
     def score(self, name: str) -> Tensor:
         if name not in self.scores:
@@ -132,18 +146,30 @@ class HeadScan:
 
     def to_json(self, threshold: float = INDUCTION_THRESHOLD) -> dict:
         return {
-            "model": self.model, "n_layers": self.n_layers, "n_heads": self.n_heads,
-            "seq_len": self.seq_len, "batch": self.batch, "seed": self.seed, "threshold": threshold,
+            "model": self.model,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "seq_len": self.seq_len,
+            "batch": self.batch,
+            "seed": self.seed,
+            "threshold": threshold,
             "scores": {name: value.tolist() for name, value in self.scores.items()},
             "induction_heads": [list(head) for head in self.heads_above("induction", threshold)],
             "loss_by_position": self.loss_by_position.tolist(),
-            "loss_first_half": self.loss_first_half, "loss_second_half": self.loss_second_half,
+            "loss_first_half": self.loss_first_half,
+            "loss_second_half": self.loss_second_half,
         }
 
 
 def scan_heads(
-    model: HookedTransformer, tokens: Int[Tensor, "batch pos"] | None = None, *, seq_len: int = 50,
-    batch: int = 10, seed: int = 0, chunk_size: int | None = None, progress: bool = False,
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"] | None = None,
+    *,
+    seq_len: int = 50,
+    batch: int = 10,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: bool = False,
 ) -> HeadScan:
     """Score every head of `model` on repeated random tokens (or on given ``[BOS] + r + r`` tokens).
 
@@ -153,16 +179,30 @@ def scan_heads(
         tokens = repeated_tokens(model, seq_len=seq_len, batch=batch, seed=seed)
     else:
         seq_len = check_repeated(model, tokens)
-    scores, loss_by_position = pattern_pass(model, tokens, seq_len, chunk_size=chunk_size, progress=progress)
+    scores, loss_by_position = pattern_pass(
+        model, tokens, seq_len, chunk_size=chunk_size, progress=progress
+    )
     scores["copying"] = copying_scores(model)
     cfg = model.cfg
-    return HeadScan(model=cfg.model_name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seq_len=seq_len,
-                    batch=len(tokens), seed=seed, tokens=tokens.cpu(),
-                    scores={name: scores[name] for name in SCORE_NAMES}, loss_by_position=loss_by_position)
+    return HeadScan(
+        model=cfg.model_name,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        seq_len=seq_len,
+        batch=len(tokens),
+        seed=seed,
+        tokens=tokens.cpu(),
+        scores={name: scores[name] for name in SCORE_NAMES},
+        loss_by_position=loss_by_position,
+    )
 
 
 def pattern_pass(
-    model: HookedTransformer, tokens: Int[Tensor, "batch pos"], seq_len: int, *, chunk_size: int | None = None,
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    seq_len: int,
+    *,
+    chunk_size: int | None = None,
     progress: bool = False,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """The token-dependent part of the scan: one forward pass in chunks, each layer's pattern
@@ -170,10 +210,15 @@ def pattern_pass(
     cfg = model.cfg
     batch, total = tokens.shape
     chunk_size = chunk_size or max(1, 8192 // total)
-    sums = {name: torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64) for name in PATTERN_SCORES + TL_SCORES}
+    sums = {
+        name: torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
+        for name in PATTERN_SCORES + TL_SCORES
+    }
     losses = []
     chunks = list(tokens.split(chunk_size))
-    for chunk in progress_bar(chunks, desc=f"scanning heads of {cfg.model_name}", disable=not progress, leave=False):
+    for chunk in progress_bar(
+        chunks, desc=f"scanning heads of {cfg.model_name}", disable=not progress, leave=False
+    ):
         chunk = chunk.to(cfg.device)
 
         def reduce_pattern(pattern: Tensor, hook) -> None:
@@ -189,28 +234,40 @@ def pattern_pass(
             )
             losses.append(next_token_loss(logits, chunk))
             del logits
-    return {name: (value / batch).float() for name, value in sums.items()}, torch.cat(losses).mean(0)
+    return {name: (value / batch).float() for name, value in sums.items()}, torch.cat(losses).mean(
+        0
+    )
 
 
 def check_repeated(model: HookedTransformer, tokens: Tensor) -> int:
     """Check that `tokens` is a batch of ``[BOS] + r + r``; return len(r)."""
     if tokens.ndim != 2 or tokens.shape[1] < 3 or tokens.shape[1] % 2 == 0:
-        raise InputError(f"tokens must be [batch, 2*seq_len+1] ([BOS] + r + r), got shape {tuple(tokens.shape)}")
+        raise InputError(
+            f"tokens must be [batch, 2*seq_len+1] ([BOS] + r + r), got shape {tuple(tokens.shape)}"
+        )
     seq_len = (tokens.shape[1] - 1) // 2
     check_scan_shape(model, seq_len, tokens.shape[0])
-    if not torch.equal(tokens[:, 1: seq_len + 1], tokens[:, seq_len + 1:]):
-        raise InputError("tokens are not repeated: positions 1..seq_len must equal positions seq_len+1..2*seq_len")
+    if not torch.equal(tokens[:, 1 : seq_len + 1], tokens[:, seq_len + 1 :]):
+        raise InputError(
+            "tokens are not repeated: positions 1..seq_len must equal positions "
+            "seq_len+1..2*seq_len"
+        )
     return seq_len
 
 
-def pattern_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"], seq_len: int) -> dict[str, Float[Tensor, "batch n_heads"]]:
+def pattern_scores(
+    pattern: Float[Tensor, "batch n_heads query_pos key_pos"], seq_len: int
+) -> dict[str, Float[Tensor, "batch n_heads"]]:
     """Per sequence and head: the mean attention each query pays to the key its head type predicts.
 
-    - induction: queries in the second copy (positions seq_len+1 .. 2*seq_len) attending to the token
+    - induction: queries in the second copy (positions seq_len+1 .. 2*seq_len) attending to the
+    token
       right after the earlier copy of their own token (key = query - seq_len + 1). Exactly the
       seq_len queries where induction is possible are averaged, so a perfect induction head scores
-      1; ARENA's diagonal mean also counts two first-half queries and tops out at seq_len/(seq_len+2).
-    - duplicate_token: the same queries attending to the earlier copy itself (key = query - seq_len).
+      1; ARENA's diagonal mean also counts two first-half queries and tops out at
+      seq_len/(seq_len+2).
+    - duplicate_token: the same queries attending to the earlier copy itself (key = query -
+    seq_len).
     - previous_token: every query but BOS attending to key = query - 1.
     - current_token: every query but BOS attending to itself.
     - first_token: every query but BOS attending to position 0 (BOS), the usual resting place.
@@ -231,49 +288,72 @@ def pattern_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"], se
     }
 
 
-def tl_detection_patterns(tokens: Int[Tensor, "batch pos"]) -> dict[str, Float[Tensor, "batch query_pos key_pos"]]:
+def tl_detection_patterns(
+    tokens: Int[Tensor, "batch pos"],
+) -> dict[str, Float[Tensor, "batch query_pos key_pos"]]:
     """TransformerLens head_detector's three detection patterns, for a whole batch at once."""
     total = tokens.shape[-1]
     previous = torch.zeros(total, total, device=tokens.device)
     previous[1:, :-1] = torch.eye(total - 1, device=tokens.device)
     duplicate = (tokens[:, :, None] == tokens[:, None, :]).float()
-    duplicate = duplicate * (1 - torch.eye(total, device=tokens.device))  # a token is not its own duplicate
+    duplicate = duplicate * (
+        1 - torch.eye(total, device=tokens.device)
+    )  # a token is not its own duplicate
     duplicate = duplicate.tril()
     induction = torch.zeros_like(duplicate)
     induction[:, :, 1:] = duplicate[:, :, :-1]  # one key to the right of each duplicate
-    return {"previous_token": previous.expand(len(tokens), -1, -1), "duplicate_token": duplicate,
-            "induction": induction.tril()}
+    return {
+        "previous_token": previous.expand(len(tokens), -1, -1),
+        "duplicate_token": duplicate,
+        "induction": induction.tril(),
+    }
 
 
-def tl_scores(pattern: Float[Tensor, "batch n_heads query_pos key_pos"], tokens: Int[Tensor, "batch pos"]) -> dict[str, Float[Tensor, "batch n_heads"]]:
-    """transformer_lens.head_detector's "mul" and "abs" scores (exclude_bos and exclude_current_token
-    off, its defaults), per sequence. "mul": the share of attention on the detection pattern.
-    "abs": 1 - sum|pattern - detection| / seq, rounded to 3 decimals per sequence as TransformerLens
-    rounds it, so that averaged over sequences the two agree."""
+def tl_scores(
+    pattern: Float[Tensor, "batch n_heads query_pos key_pos"], tokens: Int[Tensor, "batch pos"]
+) -> dict[str, Float[Tensor, "batch n_heads"]]:
+    """transformer_lens.head_detector's "mul" and "abs" scores (exclude_bos and
+    exclude_current_token off, its defaults), per sequence. "mul": the share of attention on the
+    detection pattern. "abs": 1 - sum|pattern - detection| / seq, rounded to 3 decimals per sequence
+    as TransformerLens rounds it, so that averaged over sequences the two agree."""
     total = pattern.shape[-1]
     scores = {}
     for head_type, detection in tl_detection_patterns(tokens).items():
-        on_pattern = einops.einsum(pattern, detection, "batch n_heads q k, batch q k -> batch n_heads")
+        on_pattern = einops.einsum(
+            pattern, detection, "batch n_heads q k, batch q k -> batch n_heads"
+        )
         scores[f"tl_{head_type}_mul"] = on_pattern / pattern.sum((-2, -1))
-        # abs_diff.mean() * size, in float32 and in TransformerLens's order, then its Python rounding.
+        # abs_diff.mean() * size, in float32 and in TransformerLens's order, then its Python
+        # rounding.
         difference = pattern - detection[:, None]
-        error = difference.abs_().mean((-2, -1)) * total  # in place: one pattern-sized temporary, not two
+        error = (
+            difference.abs_().mean((-2, -1)) * total
+        )  # in place: one pattern-sized temporary, not two
         del difference
         scores[f"tl_{head_type}_abs"] = torch.tensor(
-            [[1 - round(value, 3) for value in row] for row in error.tolist()], dtype=torch.float32)
+            [[1 - round(value, 3) for value in row] for row in error.tolist()], dtype=torch.float32
+        )
     return scores
 
 
-def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
+def next_token_loss(
+    logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos_minus_1"]:
     """Cross-entropy of predicting token p+1 at each position p, as logsumexp(logits) - logit of the
     target, 64 rows at a time: a log_softmax of everything would copy all the logits."""
     losses = []
-    for sequence_logits, sequence in zip(logits, tokens):  # logits[b, :-1] is contiguous; logits[:, :-1] is not
+    for sequence_logits, sequence in zip(
+        logits, tokens
+    ):  # logits[b, :-1] is contiguous; logits[:, :-1] is not
         rows, targets = sequence_logits[:-1], sequence[1:]
-        losses.append(torch.cat([
-            block.logsumexp(-1) - block.gather(-1, target[:, None])[:, 0]
-            for block, target in zip(rows.split(64), targets.split(64))
-        ]))
+        losses.append(
+            torch.cat(
+                [
+                    block.logsumexp(-1) - block.gather(-1, target[:, None])[:, 0]
+                    for block, target in zip(rows.split(64), targets.split(64))
+                ]
+            )
+        )
     return torch.stack(losses)
 
 
@@ -287,11 +367,15 @@ def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
     FactoredMatrix computes from the d_model x d_head and d_head x d_model factors.
     """
     with torch.inference_mode():
-        unembed_embed = model.W_U @ model.W_E  # [d_model, d_model]: the only product that touches d_vocab
+        unembed_embed = (
+            model.W_U @ model.W_E
+        )  # [d_model, d_model]: the only product that touches d_vocab
         scores = []
         for block in model.blocks:  # one layer at a time keeps the stacked weights out of memory
             attn = block.attn
-            circuit = FactoredMatrix(attn.W_V, attn.W_O @ unembed_embed)  # [n_heads, d_model, d_model]
+            circuit = FactoredMatrix(
+                attn.W_V, attn.W_O @ unembed_embed
+            )  # [n_heads, d_model, d_model]
             eigenvalues = circuit.eigenvalues  # [n_heads, d_head], complex
             scores.append((eigenvalues.sum(-1) / eigenvalues.abs().sum(-1)).real.float())
     return torch.stack(scores)

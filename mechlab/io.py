@@ -42,33 +42,41 @@ def _nearest_existing(path: Path) -> Path:
 
 def check_output_targets(out: str | Path, names: Iterable[str] = ()) -> Path:
     """Check, without creating anything, that `out` can be a directory of ours and that none of the
-    file `names` in it (which may contain subdirectories) is taken by a directory. Call it before any
+    file `names` in it (which may contain subdirectories) is taken by a directory. Call it before
+    any
     work, so that a bad --out costs nothing and leaves nothing behind."""
     out = Path(out)
     fix = "Choose another --out."
     existing = _nearest_existing(out)
     if not existing.is_dir():
         what = "it is" if existing == out.absolute() else f"{str(existing)!r} is"
-        raise InputError(f"cannot write to output directory {str(out)!r}: {what} a file, not a "
-                         f"directory. {fix}")
+        raise InputError(
+            f"cannot write to output directory {str(out)!r}: {what} a file, not a directory. {fix}"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write to output directory {str(out)!r}: {str(existing)!r} is not "
-                         f"writable. {fix}")
+        raise InputError(
+            f"cannot write to output directory {str(out)!r}: {str(existing)!r} is not "
+            f"writable. {fix}"
+        )
     for name in names:
         target = out / name
         existing = _nearest_existing(target)
         if existing == target.absolute() and target.is_dir():
-            raise InputError(f"cannot write {str(target)!r}: a directory of that name is in the way. "
-                             f"Remove it or choose another --out.")
+            raise InputError(
+                f"cannot write {str(target)!r}: a directory of that name is in the way. "
+                f"Remove it or choose another --out."
+            )
         if existing != target.absolute() and not existing.is_dir():
-            raise InputError(f"cannot write {str(target)!r}: {str(existing)!r} is a file, not a "
-                             f"directory. {fix}")
+            raise InputError(
+                f"cannot write {str(target)!r}: {str(existing)!r} is a file, not a directory. {fix}"
+            )
     return out
 
 
 def write_files(out: str | Path, files: dict[str, bytes | str]) -> list[Path]:
     """Write every file (name relative to `out` -> content) all or nothing: targets are checked,
-    each file goes to a temporary name, and only when all are written are they renamed into place."""
+    each file goes to a temporary name, and only when all are written are they renamed into
+    place."""
     out = check_output_targets(out, files)
     written: list[tuple[Path, Path]] = []
     try:
@@ -83,8 +91,10 @@ def write_files(out: str | Path, files: dict[str, bytes | str]) -> list[Path]:
         for tmp, path in written:
             os.replace(tmp, path)
     except OSError as error:
-        raise InputError(f"cannot write to output directory {str(out)!r}: {error.strerror or error}. "
-                         "Choose another --out.") from None
+        raise InputError(
+            f"cannot write to output directory {str(out)!r}: {error.strerror or error}. "
+            "Choose another --out."
+        ) from None
     finally:
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
@@ -122,11 +132,14 @@ def save_figure(figure, path: str | Path) -> Path:
 
 
 def ensure_writable_dir(directory: str | Path) -> Path:
-    """Create `directory` if needed (after checking it can be ours); for scripts that write as they go."""
+    """Create `directory` if needed (after checking it can be ours); for scripts that write as they
+    go."""
     directory = check_output_targets(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InputError(f"cannot write to output directory {str(directory)!r}: "
-                         f"{error.strerror or error}. Choose another --out.") from None
+        raise InputError(
+            f"cannot write to output directory {str(directory)!r}: "
+            f"{error.strerror or error}. Choose another --out."
+        ) from None
     return directory

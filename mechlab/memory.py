@@ -9,7 +9,8 @@ from mechlab.errors import ResourceError
 
 
 def available_bytes() -> int:
-    """Memory available to new allocations without swapping (Linux's MemAvailable), else free RAM."""
+    """Memory available to new allocations without swapping (Linux's MemAvailable), else free
+    RAM."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -28,8 +29,9 @@ def check_fits(needed: int, *, what: str, fix: str, share: float = 0.8) -> None:
     """Raise ResourceError when `needed` bytes exceed `share` of the memory available now."""
     available = available_bytes()
     if needed > share * available:
-        raise ResourceError(f"{what} needs about {gib(needed)} of memory but {gib(available)} is "
-                            f"available: {fix}")
+        raise ResourceError(
+            f"{what} needs about {gib(needed)} of memory but {gib(available)} is available: {fix}"
+        )
 
 
 PEAK_SCRIPT = """
@@ -50,8 +52,9 @@ print(status("VmHWM") - before)
 def peak_memory_increase(setup: str, run: str) -> int:
     """Peak resident memory (bytes) that `run` adds after `setup`, both Python source, in a fresh
     process: in a long-lived one, memory freed earlier would hide an allocation. Linux only."""
-    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, setup, run], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, setup, run], capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise RuntimeError(f"peak-memory run failed: {result.stderr[-2000:]}")
     return int(result.stdout.split()[-1])

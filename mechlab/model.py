@@ -3,7 +3,8 @@
 Every contraction is an einops `einsum` with named dimensions and every tensor carries a jaxtyping
 shape, using one glossary: batch pos d_model d_vocab n_heads d_head d_mlp query_pos key_pos layer
 (plus n_kv_heads for grouped-query attention). Parameter names are TransformerLens's (W_E, W_pos,
-W_Q/K/V/O, b_Q, W_in/W_out, W_U, b_U, ln1/ln2/ln_final with w/b), so importing its weights is a copy.
+W_Q/K/V/O, b_Q, W_in/W_out, W_U, b_U, ln1/ln2/ln_final with w/b), so importing its weights is a
+copy.
 
 There are no hooks: `Transformer.forward(tokens, return_activations=True)` returns the intermediate
 values the parity check (mechlab.parity) compares against TransformerLens and Hugging Face.
@@ -55,7 +56,9 @@ class Config:
         if self.normalization not in Normalization.__args__:
             raise ModelUnavailableError(f"unsupported normalization {self.normalization!r}")
         if self.n_heads % self.kv_heads:
-            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+            raise ValueError(
+                f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}"
+            )
         if self.positional == "rotary" and (self.rotary_dim or self.d_head) % 2:
             raise ValueError(f"rotary_dim must be even, got {self.rotary_dim}")
 
@@ -73,7 +76,8 @@ class Config:
 
 
 class LayerNorm(nn.Module):
-    """Subtract the mean, divide by the standard deviation (biased, as in GPT-2), then scale and shift.
+    """Subtract the mean, divide by the standard deviation (biased, as in GPT-2), then scale and
+    shift.
 
     With ``normalization="LNPre"`` there is no scale or shift: TransformerLens folds them into the
     next layer's weights (fold_ln), which leaves only the centring and rescaling here.
@@ -134,13 +138,26 @@ class Attention(nn.Module):
 
     def forward(
         self, x: Float[Tensor, "batch pos d_model"]
-    ) -> tuple[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch n_heads query_pos key_pos"]]:
+    ) -> tuple[
+        Float[Tensor, "batch pos d_model"], Float[Tensor, "batch n_heads query_pos key_pos"]
+    ]:
         """Return the attention output and the attention pattern."""
         cfg = self.cfg
-        # Biases are added in place (+=): a fresh tensor for each sum costs more than the add itself.
-        q = einops.einsum(x, self.W_Q, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head")
-        k = einops.einsum(x, self.W_K, "batch pos d_model, n_kv_heads d_model d_head -> batch pos n_kv_heads d_head")
-        v = einops.einsum(x, self.W_V, "batch pos d_model, n_kv_heads d_model d_head -> batch pos n_kv_heads d_head")
+        # Biases are added in place (+=): a fresh tensor for each sum costs more than the add
+        # itself.
+        q = einops.einsum(
+            x, self.W_Q, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
+        )
+        k = einops.einsum(
+            x,
+            self.W_K,
+            "batch pos d_model, n_kv_heads d_model d_head -> batch pos n_kv_heads d_head",
+        )
+        v = einops.einsum(
+            x,
+            self.W_V,
+            "batch pos d_model, n_kv_heads d_model d_head -> batch pos n_kv_heads d_head",
+        )
         q += self.b_Q
         k += self.b_K
         v += self.b_V
@@ -149,21 +166,38 @@ class Attention(nn.Module):
         if cfg.kv_heads != cfg.n_heads:
             # Grouped-query attention: query heads h*g .. h*g+g-1 all read key/value head h.
             group = cfg.n_heads // cfg.kv_heads
-            k = einops.repeat(k, "batch pos n_kv_heads d_head -> batch pos (n_kv_heads group) d_head", group=group)
-            v = einops.repeat(v, "batch pos n_kv_heads d_head -> batch pos (n_kv_heads group) d_head", group=group)
-        scores = einops.einsum(
-            q, k, "batch query_pos n_heads d_head, batch key_pos n_heads d_head -> batch n_heads query_pos key_pos"
-        ) / cfg.scale
+            k = einops.repeat(
+                k, "batch pos n_kv_heads d_head -> batch pos (n_kv_heads group) d_head", group=group
+            )
+            v = einops.repeat(
+                v, "batch pos n_kv_heads d_head -> batch pos (n_kv_heads group) d_head", group=group
+            )
+        scores = (
+            einops.einsum(
+                q,
+                k,
+                "batch query_pos n_heads d_head, batch key_pos n_heads d_head -> batch n_heads "
+                "query_pos key_pos",
+            )
+            / cfg.scale
+        )
         pattern = causal_mask(scores).softmax(-1)
         z = einops.einsum(
-            pattern, v, "batch n_heads query_pos key_pos, batch key_pos n_heads d_head -> batch query_pos n_heads d_head"
+            pattern,
+            v,
+            "batch n_heads query_pos key_pos, batch key_pos n_heads d_head -> batch query_pos "
+            "n_heads d_head",
         )
-        out = einops.einsum(z, self.W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos d_model")
+        out = einops.einsum(
+            z, self.W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos d_model"
+        )
         out += self.b_O
         return out, pattern
 
 
-def causal_mask(scores: Float[Tensor, "batch n_heads query_pos key_pos"]) -> Float[Tensor, "batch n_heads query_pos key_pos"]:
+def causal_mask(
+    scores: Float[Tensor, "batch n_heads query_pos key_pos"],
+) -> Float[Tensor, "batch n_heads query_pos key_pos"]:
     """Hide the future: a query may attend to its own position and earlier ones only."""
     query_pos, key_pos = scores.shape[-2:]
     future = torch.ones(query_pos, key_pos, dtype=torch.bool, device=scores.device).triu(diagonal=1)
@@ -201,13 +235,17 @@ class MLP(nn.Module):
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pre = einops.einsum(x, self.W_in, "batch pos d_model, d_model d_mlp -> batch pos d_mlp")
         if self.cfg.gated_mlp:
-            gate = einops.einsum(x, self.W_gate, "batch pos d_model, d_model d_mlp -> batch pos d_mlp")
+            gate = einops.einsum(
+                x, self.W_gate, "batch pos d_model, d_model d_mlp -> batch pos d_mlp"
+            )
             # Llama has no b_in; TransformerLens adds it after the product, and so do we.
             hidden = self.act(gate) * pre + self.b_in
         else:
             pre += self.b_in
             hidden = self.act(pre)
-        out = einops.einsum(hidden, self.W_out, "batch pos d_mlp, d_mlp d_model -> batch pos d_model")
+        out = einops.einsum(
+            hidden, self.W_out, "batch pos d_mlp, d_mlp d_model -> batch pos d_model"
+        )
         out += self.b_out
         return out
 
@@ -221,12 +259,19 @@ class TransformerBlock(nn.Module):
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
 
     def forward(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> dict[str, Tensor]:
-        """Return this block's activations: resid_pre, pattern, attn_out, resid_mid, mlp_out, resid_post."""
+        """Return this block's activations: resid_pre, pattern, attn_out, resid_mid, mlp_out,
+        resid_post."""
         attn_out, pattern = self.attn(self.ln1(resid_pre))
         resid_mid = resid_pre + attn_out
         mlp_out = self.mlp(self.ln2(resid_mid))
-        return dict(resid_pre=resid_pre, pattern=pattern, attn_out=attn_out, resid_mid=resid_mid,
-                    mlp_out=mlp_out, resid_post=resid_mid + mlp_out)
+        return dict(
+            resid_pre=resid_pre,
+            pattern=pattern,
+            attn_out=attn_out,
+            resid_mid=resid_mid,
+            mlp_out=mlp_out,
+            resid_post=resid_mid + mlp_out,
+        )
 
 
 class Unembed(nn.Module):
@@ -238,7 +283,9 @@ class Unembed(nn.Module):
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab))
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        logits = einops.einsum(x, self.W_U, "batch pos d_model, d_model d_vocab -> batch pos d_vocab")
+        logits = einops.einsum(
+            x, self.W_U, "batch pos d_model, d_model d_vocab -> batch pos d_vocab"
+        )
         logits += self.b_U
         return logits
 
@@ -277,8 +324,12 @@ def apply_rotary(
     """
     rotary_dim = cfg.rotary_dim or cfg.d_head
     pos = x.shape[1]
-    inv_freq = cfg.rotary_base ** -(torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=x.device) / rotary_dim)
-    angles = einops.einsum(torch.arange(pos, dtype=torch.float32, device=x.device), inv_freq, "pos, half -> pos half")
+    inv_freq = cfg.rotary_base ** -(
+        torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=x.device) / rotary_dim
+    )
+    angles = einops.einsum(
+        torch.arange(pos, dtype=torch.float32, device=x.device), inv_freq, "pos, half -> pos half"
+    )
     angles = einops.repeat(angles, "pos half -> pos 1 (copy half)", copy=2)
     x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
     first, second = x_rot.chunk(2, dim=-1)
@@ -305,7 +356,10 @@ class Transformer(nn.Module):
 
     def forward(
         self, tokens: Int[Tensor, "batch pos"], return_activations: bool = False
-    ) -> Float[Tensor, "batch pos d_vocab"] | tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]:
+    ) -> (
+        Float[Tensor, "batch pos d_vocab"]
+        | tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]
+    ):
         """Logits for every position; with `return_activations`, also a dict of every intermediate
         value, named like TransformerLens's hooks (``blocks.3.pattern``, ``ln_final``, ...)."""
         self.check_tokens(tokens)
@@ -318,7 +372,9 @@ class Transformer(nn.Module):
             values = block(resid)
             resid = values["resid_post"]
             if return_activations:
-                activations.update({f"blocks.{layer}.{name}": value for name, value in values.items()})
+                activations.update(
+                    {f"blocks.{layer}.{name}": value for name, value in values.items()}
+                )
         activations["ln_final"] = self.ln_final(resid)
         logits = self.unembed(activations["ln_final"])
         return (logits, activations) if return_activations else logits
@@ -326,10 +382,13 @@ class Transformer(nn.Module):
     def check_tokens(self, tokens: Tensor) -> None:
         """Raise InputError for ids outside the vocabulary or sequences longer than the context."""
         if tokens.shape[-1] > self.cfg.n_ctx:
-            raise InputError(f"sequence of {tokens.shape[-1]} tokens is longer than n_ctx={self.cfg.n_ctx}")
+            raise InputError(
+                f"sequence of {tokens.shape[-1]} tokens is longer than n_ctx={self.cfg.n_ctx}"
+            )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
             raise InputError(
-                f"token ids must lie in [0, {self.cfg.d_vocab}); got min {int(tokens.min())}, max {int(tokens.max())}"
+                f"token ids must lie in [0, {self.cfg.d_vocab}); got min {int(tokens.min())}, max "
+                f"{int(tokens.max())}"
             )
 
     # ---------------------------------------------------------------------------------------------
@@ -350,7 +409,8 @@ class Transformer(nn.Module):
 
     @classmethod
     def from_hf(cls, model) -> "Transformer":
-        """Copy a Hugging Face GPT2LMHeadModel or LlamaForCausalLM directly, without TransformerLens."""
+        """Copy a Hugging Face GPT2LMHeadModel or LlamaForCausalLM directly, without
+        TransformerLens."""
         architecture = type(model).__name__
         if architecture == "GPT2LMHeadModel":
             cfg, state = _gpt2_from_hf(model)
@@ -358,7 +418,8 @@ class Transformer(nn.Module):
             cfg, state = _llama_from_hf(model)
         else:
             raise ModelUnavailableError(
-                f"architecture {architecture} is not supported: from_hf reads GPT2LMHeadModel and LlamaForCausalLM"
+                f"architecture {architecture} is not supported: from_hf reads GPT2LMHeadModel and "
+                "LlamaForCausalLM"
             )
         scratch = cls(cfg)
         load_exactly(scratch, state)
@@ -376,12 +437,15 @@ def load_exactly(model: nn.Module, state: dict[str, Tensor]) -> None:
         for name, param in parameters.items():
             value = state[name]
             if value.shape != param.shape:
-                raise ModelUnavailableError(f"{name}: expected shape {tuple(param.shape)}, got {tuple(value.shape)}")
+                raise ModelUnavailableError(
+                    f"{name}: expected shape {tuple(param.shape)}, got {tuple(value.shape)}"
+                )
             param.copy_(value)
 
 
 def config_from_hooked(hooked_cfg) -> Config:
-    """Translate a HookedTransformerConfig, refusing features this model does not implement by name."""
+    """Translate a HookedTransformerConfig, refusing features this model does not implement by
+    name."""
     unsupported = {
         "attn_only": hooked_cfg.attn_only,
         "parallel_attn_mlp": hooked_cfg.parallel_attn_mlp,
@@ -390,29 +454,42 @@ def config_from_hooked(hooked_cfg) -> Config:
         "post_embedding_ln": hooked_cfg.post_embedding_ln,
         "num_experts": hooked_cfg.num_experts,
         "use_qk_norm": hooked_cfg.use_qk_norm,
-        "rotary_adjacent_pairs": hooked_cfg.positional_embedding_type == "rotary" and hooked_cfg.rotary_adjacent_pairs,
+        "rotary_adjacent_pairs": hooked_cfg.positional_embedding_type == "rotary"
+        and hooked_cfg.rotary_adjacent_pairs,
         "use_NTK_by_parts_rope": hooked_cfg.use_NTK_by_parts_rope,
         "attn_scores_soft_cap": hooked_cfg.attn_scores_soft_cap > 0,
         "output_logits_soft_cap": hooked_cfg.output_logits_soft_cap > 0,
-        "final_rms with LayerNorm blocks": hooked_cfg.final_rms and hooked_cfg.normalization_type in ("LN", "LNPre"),
-        f"positional_embedding_type={hooked_cfg.positional_embedding_type!r}":
-            hooked_cfg.positional_embedding_type not in ("standard", "rotary"),
-        f"normalization_type={hooked_cfg.normalization_type!r}":
-            hooked_cfg.normalization_type not in Normalization.__args__,
+        "final_rms with LayerNorm blocks": hooked_cfg.final_rms
+        and hooked_cfg.normalization_type in ("LN", "LNPre"),
+        f"positional_embedding_type={hooked_cfg.positional_embedding_type!r}": (
+            hooked_cfg.positional_embedding_type not in ("standard", "rotary")
+        ),
+        f"normalization_type={hooked_cfg.normalization_type!r}": hooked_cfg.normalization_type
+        not in Normalization.__args__,
         f"act_fn={hooked_cfg.act_fn!r}": hooked_cfg.act_fn not in Activation.__args__,
     }
     present = [feature for feature, on in unsupported.items() if on]
     if present:
         raise ModelUnavailableError(
-            f"{hooked_cfg.model_name}: the from-scratch Transformer does not implement {', '.join(present)}"
+            f"{hooked_cfg.model_name}: the from-scratch Transformer does not implement "
+            f"{', '.join(present)}"
         )
     return Config(
-        d_model=hooked_cfg.d_model, n_layers=hooked_cfg.n_layers, n_heads=hooked_cfg.n_heads,
-        d_head=hooked_cfg.d_head, d_mlp=hooked_cfg.d_mlp, d_vocab=hooked_cfg.d_vocab, n_ctx=hooked_cfg.n_ctx,
-        act_fn=hooked_cfg.act_fn, normalization=hooked_cfg.normalization_type, eps=hooked_cfg.eps,
+        d_model=hooked_cfg.d_model,
+        n_layers=hooked_cfg.n_layers,
+        n_heads=hooked_cfg.n_heads,
+        d_head=hooked_cfg.d_head,
+        d_mlp=hooked_cfg.d_mlp,
+        d_vocab=hooked_cfg.d_vocab,
+        n_ctx=hooked_cfg.n_ctx,
+        act_fn=hooked_cfg.act_fn,
+        normalization=hooked_cfg.normalization_type,
+        eps=hooked_cfg.eps,
         positional="rotary" if hooked_cfg.positional_embedding_type == "rotary" else "learned",
-        n_kv_heads=hooked_cfg.n_key_value_heads, gated_mlp=hooked_cfg.gated_mlp,
-        rotary_dim=hooked_cfg.rotary_dim, rotary_base=float(hooked_cfg.rotary_base),
+        n_kv_heads=hooked_cfg.n_key_value_heads,
+        gated_mlp=hooked_cfg.gated_mlp,
+        rotary_dim=hooked_cfg.rotary_dim,
+        rotary_base=float(hooked_cfg.rotary_base),
         attn_scale=hooked_cfg.attn_scale if hooked_cfg.use_attn_scale else 1.0,
     )
 
@@ -421,31 +498,59 @@ def _gpt2_from_hf(model) -> tuple[Config, dict[str, Tensor]]:
     """GPT-2's checkpoint: Conv1D weights are stored [in, out] and q, k, v are fused in c_attn."""
     hf = model.config
     if hf.scale_attn_by_inverse_layer_idx or hf.reorder_and_upcast_attn:
-        raise ModelUnavailableError("GPT-2 with scale_attn_by_inverse_layer_idx or reorder_and_upcast_attn is not supported")
-    cfg = Config(d_model=hf.n_embd, n_layers=hf.n_layer, n_heads=hf.n_head, d_head=hf.n_embd // hf.n_head,
-                 d_mlp=hf.n_inner or 4 * hf.n_embd, d_vocab=hf.vocab_size, n_ctx=hf.n_positions,
-                 act_fn=hf.activation_function, eps=hf.layer_norm_epsilon,
-                 attn_scale=None if hf.scale_attn_weights else 1.0)
+        raise ModelUnavailableError(
+            "GPT-2 with scale_attn_by_inverse_layer_idx or reorder_and_upcast_attn is not supported"
+        )
+    cfg = Config(
+        d_model=hf.n_embd,
+        n_layers=hf.n_layer,
+        n_heads=hf.n_head,
+        d_head=hf.n_embd // hf.n_head,
+        d_mlp=hf.n_inner or 4 * hf.n_embd,
+        d_vocab=hf.vocab_size,
+        n_ctx=hf.n_positions,
+        act_fn=hf.activation_function,
+        eps=hf.layer_norm_epsilon,
+        attn_scale=None if hf.scale_attn_weights else 1.0,
+    )
     gpt = model.transformer
-    state = {"embed.W_E": gpt.wte.weight, "pos_embed.W_pos": gpt.wpe.weight,
-             "ln_final.w": gpt.ln_f.weight, "ln_final.b": gpt.ln_f.bias,
-             "unembed.W_U": model.lm_head.weight.T, "unembed.b_U": torch.zeros(cfg.d_vocab)}
+    state = {
+        "embed.W_E": gpt.wte.weight,
+        "pos_embed.W_pos": gpt.wpe.weight,
+        "ln_final.w": gpt.ln_f.weight,
+        "ln_final.b": gpt.ln_f.bias,
+        "unembed.W_U": model.lm_head.weight.T,
+        "unembed.b_U": torch.zeros(cfg.d_vocab),
+    }
     for layer, block in enumerate(gpt.h):
         prefix = f"blocks.{layer}"
         W_Q, W_K, W_V = block.attn.c_attn.weight.split(cfg.d_model, dim=1)
         b_Q, b_K, b_V = block.attn.c_attn.bias.split(cfg.d_model)
         for name, weight, bias in [("Q", W_Q, b_Q), ("K", W_K, b_K), ("V", W_V, b_V)]:
             state[f"{prefix}.attn.W_{name}"] = einops.rearrange(
-                weight, "d_model (n_heads d_head) -> n_heads d_model d_head", n_heads=cfg.n_heads)
+                weight, "d_model (n_heads d_head) -> n_heads d_model d_head", n_heads=cfg.n_heads
+            )
             state[f"{prefix}.attn.b_{name}"] = einops.rearrange(
-                bias, "(n_heads d_head) -> n_heads d_head", n_heads=cfg.n_heads)
+                bias, "(n_heads d_head) -> n_heads d_head", n_heads=cfg.n_heads
+            )
         state[f"{prefix}.attn.W_O"] = einops.rearrange(
-            block.attn.c_proj.weight, "(n_heads d_head) d_model -> n_heads d_head d_model", n_heads=cfg.n_heads)
+            block.attn.c_proj.weight,
+            "(n_heads d_head) d_model -> n_heads d_head d_model",
+            n_heads=cfg.n_heads,
+        )
         state[f"{prefix}.attn.b_O"] = block.attn.c_proj.bias
-        state.update({f"{prefix}.ln1.w": block.ln_1.weight, f"{prefix}.ln1.b": block.ln_1.bias,
-                      f"{prefix}.ln2.w": block.ln_2.weight, f"{prefix}.ln2.b": block.ln_2.bias,
-                      f"{prefix}.mlp.W_in": block.mlp.c_fc.weight, f"{prefix}.mlp.b_in": block.mlp.c_fc.bias,
-                      f"{prefix}.mlp.W_out": block.mlp.c_proj.weight, f"{prefix}.mlp.b_out": block.mlp.c_proj.bias})
+        state.update(
+            {
+                f"{prefix}.ln1.w": block.ln_1.weight,
+                f"{prefix}.ln1.b": block.ln_1.bias,
+                f"{prefix}.ln2.w": block.ln_2.weight,
+                f"{prefix}.ln2.b": block.ln_2.bias,
+                f"{prefix}.mlp.W_in": block.mlp.c_fc.weight,
+                f"{prefix}.mlp.b_in": block.mlp.c_fc.bias,
+                f"{prefix}.mlp.W_out": block.mlp.c_proj.weight,
+                f"{prefix}.mlp.b_out": block.mlp.c_proj.bias,
+            }
+        )
     return cfg, state
 
 
@@ -456,30 +561,60 @@ def _llama_from_hf(model) -> tuple[Config, dict[str, Tensor]]:
         raise ModelUnavailableError("Llama with attention_bias or mlp_bias is not supported")
     rope = getattr(hf, "rope_parameters", None) or getattr(hf, "rope_scaling", None) or {}
     if rope.get("rope_type", "default") != "default":
-        raise ModelUnavailableError(f"Llama rope scaling {rope.get('rope_type')!r} is not supported")
+        raise ModelUnavailableError(
+            f"Llama rope scaling {rope.get('rope_type')!r} is not supported"
+        )
     d_head = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
-    cfg = Config(d_model=hf.hidden_size, n_layers=hf.num_hidden_layers, n_heads=hf.num_attention_heads,
-                 d_head=d_head, d_mlp=hf.intermediate_size, d_vocab=hf.vocab_size,
-                 n_ctx=hf.max_position_embeddings, act_fn=hf.hidden_act, normalization="RMS",
-                 eps=hf.rms_norm_eps, positional="rotary", gated_mlp=True,
-                 n_kv_heads=hf.num_key_value_heads, rotary_dim=d_head,
-                 rotary_base=float(rope.get("rope_theta", getattr(hf, "rope_theta", 10000.0))))
+    cfg = Config(
+        d_model=hf.hidden_size,
+        n_layers=hf.num_hidden_layers,
+        n_heads=hf.num_attention_heads,
+        d_head=d_head,
+        d_mlp=hf.intermediate_size,
+        d_vocab=hf.vocab_size,
+        n_ctx=hf.max_position_embeddings,
+        act_fn=hf.hidden_act,
+        normalization="RMS",
+        eps=hf.rms_norm_eps,
+        positional="rotary",
+        gated_mlp=True,
+        n_kv_heads=hf.num_key_value_heads,
+        rotary_dim=d_head,
+        rotary_base=float(rope.get("rope_theta", getattr(hf, "rope_theta", 10000.0))),
+    )
     llama = model.model
-    state = {"embed.W_E": llama.embed_tokens.weight, "ln_final.w": llama.norm.weight,
-             "unembed.W_U": model.lm_head.weight.T, "unembed.b_U": torch.zeros(cfg.d_vocab)}
+    state = {
+        "embed.W_E": llama.embed_tokens.weight,
+        "ln_final.w": llama.norm.weight,
+        "unembed.W_U": model.lm_head.weight.T,
+        "unembed.b_U": torch.zeros(cfg.d_vocab),
+    }
     for layer, block in enumerate(llama.layers):
         prefix, attn, mlp = f"blocks.{layer}", block.self_attn, block.mlp
-        for name, proj, heads in [("Q", attn.q_proj, cfg.n_heads), ("K", attn.k_proj, cfg.kv_heads),
-                                  ("V", attn.v_proj, cfg.kv_heads)]:
+        for name, proj, heads in [
+            ("Q", attn.q_proj, cfg.n_heads),
+            ("K", attn.k_proj, cfg.kv_heads),
+            ("V", attn.v_proj, cfg.kv_heads),
+        ]:
             state[f"{prefix}.attn.W_{name}"] = einops.rearrange(
-                proj.weight, "(heads d_head) d_model -> heads d_model d_head", heads=heads)
+                proj.weight, "(heads d_head) d_model -> heads d_model d_head", heads=heads
+            )
             state[f"{prefix}.attn.b_{name}"] = torch.zeros(heads, d_head)
         state[f"{prefix}.attn.W_O"] = einops.rearrange(
-            attn.o_proj.weight, "d_model (n_heads d_head) -> n_heads d_head d_model", n_heads=cfg.n_heads)
+            attn.o_proj.weight,
+            "d_model (n_heads d_head) -> n_heads d_head d_model",
+            n_heads=cfg.n_heads,
+        )
         state[f"{prefix}.attn.b_O"] = torch.zeros(cfg.d_model)
-        state.update({f"{prefix}.ln1.w": block.input_layernorm.weight,
-                      f"{prefix}.ln2.w": block.post_attention_layernorm.weight,
-                      f"{prefix}.mlp.W_in": mlp.up_proj.weight.T, f"{prefix}.mlp.W_gate": mlp.gate_proj.weight.T,
-                      f"{prefix}.mlp.b_in": torch.zeros(cfg.d_mlp),
-                      f"{prefix}.mlp.W_out": mlp.down_proj.weight.T, f"{prefix}.mlp.b_out": torch.zeros(cfg.d_model)})
+        state.update(
+            {
+                f"{prefix}.ln1.w": block.input_layernorm.weight,
+                f"{prefix}.ln2.w": block.post_attention_layernorm.weight,
+                f"{prefix}.mlp.W_in": mlp.up_proj.weight.T,
+                f"{prefix}.mlp.W_gate": mlp.gate_proj.weight.T,
+                f"{prefix}.mlp.b_in": torch.zeros(cfg.d_mlp),
+                f"{prefix}.mlp.W_out": mlp.down_proj.weight.T,
+                f"{prefix}.mlp.b_out": torch.zeros(cfg.d_model),
+            }
+        )
     return cfg, state

@@ -60,15 +60,25 @@ class ParityReport:
         return next(c for c in self.components if c.name == name)
 
     def to_json(self) -> dict:
-        return {"reference": self.reference, "atol": self.atol, "rtol": self.rtol, "passed": self.passed,
-                "components": [asdict(c) for c in self.components]}
+        return {
+            "reference": self.reference,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "passed": self.passed,
+            "components": [asdict(c) for c in self.components],
+        }
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1)
 
 
 def compare(
-    scratch: Transformer, reference, tokens: Int[Tensor, "batch pos"], *, atol: float = ATOL, rtol: float = RTOL
+    scratch: Transformer,
+    reference,
+    tokens: Int[Tensor, "batch pos"],
+    *,
+    atol: float = ATOL,
+    rtol: float = RTOL,
 ) -> ParityReport:
     """Run the scratch model and `reference` on `tokens` and compare every component."""
     with torch.no_grad():
@@ -77,24 +87,33 @@ def compare(
         theirs, kind = reference_activations(reference, tokens)
     report = ParityReport(reference=kind, atol=atol, rtol=rtol)
     for name in component_names(scratch):
-        report.components.append(compare_tensors(name, ours[name], theirs[name], atol=atol, rtol=rtol))
+        report.components.append(
+            compare_tensors(name, ours[name], theirs[name], atol=atol, rtol=rtol)
+        )
     return report
 
 
 def component_names(scratch: Transformer) -> list[str]:
     names = ["embed"] + (["pos_embed"] if scratch.pos_embed is not None else [])
     for layer in range(scratch.cfg.n_layers):
-        names += [f"blocks.{layer}.{part}" for part in ["resid_pre", "pattern", "attn_out", "mlp_out", "resid_post"]]
+        names += [
+            f"blocks.{layer}.{part}"
+            for part in ["resid_pre", "pattern", "attn_out", "mlp_out", "resid_post"]
+        ]
     return names + ["ln_final", "logits"]
 
 
-def compare_tensors(name: str, ours: Tensor, theirs: Tensor, *, atol: float, rtol: float) -> ComponentResult:
+def compare_tensors(
+    name: str, ours: Tensor, theirs: Tensor, *, atol: float, rtol: float
+) -> ComponentResult:
     if ours.shape != theirs.shape:
         return ComponentResult(name, float("inf"), float("inf"), False)
     ours, theirs = ours.double(), theirs.double()
     error = (ours - theirs).abs()
     meaningful = theirs.abs() >= atol / rtol
-    relative = (error[meaningful] / theirs.abs()[meaningful]).max().item() if meaningful.any() else 0.0
+    relative = (
+        (error[meaningful] / theirs.abs()[meaningful]).max().item() if meaningful.any() else 0.0
+    )
     passed = bool(torch.allclose(ours, theirs, rtol=rtol, atol=atol))
     return ComponentResult(name, error.max().item(), relative, passed)
 
@@ -111,22 +130,29 @@ def reference_activations(reference, tokens: Tensor) -> tuple[dict[str, Tensor],
     architecture = type(reference).__name__
     if architecture in ("GPT2LMHeadModel", "LlamaForCausalLM"):
         return _hf_activations(reference, tokens), f"Hugging Face {architecture}"
-    raise TypeError(f"cannot compare against a {architecture}: use a HookedTransformer or a HF GPT-2/Llama model")
+    raise TypeError(
+        f"cannot compare against a {architecture}: use a HookedTransformer or a HF GPT-2/Llama "
+        "model"
+    )
 
 
 def _hooked_activations(model, tokens: Tensor) -> dict[str, Tensor]:
     hook_names = {"hook_embed": "embed", "hook_pos_embed": "pos_embed"}
     for layer in range(model.cfg.n_layers):
-        hook_names.update({
-            f"blocks.{layer}.hook_resid_pre": f"blocks.{layer}.resid_pre",
-            f"blocks.{layer}.attn.hook_pattern": f"blocks.{layer}.pattern",
-            f"blocks.{layer}.hook_attn_out": f"blocks.{layer}.attn_out",
-            f"blocks.{layer}.hook_mlp_out": f"blocks.{layer}.mlp_out",
-            f"blocks.{layer}.hook_resid_post": f"blocks.{layer}.resid_post",
-        })
+        hook_names.update(
+            {
+                f"blocks.{layer}.hook_resid_pre": f"blocks.{layer}.resid_pre",
+                f"blocks.{layer}.attn.hook_pattern": f"blocks.{layer}.pattern",
+                f"blocks.{layer}.hook_attn_out": f"blocks.{layer}.attn_out",
+                f"blocks.{layer}.hook_mlp_out": f"blocks.{layer}.mlp_out",
+                f"blocks.{layer}.hook_resid_post": f"blocks.{layer}.resid_post",
+            }
+        )
     # ln_final.hook_normalized is taken before the norm's weight: hook the module's output instead.
     final_norm = {}
-    handle = model.ln_final.register_forward_hook(lambda module, args, output: final_norm.update(out=output))
+    handle = model.ln_final.register_forward_hook(
+        lambda module, args, output: final_norm.update(out=output)
+    )
     try:
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hook_names)
     finally:
@@ -148,13 +174,19 @@ def _hf_activations(model, tokens: Tensor) -> dict[str, Tensor]:
         modules = {"embed": body.embed_tokens, "ln_final": body.norm}
         layers, attn_name = body.layers, "self_attn"
     for layer, block in enumerate(layers):
-        modules.update({f"blocks.{layer}.attn_out": getattr(block, attn_name),
-                        f"blocks.{layer}.mlp_out": block.mlp, f"blocks.{layer}.resid_post": block})
+        modules.update(
+            {
+                f"blocks.{layer}.attn_out": getattr(block, attn_name),
+                f"blocks.{layer}.mlp_out": block.mlp,
+                f"blocks.{layer}.resid_post": block,
+            }
+        )
     values: dict[str, Tensor] = {}
 
     def keep(name):
         def hook(module, args, output):
             values[name] = output[0] if isinstance(output, tuple) else output
+
         return hook
 
     handles = [module.register_forward_hook(keep(name)) for name, module in modules.items()]

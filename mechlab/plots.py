@@ -35,13 +35,19 @@ def plain(text: str) -> str:
 def short(token: str, width: int = 10) -> str:
     """A token as a readable tick label: whitespace made visible, long tokens trimmed."""
     text = token.replace("\n", "\\n").replace("\t", "\\t")
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)  # no glyph for controls
+    text = "".join(
+        c if c.isprintable() else f"\\x{ord(c):02x}" for c in text
+    )  # no glyph for controls
     text = plain(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def plot_attention(
-    model: HookedTransformer, prompt_or_tokens: PromptOrTokens, *, layer: int, heads: list[int] | None = None
+    model: HookedTransformer,
+    prompt_or_tokens: PromptOrTokens,
+    *,
+    layer: int,
+    heads: list[int] | None = None,
 ) -> Figure:
     """A grid of one layer's head patterns (rows: query tokens, columns: key tokens)."""
     check_layer(model, layer)
@@ -63,9 +69,11 @@ def plot_attention(
         ticks = np.arange(0, len(labels), step)
         ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=7)
         ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=7)
-    for ax in list(axes.flat)[len(heads):]:
+    for ax in list(axes.flat)[len(heads) :]:
         ax.axis("off")
-    figure.suptitle(f"{plain(model.cfg.model_name)}: layer {layer} attention (row = query, column = key)")
+    figure.suptitle(
+        f"{plain(model.cfg.model_name)}: layer {layer} attention (row = query, column = key)"
+    )
     figure.tight_layout()
     return figure
 
@@ -91,13 +99,22 @@ def plot_head_scores(scan, name: str) -> Figure:
     figure = new_figure(figsize=(1.2 + 0.55 * n_heads, 1.2 + 0.32 * n_layers))
     ax = figure.subplots()
     low = -1 if name == "copying" else 0
-    image = ax.imshow(values, cmap="RdBu_r" if low < 0 else "Blues", vmin=low, vmax=1, aspect="auto")
+    image = ax.imshow(
+        values, cmap="RdBu_r" if low < 0 else "Blues", vmin=low, vmax=1, aspect="auto"
+    )
     if n_layers * n_heads <= 600:
         for layer in range(n_layers):
             for head in range(n_heads):
                 value = values[layer, head]
-                ax.text(head, layer, f"{value:.2f}"[1:] if 0 <= value < 1 else f"{value:.1f}", ha="center",
-                        va="center", fontsize=6, color="white" if abs(value) > 0.6 else "black")
+                ax.text(
+                    head,
+                    layer,
+                    f"{value:.2f}"[1:] if 0 <= value < 1 else f"{value:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if abs(value) > 0.6 else "black",
+                )
     ax.set_xticks(range(n_heads), [f"H{h}" for h in range(n_heads)], fontsize=7)
     ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)], fontsize=7)
     ax.set_xlabel("head")
@@ -117,12 +134,27 @@ def plot_loss_by_position(scan) -> Figure:
     ax.plot(np.arange(len(loss)), loss, color="#1f4e99")
     ax.axvline(scan.seq_len - 0.5, color="gray", linestyle="--")
     ax.text(scan.seq_len, loss.max(), " second copy starts", va="top", fontsize=8, color="gray")
-    for start, stop, value in [(0, scan.seq_len, scan.loss_first_half), (scan.seq_len, len(loss), scan.loss_second_half)]:
+    for start, stop, value in [
+        (0, scan.seq_len, scan.loss_first_half),
+        (scan.seq_len, len(loss), scan.loss_second_half),
+    ]:
         ax.hlines(value, start, stop - 1, color="#d95f02", linewidth=1)
-        ax.text(stop - 1, value, f" mean {value:.2f}", fontsize=8, color="#d95f02", va="bottom", ha="right")
+        ax.text(
+            stop - 1,
+            value,
+            f" mean {value:.2f}",
+            fontsize=8,
+            color="#d95f02",
+            va="bottom",
+            ha="right",
+        )
     ax.set_xlabel("position (predicting the next token)")
     ax.set_ylabel("loss (nats)")
-    ax.set_title(f"{plain(scan.model)}: in-context loss on repeated random tokens (seq_len={scan.seq_len}, batch={scan.batch})", fontsize=9)
+    ax.set_title(
+        f"{plain(scan.model)}: in-context loss on repeated random tokens (seq_len={scan.seq_len}, "
+        f"batch={scan.batch})",
+        fontsize=9,
+    )
     figure.tight_layout()
     return figure
 
@@ -134,8 +166,14 @@ def plot_induction_mosaic(scans: list) -> Figure:
     axes = figure.subplots(1, len(scans), squeeze=False)
     for ax, scan in zip(axes[0], scans):
         values = scan.score("induction").numpy()
-        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1, aspect="auto",
-                          extent=(-0.5, scan.n_heads - 0.5, 1, 0))
+        image = ax.imshow(
+            values,
+            cmap="Blues",
+            vmin=0,
+            vmax=1,
+            aspect="auto",
+            extent=(-0.5, scan.n_heads - 0.5, 1, 0),
+        )
         ax.set_title(f"{plain(scan.model)}\n{scan.n_layers} layers", fontsize=8)
         ax.set_xlabel("head", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -150,7 +188,8 @@ def plot_induction_mosaic(scans: list) -> Figure:
 
 
 def _lens_axes(result, values: np.ndarray, title: str, **imshow):
-    """Rows bottom (embedding) to top (output), input tokens along x, next tokens on the top axis."""
+    """Rows bottom (embedding) to top (output), input tokens along x, next tokens on the top
+    axis."""
     rows, pos = values.shape
     figure = new_figure(figsize=(1.5 + 0.75 * pos, 1.2 + 0.32 * rows))
     ax = figure.subplots()
@@ -159,7 +198,9 @@ def _lens_axes(result, values: np.ndarray, title: str, **imshow):
     ax.set_xticks(range(pos), [short(t) for t in result.token_strs], rotation=90, fontsize=8)
     ax.set_xlabel("input token")
     top = ax.secondary_xaxis("top")
-    top.set_xticks(range(pos), [short(t) for t in result.token_strs[1:]] + [""], rotation=90, fontsize=8)
+    top.set_xticks(
+        range(pos), [short(t) for t in result.token_strs[1:]] + [""], rotation=90, fontsize=8
+    )
     top.set_xlabel("actual next token")
     ax.set_title(f"{plain(result.model)}: {title}", fontsize=9)
     figure.colorbar(image, ax=ax, fraction=0.03)
@@ -169,12 +210,25 @@ def _lens_axes(result, values: np.ndarray, title: str, **imshow):
 def plot_lens_top1(result) -> Figure:
     """Each cell: the top-1 decoded token, coloured by its probability."""
     probs = result.top_probs[:, :, 0].numpy()
-    figure, ax = _lens_axes(result, probs, "top-1 token per layer and position (colour: its probability)",
-                            cmap="Blues", vmin=0, vmax=1)
+    figure, ax = _lens_axes(
+        result,
+        probs,
+        "top-1 token per layer and position (colour: its probability)",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+    )
     for row in range(probs.shape[0]):
         for position in range(probs.shape[1]):
-            ax.text(position, row, short(result.top_tokens[row][position][0], 8), ha="center", va="center",
-                    fontsize=6, color="white" if probs[row, position] > 0.6 else "black")
+            ax.text(
+                position,
+                row,
+                short(result.top_tokens[row][position][0], 8),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if probs[row, position] > 0.6 else "black",
+            )
     figure.tight_layout()
     return figure
 
@@ -185,8 +239,13 @@ def plot_lens_rank(result) -> Figure:
 
     ranks = result.next_token_rank[:, :-1].numpy().astype(float) + 1
     padded = np.concatenate([ranks, np.full((ranks.shape[0], 1), np.nan)], axis=1)
-    figure, ax = _lens_axes(result, padded, "rank of the actual next token + 1 (log scale)", cmap="viridis_r",
-                            norm=LogNorm(vmin=1, vmax=max(2.0, np.nanmax(padded))))
+    figure, ax = _lens_axes(
+        result,
+        padded,
+        "rank of the actual next token + 1 (log scale)",
+        cmap="viridis_r",
+        norm=LogNorm(vmin=1, vmax=max(2.0, np.nanmax(padded))),
+    )
     figure.tight_layout()
     return figure
 
@@ -200,17 +259,24 @@ def plot_lens_kl(result) -> Figure:
 
 
 def plot_lens_curves(curves) -> Figure:
-    """Per-layer averages over many prompts: how fast each layer's decoding approaches the output."""
+    """Per-layer averages over many prompts: how fast each layer's decoding approaches the
+    output."""
     figure = new_figure(figsize=(14, 3.8))
     axes = figure.subplots(1, 3)
     x = np.arange(len(curves.layers))
-    for ax, values, label in [(axes[0], curves.kl_to_final, "KL(final || layer), nats"),
-                              (axes[1], curves.mean_log_rank, "mean ln(1 + rank of next token)"),
-                              (axes[2], curves.top1_agreement, "top-1 agrees with output's top-1")]:
+    for ax, values, label in [
+        (axes[0], curves.kl_to_final, "KL(final || layer), nats"),
+        (axes[1], curves.mean_log_rank, "mean ln(1 + rank of next token)"),
+        (axes[2], curves.top1_agreement, "top-1 agrees with output's top-1"),
+    ]:
         ax.plot(x, values.numpy(), marker="o", markersize=3)
         ax.set_title(label, fontsize=9)
-        ax.set_xticks(x[:: max(1, len(x) // 10)], [plain(curves.layers[i]) for i in x[:: max(1, len(x) // 10)]],
-                      rotation=60, fontsize=7)
+        ax.set_xticks(
+            x[:: max(1, len(x) // 10)],
+            [plain(curves.layers[i]) for i in x[:: max(1, len(x) // 10)]],
+            rotation=60,
+            fontsize=7,
+        )
         ax.grid(alpha=0.3)
     figure.suptitle(f"logit lens averaged over {curves.n_prompts} prompts and all their positions")
     figure.tight_layout()

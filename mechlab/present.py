@@ -1,4 +1,5 @@
-"""Terminal tables (rich) made from result objects. Nothing here computes; see plots.py for figures."""
+"""Terminal tables (rich) made from result objects. Nothing here computes; see plots.py for
+figures."""
 
 from rich.markup import escape
 from rich.table import Table
@@ -8,46 +9,86 @@ from mechlab.parity import ParityReport
 
 def parity_table(report: ParityReport, *, title: str) -> Table:
     table = Table(title=escape(title))
-    for column, justify in [("component", "left"), ("max abs err", "right"), ("max rel err", "right"), ("", "center")]:
+    for column, justify in [
+        ("component", "left"),
+        ("max abs err", "right"),
+        ("max rel err", "right"),
+        ("", "center"),
+    ]:
         table.add_column(column, justify=justify)
     for c in report.components:
-        table.add_row(escape(c.name), f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}", "[green]ok[/]" if c.passed else "[red]FAIL[/]")
+        table.add_row(
+            escape(c.name),
+            f"{c.max_abs_err:.2e}",
+            f"{c.max_rel_err:.2e}",
+            "[green]ok[/]" if c.passed else "[red]FAIL[/]",
+        )
     return table
 
 
 def heads_table(scan, threshold: float, k: int = 5) -> Table:
     """The top k heads for each main score, and which heads pass the induction threshold."""
     names = ["induction", "previous_token", "duplicate_token", "first_token", "copying"]
-    table = Table(title=escape(f"{scan.model}: top heads (seq_len={scan.seq_len}, batch={scan.batch}, seed={scan.seed})"))
+    table = Table(
+        title=escape(
+            f"{scan.model}: top heads (seq_len={scan.seq_len}, batch={scan.batch}, "
+            f"seed={scan.seed})"
+        )
+    )
     table.add_column("rank", justify="right")
     for name in names:
         table.add_column(name.replace("_", " "))
     tops = {name: scan.top(name, k) for name in names}
     for rank in range(min(k, scan.n_layers * scan.n_heads)):
-        table.add_row(str(rank + 1), *[f"L{l}H{h} {v:.2f}" for l, h, v in (tops[name][rank] for name in names)])
+        table.add_row(
+            str(rank + 1),
+            *[
+                f"L{layer}H{head} {score:.2f}"
+                for layer, head, score in (tops[name][rank] for name in names)
+            ],
+        )
     passing = scan.heads_above("induction", threshold)
-    table.caption = escape(f"induction heads above {threshold}: "
-                     + (", ".join(f"L{l}H{h}" for l, h, _ in passing) if passing else "none")
-                     + f"; loss first half {scan.loss_first_half:.2f}, second half {scan.loss_second_half:.2f}")
+    table.caption = escape(
+        f"induction heads above {threshold}: "
+        + (", ".join(f"L{layer}H{head}" for layer, head, _ in passing) if passing else "none")
+        + f"; loss first half {scan.loss_first_half:.2f}, second half {scan.loss_second_half:.2f}"
+    )
     return table
 
 
 def lens_table(result, max_positions: int = 12) -> Table:
     """Layers x positions with each cell's top-1 token (the last `max_positions` positions)."""
     first = max(0, len(result.token_strs) - max_positions)
-    table = Table(title=escape(f"{result.model}: logit lens, top-1 token per layer (rows) and position (columns)"))
+    table = Table(
+        title=escape(
+            f"{result.model}: logit lens, top-1 token per layer (rows) and position (columns)"
+        )
+    )
     table.add_column("layer")
     for token in result.token_strs[first:]:
         table.add_column(escape(repr(token)[1:-1][:10]), overflow="ellipsis", max_width=10)
     for row in range(len(result.layers)):
         cells = []
         for position in range(first, len(result.token_strs)):
-            token, prob = result.top_tokens[row][position][0], result.top_probs[row, position, 0].item()
+            token, prob = (
+                result.top_tokens[row][position][0],
+                result.top_probs[row, position, 0].item(),
+            )
             style = "bold" if prob > 0.5 else ("" if prob > 0.1 else "dim")
-            cells.append(f"[{style}]{escape(repr(token)[1:-1][:10])}[/]" if style else escape(repr(token)[1:-1][:10]))
+            cells.append(
+                f"[{style}]{escape(repr(token)[1:-1][:10])}[/]"
+                if style
+                else escape(repr(token)[1:-1][:10])
+            )
         table.add_row(escape(result.layers[row]), *cells)
     if result.target_id is not None:
         layer = result.first_top1_layer
-        table.caption = escape(f"target {result.target_token!r}: top-1 at the last position from "
-                         + (f"row {layer} ({result.layers[layer]})" if layer is not None else "no layer (not the output's top-1)"))
+        table.caption = escape(
+            f"target {result.target_token!r}: top-1 at the last position from "
+            + (
+                f"row {layer} ({result.layers[layer]})"
+                if layer is not None
+                else "no layer (not the output's top-1)"
+            )
+        )
     return table

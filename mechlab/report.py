@@ -6,8 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mechlab.artifacts import (
-    Files, head_figures, image_html, induction_caption, induction_views, lens_caption, lens_figures,
-    loss_caption, mosaic_png,
+    Files,
+    head_figures,
+    image_html,
+    induction_caption,
+    induction_views,
+    lens_caption,
+    lens_figures,
+    loss_caption,
+    mosaic_png,
 )
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
@@ -41,16 +48,28 @@ class ModelReport:
     def summary(self) -> dict:
         return {
             "parity_passed": self.parity.passed,
-            "induction_heads": [list(h) for h in self.scan.heads_above("induction", INDUCTION_THRESHOLD)],
-            "loss_first_half": self.scan.loss_first_half, "loss_second_half": self.scan.loss_second_half,
-            "lens_targets": [{"prompt": lens.prompt, "target": lens.target_token,
-                              "first_top1_layer": lens.first_top1_layer} for lens in self.lenses],
+            "induction_heads": [
+                list(h) for h in self.scan.heads_above("induction", INDUCTION_THRESHOLD)
+            ],
+            "loss_first_half": self.scan.loss_first_half,
+            "loss_second_half": self.scan.loss_second_half,
+            "lens_targets": [
+                {
+                    "prompt": lens.prompt,
+                    "target": lens.target_token,
+                    "first_top1_layer": lens.first_top1_layer,
+                }
+                for lens in self.lenses
+            ],
         }
 
     def files(self) -> Files:
-        return {**self.figures, "parity.json": json_text(self.parity.to_json()),
-                "heads.json": json_text(self.scan.to_json()),
-                "lens.json": json_text([lens.to_json() for lens in self.lenses])}
+        return {
+            **self.figures,
+            "parity.json": json_text(self.parity.to_json()),
+            "heads.json": json_text(self.scan.to_json()),
+            "lens.json": json_text([lens.to_json() for lens in self.lenses]),
+        }
 
 
 def build_report(spec: str, *, seq_len: int = 50, batch: int = 10, progress=None) -> ModelReport:
@@ -73,20 +92,33 @@ def build_report(spec: str, *, seq_len: int = 50, batch: int = 10, progress=None
     report = ModelReport(spec, parity, lenses, scan, induction_views(model, scan))
     for index, lens in enumerate(lenses):
         report.figures.update(lens_figures(lens, prefix=f"lens_{index}"))
-    report.figures.update(head_figures(scan, ["induction", "previous_token", "duplicate_token", "copying"]))
+    report.figures.update(
+        head_figures(scan, ["induction", "previous_token", "duplicate_token", "copying"])
+    )
     step(1)
     return report
 
 
 def parity_html(report: ParityReport) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(c.name)}</td><td>{c.max_abs_err:.2e}</td><td>{c.max_rel_err:.2e}</td>"
-        f"<td style=\"color:{'green' if c.passed else 'red'}\">{'ok' if c.passed else 'FAIL'}</td></tr>"
-        for c in report.components)
-    verdict = "all components agree" if report.passed else f"first difference at {report.first_failure}"
-    return (f"<p><b>{verdict}</b> (atol={report.atol}, rtol={report.rtol})</p><details><summary>all "
-            f"{len(report.components)} components</summary><table><tr><th>component</th><th>max abs err</th>"
-            f"<th>max rel err</th><th></th></tr>{rows}</table></details>")
+        f"<tr><td>{html.escape(c.name)}</td><td>{c.max_abs_err:.2e}</td>"
+        f"<td>{c.max_rel_err:.2e}</td>"
+        + (
+            '<td style="color:green">ok</td></tr>'
+            if c.passed
+            else '<td style="color:red">FAIL</td></tr>'
+        )
+        for c in report.components
+    )
+    verdict = (
+        "all components agree" if report.passed else f"first difference at {report.first_failure}"
+    )
+    return (
+        f"<p><b>{verdict}</b> (atol={report.atol}, rtol={report.rtol})</p><details><summary>all "
+        f"{len(report.components)} components</summary><table><tr><th>component</th><th>max abs "
+        "err</th>"
+        f"<th>max rel err</th><th></th></tr>{rows}</table></details>"
+    )
 
 
 def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch: int = 10) -> Path:
@@ -95,7 +127,9 @@ def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch:
     until everything is computed."""
     several = len(specs) > 1
     with progress_bar(total=5 * len(specs) + 1, desc="mechlab report") as progress:
-        reports = [build_report(spec, seq_len=seq_len, batch=batch, progress=progress) for spec in specs]
+        reports = [
+            build_report(spec, seq_len=seq_len, batch=batch, progress=progress) for spec in specs
+        ]
         files: Files = {}
         items = []
         for report in reports:
@@ -104,8 +138,12 @@ def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch:
             items += model_section(report)
         if several:
             files["induction_mosaic.png"] = mosaic_png([r.scan for r in reports])
-            items.append(("Induction scores of all models side by side, by relative depth.",
-                          image_html(files["induction_mosaic.png"], "mosaic")))
+            items.append(
+                (
+                    "Induction scores of all models side by side, by relative depth.",
+                    image_html(files["induction_mosaic.png"], "mosaic"),
+                )
+            )
         files["report.json"] = json_text({report.spec: report.summary() for report in reports})
         files["report.html"] = render_page(items, title=f"mechlab report: {', '.join(specs)}")
         write_files(out, files)
@@ -115,18 +153,43 @@ def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch:
 
 def model_section(report: ModelReport) -> list:
     spec, scan, figures = report.spec, report.scan, report.figures
-    items = [(f"{spec}: the from-scratch Transformer (mechlab.model) against TransformerLens's HookedTransformer "
-              f"on {PARITY_PROMPT!r}, component by component: every intermediate value of the readable "
-              "reimplementation matches the library's.", f"<h2>{html.escape(spec)}</h2>" + parity_html(report.parity))]
+    items = [
+        (
+            f"{spec}: the from-scratch Transformer (mechlab.model) against TransformerLens's "
+            "HookedTransformer "
+            f"on {PARITY_PROMPT!r}, component by component: every intermediate value of the "
+            "readable "
+            "reimplementation matches the library's.",
+            f"<h2>{html.escape(spec)}</h2>" + parity_html(report.parity),
+        )
+    ]
     for index, lens in enumerate(report.lenses):
-        items.append((lens_caption(lens), image_html(figures[f"lens_{index}_top1.png"], "logit lens top-1")))
-    items.append(("The same lens for the first prompt as the rank of the actual next token (left: small is good) "
-                  "and as KL divergence from the final distribution (right): how far each layer is from the answer.",
-                  image_html(figures["lens_0_rank.png"], "rank") + image_html(figures["lens_0_kl.png"], "kl")))
-    items.append((induction_caption(scan), image_html(figures["heads_induction.png"], "induction scores")))
-    items.append(("Previous-token scores (attention to the position before) and OV-circuit copying scores, which "
-                  "together with induction make up the induction circuit.",
-                  image_html(figures["heads_previous_token.png"], "previous-token")
-                  + image_html(figures["heads_copying.png"], "copying")))
-    items.append((loss_caption(scan), image_html(figures["loss_by_position.png"], "loss by position")))
+        items.append(
+            (lens_caption(lens), image_html(figures[f"lens_{index}_top1.png"], "logit lens top-1"))
+        )
+    items.append(
+        (
+            "The same lens for the first prompt as the rank of the actual next token (left: small "
+            "is good) "
+            "and as KL divergence from the final distribution (right): how far each layer is from "
+            "the answer.",
+            image_html(figures["lens_0_rank.png"], "rank")
+            + image_html(figures["lens_0_kl.png"], "kl"),
+        )
+    )
+    items.append(
+        (induction_caption(scan), image_html(figures["heads_induction.png"], "induction scores"))
+    )
+    items.append(
+        (
+            "Previous-token scores (attention to the position before) and OV-circuit copying "
+            "scores, which "
+            "together with induction make up the induction circuit.",
+            image_html(figures["heads_previous_token.png"], "previous-token")
+            + image_html(figures["heads_copying.png"], "copying"),
+        )
+    )
+    items.append(
+        (loss_caption(scan), image_html(figures["loss_by_position.png"], "loss by position"))
+    )
     return items + report.views

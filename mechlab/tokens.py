@@ -10,24 +10,34 @@ from mechlab.errors import InputError
 PromptOrTokens = str | list[int] | Tensor
 
 
-def to_tokens(model: HookedTransformer, prompt_or_tokens: PromptOrTokens) -> Int[Tensor, "batch pos"]:
-    """Tokenize a prompt (with the model's BOS in front, as TransformerLens does), or check given ids.
+def to_tokens(
+    model: HookedTransformer, prompt_or_tokens: PromptOrTokens
+) -> Int[Tensor, "batch pos"]:
+    """Tokenize a prompt (with the model's BOS in front, as TransformerLens does), or check given
+    ids.
 
     Raises InputError for an empty prompt, ids outside the vocabulary, or more positions than the
     model's context window.
     """
     if isinstance(prompt_or_tokens, str):
         if not prompt_or_tokens.strip():
-            raise InputError("the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'")
+            raise InputError(
+                "the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'"
+            )
         if model.tokenizer is None:
-            raise InputError(f"{model.cfg.model_name} has no tokenizer: pass token ids instead of text")
+            raise InputError(
+                f"{model.cfg.model_name} has no tokenizer: pass token ids instead of text"
+            )
         tokens = model.to_tokens(prompt_or_tokens, truncate=False)
     else:
         tokens = torch.as_tensor(prompt_or_tokens)
         if tokens.ndim == 1:
             tokens = tokens.unsqueeze(0)
         if tokens.ndim != 2 or tokens.is_floating_point() or tokens.is_complex():
-            raise InputError(f"token ids must be a [batch, pos] integer tensor, got {tuple(tokens.shape)} {tokens.dtype}")
+            raise InputError(
+                f"token ids must be a [batch, pos] integer tensor, got {tuple(tokens.shape)} "
+                f"{tokens.dtype}"
+            )
         if tokens.numel() == 0:
             raise InputError("no tokens given: pass at least one token id")
     check_tokens(model, tokens)
@@ -45,7 +55,9 @@ def check_tokens(model: HookedTransformer, tokens: Tensor) -> None:
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= d_vocab:
         bad = low if low < 0 else high
-        raise InputError(f"token id {bad} is outside the vocabulary [0, {d_vocab}) of {model.cfg.model_name}")
+        raise InputError(
+            f"token id {bad} is outside the vocabulary [0, {d_vocab}) of {model.cfg.model_name}"
+        )
 
 
 def token_strings(model: HookedTransformer, tokens: Tensor | list[int]) -> list[str]:

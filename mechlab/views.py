@@ -48,7 +48,11 @@ class View:
 
 
 def attention_view(
-    model: HookedTransformer, prompt_or_tokens: PromptOrTokens, *, layer: int, heads: list[int] | None = None
+    model: HookedTransformer,
+    prompt_or_tokens: PromptOrTokens,
+    *,
+    layer: int,
+    heads: list[int] | None = None,
 ) -> View:
     """The attention patterns of one layer's heads (all by default) on a prompt, as circuitsvis's
     AttentionHeads component; heads are named ``L{layer}H{head}``."""
@@ -58,7 +62,11 @@ def attention_view(
 
 
 def attention_heads_view(
-    model: HookedTransformer, prompt_or_tokens: PromptOrTokens, heads: list[tuple[int, int]], *, caption: str | None = None
+    model: HookedTransformer,
+    prompt_or_tokens: PromptOrTokens,
+    heads: list[tuple[int, int]],
+    *,
+    caption: str | None = None,
 ) -> View:
     """Attention patterns of any (layer, head) pairs, from one forward pass, in one view."""
     check_heads(model, heads)
@@ -69,16 +77,28 @@ def attention_heads_view(
     strings = token_strings(model, tokens[0])
     notes = []
     if len(strings) > MAX_VIEW_TOKENS:
-        notes.append(f"showing the last {MAX_VIEW_TOKENS} of {len(strings)} tokens (queries and keys); "
-                     "attention to earlier keys is not drawn")
+        notes.append(
+            f"showing the last {MAX_VIEW_TOKENS} of {len(strings)} tokens (queries and keys); "
+            "attention to earlier keys is not drawn"
+        )
         warnings.warn(f"attention view: {notes[-1]}", stacklevel=2)
-        attention, strings = attention[:, -MAX_VIEW_TOKENS:, -MAX_VIEW_TOKENS:], strings[-MAX_VIEW_TOKENS:]
+        attention, strings = (
+            attention[:, -MAX_VIEW_TOKENS:, -MAX_VIEW_TOKENS:],
+            strings[-MAX_VIEW_TOKENS:],
+        )
     names = [f"L{layer}H{head}" for layer, head in heads]
     if caption is None:
-        caption = (f"{model.cfg.model_name}: attention patterns of {', '.join(names)}. Each row is a query "
-                   "token, each column a key token it can attend to; hover a head to enlarge it.")
-    props = {"attention": [[[round(x, 5) for x in row] for row in head] for head in attention.tolist()],
-             "tokens": strings, "attentionHeadNames": names, "maskUpperTri": True}
+        caption = (
+            f"{model.cfg.model_name}: attention patterns of {', '.join(names)}. Each row is a "
+            "query "
+            "token, each column a key token it can attend to; hover a head to enlarge it."
+        )
+    props = {
+        "attention": [[[round(x, 5) for x in row] for row in head] for head in attention.tolist()],
+        "tokens": strings,
+        "attentionHeadNames": names,
+        "maskUpperTri": True,
+    }
     return View("AttentionHeads", props, caption, notes)
 
 
@@ -90,22 +110,28 @@ def circuitsvis_bundle() -> str:
     """circuitsvis's browser bundle, from its installed wheel, made safe to sit inside <script>."""
     path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
     # "</script" inside the bundle (it occurs in a string literal) would end our script element;
-    # "<\/script" is the same JavaScript string. Likewise "<!--" could switch the HTML parser's state.
-    return path.read_text(encoding="utf-8").replace("</script", "<\\/script").replace("<!--", "<\\!--")
+    # "<\/script" is the same JavaScript string. Likewise "<!--" could switch the HTML parser's
+    # state.
+    return (
+        path.read_text(encoding="utf-8").replace("</script", "<\\/script").replace("<!--", "<\\!--")
+    )
 
 
 def json_for_script(data) -> str:
-    """JSON that cannot break out of a <script> element: <, > and & as \\u escapes, non-ASCII too."""
+    """JSON that cannot break out of a <script> element: <, > and & as \\u escapes, non-ASCII
+    too."""
     text = json.dumps(data, ensure_ascii=True, allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 PAGE_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+  color: #222; }
 figure.mechlab-view { margin: 2em 0; } figcaption { margin: 0.4em 0; color: #444; }
 .mechlab-note { color: #a15c00; font-size: 0.9em; }
 img.mechlab-figure { max-width: 100%; }
-.mechlab-tokens span { display: inline-block; white-space: pre; font-family: monospace; font-size: 0.85em;
+.mechlab-tokens span { display: inline-block; white-space: pre; font-family: monospace;
+  font-size: 0.85em;
   border: 1px solid #ccc; border-radius: 3px; margin: 1px; padding: 0 3px; }
 """
 
@@ -121,10 +147,17 @@ def render_page(items: list, *, title: str | None, fragment: bool = False) -> st
     for index, item in enumerate(items):
         if isinstance(item, View):
             view_id = f"{prefix}-{index}"
-            notes = "".join(f'<p class="mechlab-note">{html.escape(note)}</p>' for note in item.notes)
-            bodies.append(f'<figure class="mechlab-view"><figcaption>{html.escape(item.caption)}</figcaption>'
-                          f'{notes}<div id="{view_id}"></div></figure>')
-            props.append(f'<script type="application/json" id="{view_id}-props">{json_for_script(item.props)}</script>')
+            notes = "".join(
+                f'<p class="mechlab-note">{html.escape(note)}</p>' for note in item.notes
+            )
+            bodies.append(
+                f'<figure class="mechlab-view"><figcaption>{html.escape(item.caption)}</figcaption>'
+                f'{notes}<div id="{view_id}"></div></figure>'
+            )
+            props.append(
+                f'<script type="application/json" id="{view_id}-props">'
+                f"{json_for_script(item.props)}</script>"
+            )
             renders.append([view_id, item.component])
         else:
             caption, body = item
@@ -132,29 +165,33 @@ def render_page(items: list, *, title: str | None, fragment: bool = False) -> st
             bodies.append(f'<figure class="mechlab-view">{caption_html}{body}</figure>')
     script = ""
     if renders:
-        script = (f"<script>{circuitsvis_bundle()}</script>\n" + "\n".join(props) + "\n<script>\n"
-                  f"for (const [id, component] of {json_for_script(renders)}) {{\n"
-                  "  const props = JSON.parse(document.getElementById(id + '-props').textContent);\n"
-                  "  CircuitsVis.render(id, CircuitsVis[component], props);\n"
-                  # AttentionHeads draws tokens only as canvas axis labels: list them as text too.
-                  "  if (Array.isArray(props.tokens) && typeof props.tokens[0] === 'string') {\n"
-                  "    const strip = document.createElement('p');\n"
-                  "    strip.className = 'mechlab-tokens';\n"
-                  "    for (const token of props.tokens) {\n"
-                  "      const span = document.createElement('span');\n"
-                  "      span.textContent = token;\n"
-                  "      strip.appendChild(span);\n"
-                  "    }\n"
-                  "    document.getElementById(id).before(strip);\n"
-                  "  }\n}\n</script>")
+        script = (
+            f"<script>{circuitsvis_bundle()}</script>\n" + "\n".join(props) + "\n<script>\n"
+            f"for (const [id, component] of {json_for_script(renders)}) {{\n"
+            "  const props = JSON.parse(document.getElementById(id + '-props').textContent);\n"
+            "  CircuitsVis.render(id, CircuitsVis[component], props);\n"
+            # AttentionHeads draws tokens only as canvas axis labels: list them as text too.
+            "  if (Array.isArray(props.tokens) && typeof props.tokens[0] === 'string') {\n"
+            "    const strip = document.createElement('p');\n"
+            "    strip.className = 'mechlab-tokens';\n"
+            "    for (const token of props.tokens) {\n"
+            "      const span = document.createElement('span');\n"
+            "      span.textContent = token;\n"
+            "      strip.appendChild(span);\n"
+            "    }\n"
+            "    document.getElementById(id).before(strip);\n"
+            "  }\n}\n</script>"
+        )
     content = "\n".join(bodies) + "\n" + script
     if fragment:
-        return f"<div class=\"mechlab\">{content}</div>"
+        return f'<div class="mechlab">{content}</div>'
     heading = f"<h1>{html.escape(title)}</h1>" if title else ""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title or 'mechlab')}</title><style>{PAGE_STYLE}</style></head>\n"
-            f"<body>{heading}\n{content}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title or 'mechlab')}</title><style>{PAGE_STYLE}</style></head>\n"
+        f"<body>{heading}\n{content}\n</body></html>\n"
+    )
 
 
 def save_html(views, path: str | Path, *, title: str | None = None) -> Path:
@@ -171,9 +208,11 @@ LENS_STYLE = """
 <style>
 table.mechlab-lens { border-collapse: collapse; font-family: monospace; font-size: 11px; }
 table.mechlab-lens th { font-weight: normal; color: #555; padding: 0 4px; white-space: pre; }
-table.mechlab-lens td { position: relative; padding: 2px 4px; border: 1px solid #fff; white-space: pre; }
+table.mechlab-lens td { position: relative; padding: 2px 4px; border: 1px solid #fff;
+  white-space: pre; }
 table.mechlab-lens td .tip { display: none; position: absolute; z-index: 10; left: 0; top: 100%;
-  background: #fff; color: #222; border: 1px solid #888; padding: 4px; box-shadow: 2px 2px 6px #aaa; }
+  background: #fff; color: #222; border: 1px solid #888; padding: 4px;
+  box-shadow: 2px 2px 6px #aaa; }
 table.mechlab-lens td:hover .tip { display: block; }
 </style>
 """
@@ -191,8 +230,12 @@ def lens_grid_html(result) -> str:
             tokens = result.top_tokens[row][position]
             shade = int(255 - 155 * probs[0])
             tip = "<br>".join(f"{html.escape(repr(t))} {p:.3f}" for t, p in zip(tokens, probs))
-            cells.append(f'<td style="background: rgb({shade},{shade},255)">{html.escape(tokens[0][:12])}'
-                         f'<span class="tip">{tip}</span></td>')
+            cells.append(
+                f'<td style="background: rgb({shade},{shade},255)">{html.escape(tokens[0][:12])}'
+                f'<span class="tip">{tip}</span></td>'
+            )
         rows.append(f"<tr><th>{html.escape(result.layers[row])}</th>{''.join(cells)}</tr>")
-    return (f'{LENS_STYLE}<table class="mechlab-lens"><tr><th></th>{head}</tr>{"".join(rows)}'
-            f'<tr><th></th>{head}</tr></table>')
+    return (
+        f'{LENS_STYLE}<table class="mechlab-lens"><tr><th></th>{head}</tr>{"".join(rows)}'
+        f"<tr><th></th>{head}</tr></table>"
+    )

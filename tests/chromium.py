@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_binary() -> str:
@@ -46,13 +53,23 @@ class _Text(HTMLParser):
 
 
 def render(page: Path, budget_ms: int = 10000) -> Rendered:
-    """Load `page` from disk, let its scripts run for up to `budget_ms` of virtual time, and dump."""
+    """Load `page` from disk, let its scripts run for up to `budget_ms` of virtual time, and
+    dump."""
     with tempfile.TemporaryDirectory() as profile:
         netlog = Path(profile) / "netlog.json"
         result = subprocess.run(
-            [chromium_binary(), *FLAGS, f"--user-data-dir={profile}/user-data", f"--log-net-log={netlog}",
-             f"--virtual-time-budget={budget_ms}", "--dump-dom", page.resolve().as_uri()],
-            capture_output=True, text=True, timeout=120,
+            [
+                chromium_binary(),
+                *FLAGS,
+                f"--user-data-dir={profile}/user-data",
+                f"--log-net-log={netlog}",
+                f"--virtual-time-budget={budget_ms}",
+                "--dump-dom",
+                page.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr[-2000:]
         log = json.loads(netlog.read_text())

@@ -19,7 +19,9 @@ def smollm2():
 @pytest.fixture(scope="session")
 def smollm2_raw():
     """SmolLM2 with TransformerLens's weight processing switched off."""
-    return load_model("smollm2-135m", fold_ln=False, center_writing_weights=False, center_unembed=False)
+    return load_model(
+        "smollm2-135m", fold_ln=False, center_writing_weights=False, center_unembed=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -33,21 +35,48 @@ def build_hf_gpt2(directory: Path, seed: int = 0, **overrides) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(**{**dict(vocab_size=257, n_positions=64, n_embd=48, n_layer=2, n_head=3,
-                                  bos_token_id=256, eos_token_id=256), **overrides})
+    config = GPT2Config(
+        **{
+            **dict(
+                vocab_size=257,
+                n_positions=64,
+                n_embd=48,
+                n_layer=2,
+                n_head=3,
+                bos_token_id=256,
+                eos_token_id=256,
+            ),
+            **overrides,
+        }
+    )
     return save_with_perturbed_norms(GPT2LMHeadModel(config).eval(), "ln", directory)
 
 
 def build_hf_llama(directory: Path, seed: int = 0, **overrides) -> Path:
-    """Save a small random LlamaForCausalLM (grouped-query attention) with a byte-level tokenizer."""
+    """Save a small random LlamaForCausalLM (grouped-query attention) with a byte-level
+    tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(**{**dict(vocab_size=257, hidden_size=48, intermediate_size=96,
-                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                   max_position_embeddings=64, rms_norm_eps=1e-5, bos_token_id=256,
-                                   eos_token_id=256, pad_token_id=256, tie_word_embeddings=False),
-                               **overrides})
+    config = LlamaConfig(
+        **{
+            **dict(
+                vocab_size=257,
+                hidden_size=48,
+                intermediate_size=96,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=64,
+                rms_norm_eps=1e-5,
+                bos_token_id=256,
+                eos_token_id=256,
+                pad_token_id=256,
+                tie_word_embeddings=False,
+            ),
+            **overrides,
+        }
+    )
     return save_with_perturbed_norms(LlamaForCausalLM(config).eval(), "norm", directory)
 
 

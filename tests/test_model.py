@@ -12,8 +12,18 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from mechlab import InputError, ModelUnavailableError, load_model
 from mechlab.loading import load_hf_model, quiet_hooked_deprecation
 from mechlab.model import (
-    MLP, Attention, Config, Embed, LayerNorm, PosEmbed, RMSNorm, Transformer, TransformerBlock, Unembed,
-    causal_mask, load_exactly,
+    MLP,
+    Attention,
+    Config,
+    Embed,
+    LayerNorm,
+    PosEmbed,
+    RMSNorm,
+    Transformer,
+    TransformerBlock,
+    Unembed,
+    causal_mask,
+    load_exactly,
 )
 from mechlab.parity import compare
 
@@ -30,14 +40,20 @@ def cached(model: HookedTransformer):
 def component(scratch_cls, cfg: Config, reference_module, prefix: str = ""):
     """A scratch component holding the reference component's weights."""
     module = scratch_cls(cfg)
-    state = {k.replace("_W_K", "W_K").replace("_W_V", "W_V").replace("_b_K", "b_K").replace("_b_V", "b_V"): v
-             for k, v in reference_module.state_dict().items()}
+    state = {
+        k.replace("_W_K", "W_K")
+        .replace("_W_V", "W_V")
+        .replace("_b_K", "b_K")
+        .replace("_b_V", "b_V"): v
+        for k, v in reference_module.state_dict().items()
+    }
     load_exactly(module, state)
     return module
 
 
 # ------------------------------------------------------------------------------------------------
 # Per component, on TransformerLens's cached inputs
+
 
 @pytest.fixture(scope="module", params=["random:tiny", "random:llama-tiny"])
 def raw_model(request):
@@ -50,7 +66,10 @@ def test_norm(raw_model):
     Norm = LayerNorm if cfg.normalization == "LN" else RMSNorm
     ln1 = component(Norm, cfg, raw_model.blocks[0].ln1)
     assert ln1.w.std() > 0.01  # the random presets' norm weights are not all ones
-    assert_close(ln1(cache["blocks.0.hook_resid_pre"]), raw_model.blocks[0].ln1(cache["blocks.0.hook_resid_pre"]))
+    assert_close(
+        ln1(cache["blocks.0.hook_resid_pre"]),
+        raw_model.blocks[0].ln1(cache["blocks.0.hook_resid_pre"]),
+    )
     expected = cache["blocks.0.ln1.hook_normalized"] * raw_model.blocks[0].ln1.w
     if cfg.normalization == "LN":
         expected = expected + raw_model.blocks[0].ln1.b
@@ -69,8 +88,10 @@ def test_attention(raw_model):
     _, cache = cached(raw_model)
     cfg = Transformer.from_hooked(raw_model).cfg
     attn = component(Attention, cfg, raw_model.blocks[1].attn)
-    out, pattern = attn(cache["blocks.1.ln1.hook_normalized"] * raw_model.blocks[1].ln1.w
-                        + (raw_model.blocks[1].ln1.b if cfg.normalization == "LN" else 0))
+    out, pattern = attn(
+        cache["blocks.1.ln1.hook_normalized"] * raw_model.blocks[1].ln1.w
+        + (raw_model.blocks[1].ln1.b if cfg.normalization == "LN" else 0)
+    )
     assert_close(pattern, cache["blocks.1.attn.hook_pattern"], atol=1e-5, rtol=1e-4)
     assert_close(out, cache["blocks.1.hook_attn_out"], atol=1e-5, rtol=1e-4)
 
@@ -80,7 +101,12 @@ def test_mlp(raw_model):
     cfg = Transformer.from_hooked(raw_model).cfg
     mlp = component(MLP, cfg, raw_model.blocks[0].mlp)
     ln2 = raw_model.blocks[0].ln2
-    assert_close(mlp(ln2(cache["blocks.0.hook_resid_mid"])), cache["blocks.0.hook_mlp_out"], atol=1e-5, rtol=1e-4)
+    assert_close(
+        mlp(ln2(cache["blocks.0.hook_resid_mid"])),
+        cache["blocks.0.hook_mlp_out"],
+        atol=1e-5,
+        rtol=1e-4,
+    )
 
 
 def test_block(raw_model):
@@ -102,9 +128,19 @@ def test_unembed(raw_model):
 # ------------------------------------------------------------------------------------------------
 # Whole models on many configurations
 
+
 def hooked(seed=0, tie=False, process=False, **fields):
-    base = dict(n_layers=2, d_model=48, n_heads=4, d_head=12, d_mlp=96, n_ctx=32, d_vocab=101,
-                act_fn="gelu_new", normalization_type="LN")
+    base = dict(
+        n_layers=2,
+        d_model=48,
+        n_heads=4,
+        d_head=12,
+        d_mlp=96,
+        n_ctx=32,
+        d_vocab=101,
+        act_fn="gelu_new",
+        normalization_type="LN",
+    )
     cfg = HookedTransformerConfig(**{**base, **fields}, seed=None)
     torch.manual_seed(seed)
     with quiet_hooked_deprecation():
@@ -113,13 +149,17 @@ def hooked(seed=0, tie=False, process=False, **fields):
         for name, param in model.named_parameters():
             if name.endswith((".w", ".b")) or name.startswith("ln_final"):
                 param.add_(0.2 * torch.randn_like(param))  # non-trivial norm weights and biases
-            elif name.endswith(("b_Q", "b_K", "b_V", "b_O", "b_in", "b_out", "b_U", "_b_K", "_b_V")):
+            elif name.endswith(
+                ("b_Q", "b_K", "b_V", "b_O", "b_in", "b_out", "b_U", "_b_K", "_b_V")
+            ):
                 param.normal_(std=0.1)
         if tie:
             model.unembed.W_U.copy_(model.embed.W_E.T)
     if process:
         model.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=True)
-    assert model.cfg.n_layers == cfg.n_layers and model.cfg.d_model == cfg.d_model  # the config took effect
+    assert (
+        model.cfg.n_layers == cfg.n_layers and model.cfg.d_model == cfg.d_model
+    )  # the config took effect
     return model.eval()
 
 
@@ -132,14 +172,36 @@ CONFIGS = {
     "large eps": dict(eps=1e-2),
     "tied embeddings": dict(tie=True),
     "folded": dict(process=True),
-    "llama-like": dict(normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=12,
-                       act_fn="silu", gated_mlp=True, final_rms=True, rotary_adjacent_pairs=False),
-    "llama GQA folded": dict(normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=12,
-                             act_fn="silu", gated_mlp=True, final_rms=True, n_key_value_heads=2,
-                             rotary_adjacent_pairs=False, process=True),
-    "llama rotary base 1e5, partial rotary": dict(normalization_type="RMS", positional_embedding_type="rotary",
-                                                  rotary_dim=8, rotary_base=100000, act_fn="silu",
-                                                  gated_mlp=True, final_rms=True, rotary_adjacent_pairs=False),
+    "llama-like": dict(
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=12,
+        act_fn="silu",
+        gated_mlp=True,
+        final_rms=True,
+        rotary_adjacent_pairs=False,
+    ),
+    "llama GQA folded": dict(
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=12,
+        act_fn="silu",
+        gated_mlp=True,
+        final_rms=True,
+        n_key_value_heads=2,
+        rotary_adjacent_pairs=False,
+        process=True,
+    ),
+    "llama rotary base 1e5, partial rotary": dict(
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        rotary_base=100000,
+        act_fn="silu",
+        gated_mlp=True,
+        final_rms=True,
+        rotary_adjacent_pairs=False,
+    ),
 }
 
 
@@ -164,15 +226,22 @@ def test_from_hf_matches_hugging_face_and_from_hooked(builder, request):
         hooked_model = load_model(str(directory), **kwargs)
         assert compare(Transformer.from_hooked(hooked_model), hooked_model, tokens).passed
     # Two independent imports of the same raw checkpoint hold the same numbers.
-    assert_close(Transformer.from_hooked(load_model(str(directory), **RAW))(tokens), from_hf(tokens), atol=1e-5, rtol=1e-4)
+    assert_close(
+        Transformer.from_hooked(load_model(str(directory), **RAW))(tokens),
+        from_hf(tokens),
+        atol=1e-5,
+        rtol=1e-4,
+    )
 
 
 @pytest.mark.slow
 def test_smollm2_scratch_vs_hooked_vs_hugging_face(smollm2, smollm2_raw, smollm2_hf):
     tokens = smollm2.to_tokens("The capital of France is Paris, and the capital of Italy is")
-    for reference, scratch in [(smollm2, Transformer.from_hooked(smollm2)),
-                               (smollm2_raw, Transformer.from_hooked(smollm2_raw)),
-                               (smollm2_hf, Transformer.from_hf(smollm2_hf))]:
+    for reference, scratch in [
+        (smollm2, Transformer.from_hooked(smollm2)),
+        (smollm2_raw, Transformer.from_hooked(smollm2_raw)),
+        (smollm2_hf, Transformer.from_hf(smollm2_hf)),
+    ]:
         report = compare(scratch, reference, tokens)
         assert report.passed, (report.reference, report.failures[:3])
         assert len(report.components) == 30 * 5 + 3
@@ -184,23 +253,41 @@ def test_smollm2_scratch_vs_hooked_vs_hugging_face(smollm2, smollm2_raw, smollm2
 # ------------------------------------------------------------------------------------------------
 # The checker must catch classic bugs, at the right component
 
+
 def planted(model: HookedTransformer, monkeypatch, bug: str) -> str | None:
     import mechlab.model as scratch_module
 
     scratch = Transformer.from_hooked(model)
     if bug == "mask off by one":  # lets every query see one token of the future
-        monkeypatch.setattr(scratch_module, "causal_mask", lambda scores: scores.masked_fill(
-            torch.ones(scores.shape[-2:], dtype=torch.bool).triu(diagonal=2), float("-inf")))
+        monkeypatch.setattr(
+            scratch_module,
+            "causal_mask",
+            lambda scores: scores.masked_fill(
+                torch.ones(scores.shape[-2:], dtype=torch.bool).triu(diagonal=2), float("-inf")
+            ),
+        )
     elif bug == "missing 1/sqrt(d_head)":
         for block in scratch.blocks:
             block.attn.cfg = dataclasses.replace(block.attn.cfg, attn_scale=1.0)
     elif bug == "biased variance":  # torch.var's default, unbiased, is not what LayerNorm uses
-        monkeypatch.setattr(LayerNorm, "forward", lambda self, x: (x - x.mean(-1, keepdim=True)) / (
-            x.var(-1, keepdim=True) + self.cfg.eps).sqrt() * getattr(self, "w", 1) + getattr(self, "b", 0))
+        monkeypatch.setattr(
+            LayerNorm,
+            "forward",
+            lambda self, x: (
+                (x - x.mean(-1, keepdim=True))
+                / (x.var(-1, keepdim=True) + self.cfg.eps).sqrt()
+                * getattr(self, "w", 1)
+                + getattr(self, "b", 0)
+            ),
+        )
     elif bug == "rotary rotated the wrong way":
         original = scratch_module.apply_rotary
-        monkeypatch.setattr(scratch_module, "apply_rotary", lambda x, cfg: _rotate_backwards(x, cfg, original))
-    tokens = torch.randint(0, model.cfg.d_vocab, (1, 16), generator=torch.Generator().manual_seed(3))
+        monkeypatch.setattr(
+            scratch_module, "apply_rotary", lambda x, cfg: _rotate_backwards(x, cfg, original)
+        )
+    tokens = torch.randint(
+        0, model.cfg.d_vocab, (1, 16), generator=torch.Generator().manual_seed(3)
+    )
     return compare(scratch, model, tokens).first_failure
 
 
@@ -208,17 +295,20 @@ def _rotate_backwards(x, cfg, original):
     """Rotary with every angle negated, built from the real one: rotating (x1, -x2) by +theta and
     negating the second half again is the rotation of (x1, x2) by -theta."""
     half = (cfg.rotary_dim or cfg.d_head) // 2
-    flipped = torch.cat([x[..., :half], -x[..., half:2 * half], x[..., 2 * half:]], -1)
+    flipped = torch.cat([x[..., :half], -x[..., half : 2 * half], x[..., 2 * half :]], -1)
     out = original(flipped, cfg)
-    return torch.cat([out[..., :half], -out[..., half:2 * half], out[..., 2 * half:]], -1)
+    return torch.cat([out[..., :half], -out[..., half : 2 * half], out[..., 2 * half :]], -1)
 
 
-@pytest.mark.parametrize("bug,spec,where", [
-    ("mask off by one", "random:tiny", "blocks.0.pattern"),
-    ("missing 1/sqrt(d_head)", "random:tiny", "blocks.0.pattern"),
-    ("biased variance", "random:tiny", "blocks.0.pattern"),
-    ("rotary rotated the wrong way", "random:llama-tiny", "blocks.0.pattern"),
-])
+@pytest.mark.parametrize(
+    "bug,spec,where",
+    [
+        ("mask off by one", "random:tiny", "blocks.0.pattern"),
+        ("missing 1/sqrt(d_head)", "random:tiny", "blocks.0.pattern"),
+        ("biased variance", "random:tiny", "blocks.0.pattern"),
+        ("rotary rotated the wrong way", "random:llama-tiny", "blocks.0.pattern"),
+    ],
+)
 def test_compare_reports_planted_bugs_where_they_start(bug, spec, where, monkeypatch):
     model = load_model(spec, **RAW)
     assert planted(model, monkeypatch, "none") is None
@@ -227,6 +317,7 @@ def test_compare_reports_planted_bugs_where_they_start(bug, spec, where, monkeyp
 
 # ------------------------------------------------------------------------------------------------
 # Bad input and unsupported features
+
 
 def test_token_ids_out_of_range_and_too_long():
     scratch = Transformer.from_hooked(load_model("random:tiny"))
@@ -243,7 +334,8 @@ def test_unsupported_feature_is_named():
 
 
 def test_shape_annotations_are_checked_at_runtime():
-    """The suite runs with jaxtyping's import hook: a tensor of the wrong shape fails at the call."""
+    """The suite runs with jaxtyping's import hook: a tensor of the wrong shape fails at the
+    call."""
     scratch = Transformer.from_hooked(load_model("random:tiny"))
     with pytest.raises(TypeCheckError):
         scratch.blocks[0].ln1(torch.zeros(3, 64))  # missing the batch dimension

@@ -18,8 +18,24 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    assert main(["report", "--model", "random:tiny", "--model", "random:llama-tiny", "--seq-len", "10",
-                 "--batch", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--model",
+                "random:tiny",
+                "--model",
+                "random:llama-tiny",
+                "--seq-len",
+                "10",
+                "--batch",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -28,10 +44,17 @@ def test_report_renders_every_section_offline(tiny_report):
     page = render(tiny_report / "report.html")
     for spec in ["random:tiny", "random:llama-tiny"]:
         assert f"{spec}: the from-scratch Transformer" in page.text  # parity
-        assert f"{spec}: the four heads with the highest induction scores" in page.text  # attention views
-    for section in ["all components agree", "logit lens on 'The capital of France is'", "Induction scores of every head",
-                    "Previous-token scores", "Next-token loss along the repeated sequences",
-                    "Induction scores of all models side by side"]:
+        assert (
+            f"{spec}: the four heads with the highest induction scores" in page.text
+        )  # attention views
+    for section in [
+        "all components agree",
+        "logit lens on 'The capital of France is'",
+        "Induction scores of every head",
+        "Previous-token scores",
+        "Next-token loss along the repeated sequences",
+        "Induction scores of all models side by side",
+    ]:
         assert section in page.text, section
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page.dom)) >= 2 * 8 + 1
     assert "Head Selector" in page.text  # the circuitsvis component rendered
@@ -51,7 +74,10 @@ def test_report_on_smollm2(tmp_path):
     assert main(["report", "--model", "smollm2-135m", "--batch", "4", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "report.json").read_text())["smollm2-135m"]
     assert summary["parity_passed"] and summary["induction_heads"]
-    assert summary["lens_targets"][0]["target"] == " Paris" and summary["lens_targets"][0]["first_top1_layer"]
+    assert (
+        summary["lens_targets"][0]["target"] == " Paris"
+        and summary["lens_targets"][0]["first_top1_layer"]
+    )
 
 
 def test_report_unknown_model_fails_cleanly(tmp_path, capsys):
@@ -65,14 +91,33 @@ EXPERIMENTS = {
     "02_logit_lens.py": ["--model", "random:tiny"],
     "03_attention_patterns.py": ["--model", "random:tiny", "--layer", "1"],
     "04_induction_heads.py": ["--model", "random:tiny", "--seq-len", "10", "--batch", "2"],
-    "05_induction_mosaic.py": ["--model", "random:tiny", "--model", "random:llama-tiny", "--seq-len", "10", "--batch", "2"],
+    "05_induction_mosaic.py": [
+        "--model",
+        "random:tiny",
+        "--model",
+        "random:llama-tiny",
+        "--seq-len",
+        "10",
+        "--batch",
+        "2",
+    ],
 }
 
 
 @pytest.mark.parametrize("script", sorted(EXPERIMENTS))
 def test_experiment_runs_end_to_end(script, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *EXPERIMENTS[script], "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / script),
+            *EXPERIMENTS[script],
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert any(tmp_path.iterdir())
 
@@ -90,4 +135,5 @@ def test_readme_commands_are_what_ci_and_make_run():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^demo:.*\n\t.*mechlab report --model smollm2-135m", makefile, re.M)
-    assert re.search(r"^test:.*\n\t.*pytest", makefile, re.M)
+    assert re.search(r"^test:.*\n(\t.*\n)*\t.*pytest", makefile, re.M)
+    assert re.search(r"^test:.*\n(\t.*\n)*\t.*ruff check", makefile, re.M)

@@ -13,8 +13,18 @@ from mechlab.plots import plot_attention
 from mechlab.tokens import token_strings
 from mechlab.views import MAX_VIEW_TOKENS, View, attention_view, circuitsvis_bundle, save_html
 
-HOSTILE = ["</script>", "<script>document.title='pwned'</script>", "<!--", "-->", '"quoted"', "back\\slash",
-           "<img src=x onerror=\"document.title='pwned'\">", "emoji 😀🧠", "漢字テキスト", "\u2028line sep"]
+HOSTILE = [
+    "</script>",
+    "<script>document.title='pwned'</script>",
+    "<!--",
+    "-->",
+    '"quoted"',
+    "back\\slash",
+    "<img src=x onerror=\"document.title='pwned'\">",
+    "emoji 😀🧠",
+    "漢字テキスト",
+    "\u2028line sep",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +40,9 @@ def bundle_marker() -> str:
 @pytest.mark.browser
 def test_page_renders_offline_in_chromium(tiny, tmp_path):
     prompt = "The cat sat on the mat"
-    path = save_html([attention_view(tiny, prompt, layer=1)], tmp_path / "page.html", title="attention")
+    path = save_html(
+        [attention_view(tiny, prompt, layer=1)], tmp_path / "page.html", title="attention"
+    )
     page = render(path)
     for head in range(4):
         assert f"L1H{head}" in page.text
@@ -46,19 +58,31 @@ def test_page_renders_offline_in_chromium(tiny, tmp_path):
 def test_the_request_checker_sees_a_page_request(tmp_path):
     """The checker can fail: a page that loads an image from the network is caught."""
     path = tmp_path / "leaky.html"
-    path.write_text('<!DOCTYPE html><html><body><img src="http://leak.invalid/pixel.png"></body></html>')
+    path.write_text(
+        '<!DOCTYPE html><html><body><img src="http://leak.invalid/pixel.png"></body></html>'
+    )
     assert render(path).page_requests == ["http://leak.invalid/pixel.png"]
 
 
 @pytest.mark.browser
 def test_hostile_token_text_renders_as_text(tmp_path):
-    view = View("AttentionHeads", {
-        "attention": [[[1.0 if k == 0 else 0.0 for k in range(len(HOSTILE))] for _ in HOSTILE]],
-        "tokens": HOSTILE, "attentionHeadNames": ["L0H0"], "maskUpperTri": True,
-    }, caption="hostile </script> caption <b>bold?</b>")
-    path = save_html([view], tmp_path / "hostile.html", title="</title><script>document.title='pwned'</script>")
+    view = View(
+        "AttentionHeads",
+        {
+            "attention": [[[1.0 if k == 0 else 0.0 for k in range(len(HOSTILE))] for _ in HOSTILE]],
+            "tokens": HOSTILE,
+            "attentionHeadNames": ["L0H0"],
+            "maskUpperTri": True,
+        },
+        caption="hostile </script> caption <b>bold?</b>",
+    )
+    path = save_html(
+        [view], tmp_path / "hostile.html", title="</title><script>document.title='pwned'</script>"
+    )
     page = render(path)
-    assert "pwned" not in re.search(r"<title>(.*?)</title>", page.dom, re.S).group(1).replace("document.title='pwned'", "")
+    assert "pwned" not in re.search(r"<title>(.*?)</title>", page.dom, re.S).group(1).replace(
+        "document.title='pwned'", ""
+    )
     for token in HOSTILE:
         assert token in page.text, token
     assert "hostile </script> caption <b>bold?</b>" in page.text  # the caption is text too
@@ -75,8 +99,11 @@ def test_hostile_prompt_through_a_model(tiny, tmp_path):
 
 
 def test_bundle_once_per_page_with_several_views(tiny, tmp_path):
-    views = [attention_view(tiny, "one two", layer=0), attention_view(tiny, "three four", layer=1),
-             attention_view(tiny, "five", layer=0, heads=[1])]
+    views = [
+        attention_view(tiny, "one two", layer=0),
+        attention_view(tiny, "three four", layer=1),
+        attention_view(tiny, "five", layer=0, heads=[1]),
+    ]
     html = save_html(views, tmp_path / "three.html").read_text()
     assert html.count(bundle_marker()) == 1
     assert html.count('type="application/json"') == 3
@@ -86,7 +113,9 @@ def test_notebook_display_is_self_contained_with_unique_ids(tiny):
     view = attention_view(tiny, "notebook", layer=0)
     first, second = view._repr_html_(), view._repr_html_()
     assert bundle_marker() in first and "unpkg" not in first
-    assert re.findall(r'id="(mechlab-[0-9a-f]{8}-0)"', first) != re.findall(r'id="(mechlab-[0-9a-f]{8}-0)"', second)
+    assert re.findall(r'id="(mechlab-[0-9a-f]{8}-0)"', first) != re.findall(
+        r'id="(mechlab-[0-9a-f]{8}-0)"', second
+    )
 
 
 def test_long_prompts_show_a_window():
@@ -102,11 +131,14 @@ def test_plot_attention_has_a_panel_per_head(tiny, tmp_path):
     assert titles == ["L1H0", "L1H3"]
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(layer=2), "layer 2 is out of range.*0..1"),
-    (dict(layer=-1), "layer -1 is out of range"),
-    (dict(layer=0, heads=[4]), "head 0.4 is out of range.*0..3"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(layer=2), "layer 2 is out of range.*0..1"),
+        (dict(layer=-1), "layer -1 is out of range"),
+        (dict(layer=0, heads=[4]), "head 0.4 is out of range.*0..3"),
+    ],
+)
 def test_bad_layer_or_head(tiny, kwargs, message):
     with pytest.raises(InputError, match=message):
         attention_view(tiny, "text", **kwargs)
@@ -127,18 +159,39 @@ def test_parse_heads():
 
 def test_cli_writes_page_and_pngs(tmp_path):
     out = tmp_path / "out"
-    assert main(["attention", "--model", "random:tiny", "--prompt", "Hello there", "--heads", "1.0,1.2,0.3",
-                 "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["attention.html", "attention_L0.png", "attention_L1.png"]
+    assert (
+        main(
+            [
+                "attention",
+                "--model",
+                "random:tiny",
+                "--prompt",
+                "Hello there",
+                "--heads",
+                "1.0,1.2,0.3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "attention.html",
+        "attention_L0.png",
+        "attention_L1.png",
+    ]
     html = (out / "attention.html").read_text()
     assert html.count(bundle_marker()) == 1 and "L1H2" in html and "L0H3" in html
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--layer", "7"], "layer 7 is out of range"),
-    (["--heads", "0.9"], "head 0.9 is out of range"),
-    (["--prompt", ""], "prompt is empty"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--layer", "7"], "layer 7 is out of range"),
+        (["--heads", "0.9"], "head 0.9 is out of range"),
+        (["--prompt", ""], "prompt is empty"),
+    ],
+)
 def test_cli_bad_input_leaves_no_files(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     base = ["attention", "--model", "random:tiny", "--prompt", "hi", "--out", str(out)]
@@ -150,5 +203,10 @@ def test_cli_bad_input_leaves_no_files(tmp_path, capsys, args, message):
 def test_cli_unwritable_out(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    assert main(["attention", "--model", "random:tiny", "--prompt", "hi", "--out", str(blocker / "sub")]) == 2
+    assert (
+        main(
+            ["attention", "--model", "random:tiny", "--prompt", "hi", "--out", str(blocker / "sub")]
+        )
+        == 2
+    )
     assert "cannot write to output directory" in capsys.readouterr().err
