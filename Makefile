@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 OUT    ?= out/demo
 
-.PHONY: demo test venv browser clean
+.PHONY: demo test venv browser notebooks clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/mechlab report --model smollm2-135m --out $(OUT)
@@ -19,6 +19,12 @@ test: $(VENV)/.installed browser
 	$(PY) -m pytest
 
 venv: $(VENV)/.installed
+
+# The experiment scripts are the source (# %% cells); this makes .ipynb files of them beside them,
+# for Jupyter users (git ignores them).
+notebooks: $(VENV)/.installed
+	for script in experiments/[0-9]*.py; do \
+	  $(VENV)/bin/jupytext --quiet --to ipynb "$$script" -o "$${script%.py}.ipynb"; done
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

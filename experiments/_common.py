@@ -2,6 +2,7 @@
 # %% cells)."""
 
 import argparse
+import os
 import sys
 
 from mechlab.loading import DEFAULT_MODEL, hub_cached
@@ -15,7 +16,9 @@ def default_model() -> str:
 def parse(description: str, **extra) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", action="append", help=f"model spec (default: {default_model()})")
-    parser.add_argument("--out", default="out/experiments", help="directory for figures and JSON")
+    # $MECHLAB_EXPERIMENTS_OUT moves the default, for notebooks (which take no arguments).
+    out = os.environ.get("MECHLAB_EXPERIMENTS_OUT", "out/experiments")
+    parser.add_argument("--out", default=out, help=f"directory for figures and JSON (default {out})")
     for name, (kind, default, help_text) in extra.items():
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=kind, default=default, help=help_text

@@ -7,9 +7,26 @@ TransformerLens, matplotlib or circuitsvis are imported only when a name that ne
 """
 
 import importlib
+import sys
+import warnings
 
 from mechlab.defaults import DEFAULT_MODEL
 from mechlab.errors import InputError, MechlabError, ModelSpecError, ModelUnavailableError
+
+
+def _quiet_progress_widgets_warning() -> None:
+    """In IPython, TransformerLens and transformers import `tqdm.auto`, which warns "IProgress not
+    found" in red when ipywidgets is missing, although no progress bar is shown. Import it first
+    with exactly that warning silenced (tqdm then falls back to text bars, as the warning says);
+    outside IPython nothing is done."""
+    if "IPython" not in sys.modules or "tqdm.autonotebook" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import tqdm.autonotebook  # noqa: F401
+
+
+_quiet_progress_widgets_warning()
 
 # public name -> the module that defines it
 _LAZY = {

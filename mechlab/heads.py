@@ -129,6 +129,11 @@ class HeadScan:
     def loss_second_half(self) -> float:
         return self.loss_by_position[self.seq_len :].mean().item()
 
+    def _repr_html_(self) -> str:
+        from mechlab.views import head_scan_html
+
+        return head_scan_html(self)
+
     def score(self, name: str) -> Tensor:
         if name not in self.scores:
             raise InputError(f"unknown score {name!r}: choose one of {', '.join(self.scores)}")

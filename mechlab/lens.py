@@ -60,6 +60,11 @@ class LensResult:
             )
         return f"LensResult({self.model}: {rows} rows x {pos} positions of {self.prompt!r}{target})"
 
+    def _repr_html_(self) -> str:
+        from mechlab.views import lens_summary_html
+
+        return lens_summary_html(self)
+
     @property
     def first_top1_layer(self) -> int | None:
         """The first row from which the target is the top-1 token at the last position, through to

@@ -56,6 +56,19 @@ class ParityReport:
         """The name of the earliest component that fails: where a bug shows up first."""
         return self.failures[0].name if self.failures else None
 
+    def __repr__(self) -> str:
+        worst = max((c.max_abs_err for c in self.components), default=0.0)
+        verdict = "passed" if self.passed else f"first failure at {self.first_failure}"
+        return (
+            f"ParityReport(vs {self.reference}: {len(self.components)} components, {verdict}, "
+            f"max abs err {worst:.1e})"
+        )
+
+    def _repr_html_(self) -> str:
+        from mechlab.views import parity_html
+
+        return parity_html(self)
+
     def __getitem__(self, name: str) -> ComponentResult:
         return next(c for c in self.components if c.name == name)
 

@@ -1,29 +1,32 @@
 """Static figures (matplotlib) made from models and result objects, for papers and READMEs.
 
 Figures are returned, never shown or saved here (mechlab.io.figure_png renders them). They are made
-as plain `matplotlib.figure.Figure` objects, not through pyplot: the user's backend is left alone,
-no figure stays open in pyplot's registry, and in a notebook a returned figure displays once.
+as `Figure` objects directly, never through pyplot: the user's backend is left alone, no figure
+stays open in pyplot's registry (so `%matplotlib inline` does not show it a second time), and a
+returned figure displays once in Jupyter or VS Code through its own `_repr_png_`.
 Every text that comes from outside (model names, tokens) is shown as plain text, never mathtext.
 """
 
 import math
 
+import matplotlib.figure
 import numpy as np
-from matplotlib.figure import Figure
 from transformer_lens import HookedTransformer
 
 from mechlab.attention import attention_patterns, check_head, check_layer
 from mechlab.tokens import PromptOrTokens, to_tokens, token_strings
 
 
-def _inline_png_support() -> None:
-    """Let IPython show a returned Figure inline: importing pyplot in a kernel registers its PNG
-    formatter (with the kernel's own backend; nothing is chosen here)."""
-    import matplotlib.pyplot  # noqa: F401
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib Figure that shows itself as a PNG in notebooks, whatever the backend."""
+
+    def _repr_png_(self) -> bytes:
+        from mechlab.io import figure_png
+
+        return figure_png(self)
 
 
 def new_figure(**kwargs) -> Figure:
-    _inline_png_support()
     return Figure(**kwargs)
 
 

@@ -26,7 +26,7 @@ from mechlab.model import Transformer
 from mechlab.parity import ParityReport, compare
 from mechlab.progress import progress_bar
 from mechlab.tokens import to_tokens
-from mechlab.views import View, render_page
+from mechlab.views import View, parity_html, render_page
 
 LENS_PROMPTS = [  # (prompt, target) pairs; the first two are classics of the logit-lens posts
     ("The capital of France is", " Paris"),
@@ -97,28 +97,6 @@ def build_report(spec: str, *, seq_len: int = 50, batch: int = 10, progress=None
     )
     step(1)
     return report
-
-
-def parity_html(report: ParityReport) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(c.name)}</td><td>{c.max_abs_err:.2e}</td>"
-        f"<td>{c.max_rel_err:.2e}</td>"
-        + (
-            '<td style="color:green">ok</td></tr>'
-            if c.passed
-            else '<td style="color:red">FAIL</td></tr>'
-        )
-        for c in report.components
-    )
-    verdict = (
-        "all components agree" if report.passed else f"first difference at {report.first_failure}"
-    )
-    return (
-        f"<p><b>{verdict}</b> (atol={report.atol}, rtol={report.rtol})</p><details><summary>all "
-        f"{len(report.components)} components</summary><table><tr><th>component</th><th>max abs "
-        "err</th>"
-        f"<th>max rel err</th><th></th></tr>{rows}</table></details>"
-    )
 
 
 def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch: int = 10) -> Path:

@@ -7,12 +7,23 @@ probes the internet with a one-second timeout on every render. Here a `View` hol
 component's name and its props. `save_html` writes one page with the bundle embedded once and
 every view's props as escaped JSON data, so any token text (``</script>``, ``<!--``, quotes,
 backslashes, emoji) reaches the component as text and nothing in it can end a script early.
+
+In a notebook a view carries the bundle gzipped (0.36 MB instead of 1.3 MB; the browser inflates it
+with DecompressionStream) and runs it once per page, however many views are shown. It also carries
+a static picture of the patterns with one sentence saying how to get the interactive view: a saved
+or shared notebook is untrusted in JupyterLab, which then runs no script, and the reader would
+otherwise see an empty box. The script removes the picture when it runs.
 """
 
+import base64
+import functools
+import gzip
 import html
 import json
+import struct
 import uuid
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +51,17 @@ class View:
     notes: list[str] = field(default_factory=list)
 
     def _repr_html_(self) -> str:
-        """Inline display in Jupyter and VS Code: self-contained, no network, no online probe."""
-        return render_page([self], title=None, fragment=True)
+        """Inline display in Jupyter and VS Code: self-contained, no network, no online probe,
+        with a static fallback for untrusted notebooks."""
+        return notebook_html(self)
 
-    def __str__(self) -> str:
-        return self._repr_html_()
+    def __repr__(self) -> str:
+        names = self.props.get("attentionHeadNames") or []
+        tokens = self.props.get("tokens") or []
+        heads = f" of {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}" if names else ""
+        return f"View({self.component}{heads} on {len(tokens)} tokens)"
+
+    __str__ = __repr__
 
 
 def attention_view(
@@ -130,34 +147,59 @@ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; 
 figure.mechlab-view { margin: 2em 0; } figcaption { margin: 0.4em 0; color: #444; }
 .mechlab-note { color: #a15c00; font-size: 0.9em; }
 img.mechlab-figure { max-width: 100%; }
-.mechlab-tokens span { display: inline-block; white-space: pre; font-family: monospace;
-  font-size: 0.85em;
-  border: 1px solid #ccc; border-radius: 3px; margin: 1px; padding: 0 3px; }
 """
 
 
-def render_page(items: list, *, title: str | None, fragment: bool = False) -> str:
-    """HTML with the circuitsvis bundle once, each view's props as JSON data, and captions.
+TOKEN_STYLE = (
+    "display:inline-block;white-space:pre;font-family:monospace;font-size:0.85em;"
+    "border:1px solid #ccc;border-radius:3px;margin:1px;padding:0 3px"
+)
+
+# Renders one view into the element `id` and removes its static fallback. AttentionHeads draws
+# tokens only as canvas axis labels, so they are listed as text above it too.
+RENDER_JS = """
+function mechlabRender(CircuitsVis, id, component) {
+  const props = JSON.parse(document.getElementById(id + '-props').textContent);
+  CircuitsVis.render(id, CircuitsVis[component], props);
+  if (Array.isArray(props.tokens) && typeof props.tokens[0] === 'string') {
+    const strip = document.createElement('p');
+    strip.className = 'mechlab-tokens';
+    for (const token of props.tokens) {
+      const span = document.createElement('span');
+      span.textContent = token;
+      span.setAttribute('style', %s);
+      strip.appendChild(span);
+    }
+    document.getElementById(id).before(strip);
+  }
+  const fallback = document.getElementById(id + '-fallback');
+  if (fallback) fallback.remove();
+}
+""" % json.dumps(TOKEN_STYLE)
+
+
+def view_body(view: "View", view_id: str, fallback: bool = False) -> str:
+    """A view's caption, notes, optional static fallback, mount point and props."""
+    notes = "".join(f'<p class="mechlab-note">{html.escape(note)}</p>' for note in view.notes)
+    static = static_fallback(view, view_id) if fallback else ""
+    return (
+        f'<figure class="mechlab-view"><figcaption>{html.escape(view.caption)}</figcaption>'
+        f'{notes}{static}<div id="{view_id}"></div></figure>\n'
+        f'<script type="application/json" id="{view_id}-props">'
+        f"{json_for_script(view.props)}</script>"
+    )
+
+
+def render_page(items: list, *, title: str | None) -> str:
+    """One HTML page with the circuitsvis bundle once, each view's props as JSON data, and captions.
 
     `items` are Views, or (caption, html) pairs of static HTML (figures, tables) placed in order.
     """
-    bodies, props, renders = [], [], []
-    # A notebook shows many fragments in one document, so their element ids must not collide.
-    prefix = f"mechlab-{uuid.uuid4().hex[:8]}" if fragment else "mechlab-view"
+    bodies, renders = [], []
     for index, item in enumerate(items):
         if isinstance(item, View):
-            view_id = f"{prefix}-{index}"
-            notes = "".join(
-                f'<p class="mechlab-note">{html.escape(note)}</p>' for note in item.notes
-            )
-            bodies.append(
-                f'<figure class="mechlab-view"><figcaption>{html.escape(item.caption)}</figcaption>'
-                f'{notes}<div id="{view_id}"></div></figure>'
-            )
-            props.append(
-                f'<script type="application/json" id="{view_id}-props">'
-                f"{json_for_script(item.props)}</script>"
-            )
+            view_id = f"mechlab-view-{index}"
+            bodies.append(view_body(item, view_id))
             renders.append([view_id, item.component])
         else:
             caption, body = item
@@ -166,31 +208,117 @@ def render_page(items: list, *, title: str | None, fragment: bool = False) -> st
     script = ""
     if renders:
         script = (
-            f"<script>{circuitsvis_bundle()}</script>\n" + "\n".join(props) + "\n<script>\n"
-            f"for (const [id, component] of {json_for_script(renders)}) {{\n"
-            "  const props = JSON.parse(document.getElementById(id + '-props').textContent);\n"
-            "  CircuitsVis.render(id, CircuitsVis[component], props);\n"
-            # AttentionHeads draws tokens only as canvas axis labels: list them as text too.
-            "  if (Array.isArray(props.tokens) && typeof props.tokens[0] === 'string') {\n"
-            "    const strip = document.createElement('p');\n"
-            "    strip.className = 'mechlab-tokens';\n"
-            "    for (const token of props.tokens) {\n"
-            "      const span = document.createElement('span');\n"
-            "      span.textContent = token;\n"
-            "      strip.appendChild(span);\n"
-            "    }\n"
-            "    document.getElementById(id).before(strip);\n"
-            "  }\n}\n</script>"
+            f"<script>{circuitsvis_bundle()}</script>\n<script>{RENDER_JS}\n"
+            f"for (const [id, component] of {json_for_script(renders)}) "
+            "mechlabRender(CircuitsVis, id, component);\n</script>"
         )
     content = "\n".join(bodies) + "\n" + script
-    if fragment:
-        return f'<div class="mechlab">{content}</div>'
     heading = f"<h1>{html.escape(title)}</h1>" if title else ""
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title or 'mechlab')}</title><style>{PAGE_STYLE}</style></head>\n"
         f"<body>{heading}\n{content}\n</body></html>\n"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def circuitsvis_bundle_gzip_base64() -> str:
+    """The bundle gzipped and base64-encoded (about 0.48 MB of text instead of 1.3 MB)."""
+    raw = (Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js").read_bytes()
+    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+
+
+# Loads the bundle at most once per page: the first view to run inflates it and runs it as a
+# script; every other view waits for the same promise. A failure is forgotten so a re-run retries.
+LOADER_JS = """
+(() => {
+  const id = %s, component = %s;
+  if (!window.mechlabCircuitsVis) {
+    window.mechlabCircuitsVis = (async () => {
+      if (window.CircuitsVis) return window.CircuitsVis;
+      const packed = document.getElementById(id + '-bundle').textContent;
+      const bytes = Uint8Array.from(atob(packed), (c) => c.charCodeAt(0));
+      const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+      const script = document.createElement('script');
+      script.textContent = await new Response(stream).text();
+      document.head.appendChild(script);
+      return window.CircuitsVis;
+    })();
+    window.mechlabCircuitsVis.catch(() => { window.mechlabCircuitsVis = undefined; });
+  }
+  window.mechlabCircuitsVis.then((CircuitsVis) => mechlabRender(CircuitsVis, id, component));
+})();
+"""
+
+
+def notebook_html(view: "View") -> str:
+    """A view as a notebook output: a static fallback, the gzipped bundle, the props and a loader.
+    Element ids are unique per display, since a notebook shows many outputs in one document."""
+    view_id = f"mechlab-{uuid.uuid4().hex[:12]}"
+    loader = LOADER_JS % (json.dumps(view_id), json.dumps(view.component))
+    return (
+        f'<div class="mechlab">{view_body(view, view_id, fallback=True)}\n'
+        f'<script type="application/octet-stream" id="{view_id}-bundle">'
+        f"{circuitsvis_bundle_gzip_base64()}</script>\n"
+        f"<script>{RENDER_JS}\n{loader}</script></div>"
+    )
+
+
+FALLBACK_HINT = "Interactive view: trust this notebook or re-run the cell."
+
+
+def static_fallback(view: "View", view_id: str) -> str:
+    """What a reader sees where scripts do not run: the hint, and for attention views a picture
+    of each head's pattern with the heads and tokens named in text."""
+    parts = [f"<p><b>{FALLBACK_HINT}</b> Below is a static picture.</p>"]
+    attention = view.props.get("attention")
+    if view.component == "AttentionHeads" and attention:
+        names = view.props.get("attentionHeadNames") or [f"head {i}" for i in range(len(attention))]
+        png = base64.b64encode(patterns_png(attention)).decode("ascii")
+        parts.append(
+            f'<img alt="attention patterns of {html.escape(", ".join(names))}" '
+            f'src="data:image/png;base64,{png}">'
+        )
+        tokens = " | ".join(html.escape(t) for t in view.props.get("tokens", []))
+        parts.append(
+            f"<p>Heads, left to right: {html.escape(', '.join(names))}. Rows are query tokens, "
+            f"columns key tokens (darker: more attention). Tokens: {tokens}</p>"
+        )
+    return f'<div class="mechlab-fallback" id="{view_id}-fallback">{"".join(parts)}</div>'
+
+
+def patterns_png(attention: list) -> bytes:
+    """Attention patterns ([head][query][key] in [0, 1]) side by side as one RGB PNG, white to dark
+    blue, the masked future light grey. Written directly (zlib), so a display costs milliseconds."""
+    patterns = torch.tensor(attention, dtype=torch.float32)
+    heads, pos, _ = patterns.shape
+    scale = max(1, 160 // max(pos, 1))
+    gap = 4
+    white = torch.tensor([255.0, 255.0, 255.0])
+    dark = torch.tensor([8.0, 48.0, 107.0])
+    future = torch.ones(pos, pos, dtype=torch.bool).triu(1)
+    tiles = []
+    for head in patterns:
+        rgb = white + head.clamp(0, 1)[..., None] * (dark - white)
+        rgb[future] = torch.tensor([235.0, 235.0, 235.0])
+        rgb = rgb.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+        tiles += [rgb, white.expand(pos * scale, gap, 3)]
+    image = torch.cat(tiles[:-1], dim=1).round().to(torch.uint8)
+    height, width, _ = image.shape
+    rows = torch.cat([torch.zeros(height, 1, dtype=torch.uint8), image.reshape(height, -1)], dim=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.numpy().tobytes(), 6))
+        + chunk(b"IEND", b"")
     )
 
 
@@ -238,4 +366,77 @@ def lens_grid_html(result) -> str:
     return (
         f'{LENS_STYLE}<table class="mechlab-lens"><tr><th></th>{head}</tr>{"".join(rows)}'
         f"<tr><th></th>{head}</tr></table>"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Result objects in notebooks: compact tables, readable even when a notebook strips styles
+
+
+def lens_summary_html(result, max_positions: int = 12) -> str:
+    """The lens as a table: output row first, the last `max_positions` positions, each cell its
+    top-1 token and probability."""
+    first = max(0, len(result.token_strs) - max_positions)
+    positions = range(first, len(result.token_strs))
+    head = "".join(f"<th>{html.escape(repr(result.token_strs[p]))}</th>" for p in positions)
+    rows = []
+    for row in reversed(range(len(result.layers))):
+        cells = []
+        for p in positions:
+            prob = result.top_probs[row, p, 0].item()
+            token = html.escape(repr(result.top_tokens[row][p][0]))
+            shade = int(255 - 155 * prob)
+            cells.append(
+                f'<td style="background-color: rgb({shade},{shade},255)">'
+                f"{token} <small>{prob:.2f}</small></td>"
+            )
+        rows.append(f"<tr><th>{html.escape(result.layers[row])}</th>{''.join(cells)}</tr>")
+    note = f"<p>{html.escape(repr(result))}</p>"
+    return f"{note}<table><tr><th>row</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def head_scan_html(scan, threshold: float | None = None) -> str:
+    """Induction scores as a layers x heads table (heads above the threshold in bold), with the
+    top heads of the other scores and the in-context loss."""
+    from mechlab.defaults import INDUCTION_THRESHOLD
+
+    threshold = INDUCTION_THRESHOLD if threshold is None else threshold
+    values = scan.score("induction")
+    head = "".join(f"<th>H{h}</th>" for h in range(scan.n_heads))
+    rows = []
+    for layer in range(scan.n_layers):
+        cells = "".join(
+            f"<td><b>{v:.2f}</b></td>" if v > threshold else f"<td>{v:.2f}</td>"
+            for v in values[layer].tolist()
+        )
+        rows.append(f"<tr><th>L{layer}</th>{cells}</tr>")
+    tops = "".join(
+        f"<li>{name.replace('_', ' ')}: "
+        + ", ".join(f"L{layer}H{h} {v:.2f}" for layer, h, v in scan.top(name, 3))
+        + "</li>"
+        for name in ["previous_token", "duplicate_token", "copying"]
+    )
+    return (
+        f"<p>{html.escape(repr(scan))}; loss {scan.loss_first_half:.2f} on the first copy, "
+        f"{scan.loss_second_half:.2f} on the repeat.</p><ul>{tops}</ul>"
+        f"<p>Induction scores (bold: above {threshold}):</p>"
+        f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
+def parity_html(report) -> str:
+    """The verdict, and every component's errors in a collapsible table."""
+    rows = "".join(
+        f"<tr><td>{html.escape(c.name)}</td><td>{c.max_abs_err:.2e}</td>"
+        f"<td>{c.max_rel_err:.2e}</td><td>{'ok' if c.passed else '<b>FAIL</b>'}</td></tr>"
+        for c in report.components
+    )
+    verdict = (
+        "all components agree" if report.passed else f"first difference at {report.first_failure}"
+    )
+    return (
+        f"<p><b>{html.escape(verdict)}</b> (atol={report.atol}, rtol={report.rtol}, against "
+        f"{html.escape(report.reference)})</p><details><summary>all {len(report.components)} "
+        "components</summary><table><tr><th>component</th><th>max abs err</th>"
+        f"<th>max rel err</th><th></th></tr>{rows}</table></details>"
     )

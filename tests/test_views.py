@@ -11,7 +11,16 @@ from mechlab import InputError, load_model
 from mechlab.cli import heads_list, main
 from mechlab.plots import plot_attention
 from mechlab.tokens import token_strings
-from mechlab.views import MAX_VIEW_TOKENS, View, attention_view, circuitsvis_bundle, save_html
+from mechlab.views import (
+    FALLBACK_HINT,
+    MAX_VIEW_TOKENS,
+    View,
+    attention_view,
+    circuitsvis_bundle,
+    circuitsvis_bundle_gzip_base64,
+    patterns_png,
+    save_html,
+)
 
 HOSTILE = [
     "</script>",
@@ -112,10 +121,40 @@ def test_bundle_once_per_page_with_several_views(tiny, tmp_path):
 def test_notebook_display_is_self_contained_with_unique_ids(tiny):
     view = attention_view(tiny, "notebook", layer=0)
     first, second = view._repr_html_(), view._repr_html_()
-    assert bundle_marker() in first and "unpkg" not in first
-    assert re.findall(r'id="(mechlab-[0-9a-f]{8}-0)"', first) != re.findall(
-        r'id="(mechlab-[0-9a-f]{8}-0)"', second
-    )
+    assert circuitsvis_bundle_gzip_base64() in first and "unpkg" not in first
+    assert bundle_marker() not in first  # the plain bundle is not there: the gzipped one is
+    ids = [re.findall(r'id="(mechlab-[0-9a-f]{12})"', html) for html in (first, second)]
+    assert ids[0] and ids[0] != ids[1]
+    assert FALLBACK_HINT in first and 'src="data:image/png;base64,' in first
+
+
+def test_view_repr_is_one_line_and_short(tiny):
+    view = attention_view(tiny, "x" * 200, layer=1)
+    for text in (repr(view), str(view)):
+        assert text == "View(AttentionHeads of L1H0, L1H1, L1H2, L1H3 on 201 tokens)"
+
+
+def test_gzipped_bundle_is_the_bundle():
+    import base64
+    import gzip
+
+    packed = base64.b64decode(circuitsvis_bundle_gzip_base64())
+    assert len(packed) < 0.4e6
+    text = gzip.decompress(packed).decode()
+    assert text.replace("</script", "<\\/script").replace("<!--", "<\\!--") == circuitsvis_bundle()
+
+
+def test_patterns_png_is_a_valid_picture_of_the_heads():
+    import io
+
+    from matplotlib.image import imread
+
+    attention = [[[1.0, 0.0], [0.5, 0.5]], [[1.0, 0.0], [0.0, 1.0]]]
+    image = imread(io.BytesIO(patterns_png(attention)), format="png")
+    scale = 160 // 2
+    assert image.shape == (2 * scale, 2 * 2 * scale + 4, 3)
+    assert image[0, 0].sum() < image[0, -1].sum() / 2 or image[0, 0, 0] < 0.1  # attended: dark
+    assert abs(image[0, scale + 1, 0] - 235 / 255) < 1e-6  # the masked future: light grey
 
 
 def test_long_prompts_show_a_window():
@@ -210,3 +249,24 @@ def test_cli_unwritable_out(tmp_path, capsys):
         == 2
     )
     assert "cannot write to output directory" in capsys.readouterr().err
+
+
+def test_results_introduce_themselves_in_one_line_and_a_table(tiny):
+    """repr() is one short line; _repr_html_ is a plain table, readable with styles stripped."""
+    import mechlab
+    from mechlab.parity import compare
+
+    lens = mechlab.logit_lens(tiny, "The capital of France is", target=" ")
+    scan = mechlab.scan_heads(tiny, seq_len=5, batch=2)
+    parity = compare(mechlab.Transformer.from_hooked(tiny), tiny, tiny.to_tokens("hi"))
+    for result, words in [
+        (lens, ["LensResult(random:tiny", "3 rows x 25 positions"]),
+        (scan, ["HeadScan(random:tiny", "best induction head"]),
+        (parity, ["ParityReport(vs HookedTransformer", "passed"]),
+    ]:
+        text = repr(result)
+        assert "\n" not in text and len(text) < 200 and all(word in text for word in words), text
+        page = result._repr_html_()
+        assert "<table>" in page and "<script" not in page and "<style" not in page
+    assert "after L1 (output)" in lens._repr_html_() and "<th>L1</th>" in scan._repr_html_()
+    assert "all components agree" in parity._repr_html_()
