@@ -18,7 +18,9 @@ def parse(description: str, **extra) -> argparse.Namespace:
     parser.add_argument("--model", action="append", help=f"model spec (default: {default_model()})")
     # $MECHLAB_EXPERIMENTS_OUT moves the default, for notebooks (which take no arguments).
     out = os.environ.get("MECHLAB_EXPERIMENTS_OUT", "out/experiments")
-    parser.add_argument("--out", default=out, help=f"directory for figures and JSON (default {out})")
+    parser.add_argument(
+        "--out", default=out, help=f"directory for figures and JSON (default {out})"
+    )
     for name, (kind, default, help_text) in extra.items():
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=kind, default=default, help=help_text
