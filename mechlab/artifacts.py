@@ -54,9 +54,9 @@ def lens_caption(result) -> str:
         where = f" {result.target_token!r} is not the final top-1."
     return (
         f"{result.model}: logit lens on {result.prompt!r}. Each cell decodes the residual stream "
-        "at "
-        "one layer (row) and position (column) through the final norm and unembedding and shows "
-        f"the most likely next token, shaded by its probability; hover a cell for its top-k.{where}"
+        "at one layer (row) and position (column) through the final norm and unembedding and "
+        "shows the most likely next token, shaded by its probability; hover a cell for its "
+        f"top-k.{where}"
     )
 
 
@@ -116,9 +116,8 @@ def induction_caption(scan, threshold: float = INDUCTION_THRESHOLD) -> str:
 def loss_caption(scan) -> str:
     return (
         f"Next-token loss along the repeated sequences: {scan.loss_first_half:.2f} nats on the "
-        "random "
-        f"first copy, {scan.loss_second_half:.2f} on the repeat, which the induction heads make "
-        "predictable."
+        f"random first copy, {scan.loss_second_half:.2f} on the repeat, which the induction heads "
+        "make predictable."
     )
 
 
@@ -136,12 +135,9 @@ def induction_views(model, scan) -> list:
             [(layer, head) for layer, head, _ in induction],
             caption=(
                 f"{name}: the four heads with the highest induction scores "
-                f"({heads_list(induction)}), on one "
-                "sequence [BOS] + r + r. In the second half an induction head attends along a "
-                "stripe one "
-                "position to the right of the earlier copy of the current token, and so predicts "
-                "that the "
-                "sequence repeats."
+                f"({heads_list(induction)}), on one sequence [BOS] + r + r. In the second half an "
+                "induction head attends along a stripe one position to the right of the earlier "
+                "copy of the current token, and so predicts that the sequence repeats."
             ),
         ),
         attention_heads_view(
@@ -150,10 +146,8 @@ def induction_views(model, scan) -> list:
             [(layer, head) for layer, head, _ in previous],
             caption=(
                 f"{name}: the three heads with the highest previous-token scores "
-                f"({heads_list(previous)}): "
-                "each position attends to the one before it, which lets a later induction head "
-                "find "
-                "'the token after the earlier copy'."
+                f"({heads_list(previous)}): each position attends to the one before it, which "
+                "lets a later induction head find 'the token after the earlier copy'."
             ),
         ),
     ]

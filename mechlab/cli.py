@@ -202,8 +202,8 @@ def build_parser() -> Parser:
         metavar="FILE",
         help=(
             "one prompt per line (lines end at '\\n'; blank lines are skipped); also per-layer "
-            "curves "
-            f"over all. At most {MAX_PROMPTS_FILE_BYTES >> 20} MiB and {MAX_PROMPTS:,} prompts"
+            f"curves over all. At most {MAX_PROMPTS_FILE_BYTES >> 20} MiB and {MAX_PROMPTS:,} "
+            "prompts"
         ),
     )
     lens.add_argument("--target", help="a single token to follow through the layers, e.g. ' Paris'")

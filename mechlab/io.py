@@ -139,7 +139,7 @@ def ensure_writable_dir(directory: str | Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(
-            f"cannot write to output directory {str(directory)!r}: "
-            f"{error.strerror or error}. Choose another --out."
+            f"cannot write to output directory {str(directory)!r}: {error.strerror or error}. "
+            "Choose another --out."
         ) from None
     return directory

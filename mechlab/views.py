@@ -107,8 +107,7 @@ def attention_heads_view(
     if caption is None:
         caption = (
             f"{model.cfg.model_name}: attention patterns of {', '.join(names)}. Each row is a "
-            "query "
-            "token, each column a key token it can attend to; hover a head to enlarge it."
+            "query token, each column a key token it can attend to; hover a head to enlarge it."
         )
     props = {
         "attention": [[[round(x, 5) for x in row] for row in head] for head in attention.tolist()],
