@@ -13,6 +13,14 @@ from mechlab.io import figure_png, json_text
 Files = dict[str, bytes | str]  # file name (relative to the output directory) -> content
 
 
+def model_files(spec: str, files: Files, *, several: bool) -> Files:
+    """A model's files under ``<model slug>/`` when several models share the output directory."""
+    from mechlab.io import model_slug
+
+    prefix = f"{model_slug(spec)}/" if several else ""
+    return {prefix + name: content for name, content in files.items()}
+
+
 def image_html(png: bytes, alt: str) -> str:
     """An <img> holding the PNG itself (a data URI), so a page needs no other file."""
     data = base64.b64encode(png).decode("ascii")

@@ -347,7 +347,7 @@ def run_heads(args: argparse.Namespace) -> int:
     several = len(specs) > 1
     names = [f"{model_slug(spec)}/heads.json" if several else "heads.json" for spec in specs]
     check_output_targets(args.out, names + (["induction_mosaic.png"] if several else []))
-    from mechlab.artifacts import heads_files, mosaic_png
+    from mechlab.artifacts import heads_files, model_files, mosaic_png
     from mechlab.heads import scan_heads
     from mechlab.io import write_files
     from mechlab.loading import load_model
@@ -360,13 +360,7 @@ def run_heads(args: argparse.Namespace) -> int:
             model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, progress=True
         )
         console().print(heads_table(scan, args.threshold))
-        prefix = f"{model_slug(spec)}/" if several else ""
-        files.update(
-            {
-                prefix + name: content
-                for name, content in heads_files(model, scan, args.threshold).items()
-            }
-        )
+        files.update(model_files(spec, heads_files(model, scan, args.threshold), several=several))
         scans.append(scan)
     if several:
         files["induction_mosaic.png"] = mosaic_png(scans)

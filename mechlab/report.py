@@ -14,12 +14,13 @@ from mechlab.artifacts import (
     lens_caption,
     lens_figures,
     loss_caption,
+    model_files,
     mosaic_png,
 )
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
 from mechlab.heads import HeadScan, scan_heads
-from mechlab.io import json_text, model_slug, write_files
+from mechlab.io import json_text, write_files
 from mechlab.lens import LensResult, logit_lens, resolve_target
 from mechlab.loading import load_model
 from mechlab.model import Transformer
@@ -111,8 +112,7 @@ def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch:
         files: Files = {}
         items = []
         for report in reports:
-            prefix = f"{model_slug(report.spec)}/" if several else ""
-            files.update({prefix + name: content for name, content in report.files().items()})
+            files.update(model_files(report.spec, report.files(), several=several))
             items += model_section(report)
         if several:
             files["induction_mosaic.png"] = mosaic_png([r.scan for r in reports])
