@@ -69,6 +69,8 @@ def jupyterlab(root: Path, home: Path) -> Iterator[Lab]:
             "--LabApp.news_url=",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             "--LabApp.extension_manager=readonly",
+            # window.jupyterapp, to ask whether the notebook's kernel is connected and idle
+            "--LabApp.expose_app_in_browser=True",
             f"--LabApp.workspaces_dir={home / 'workspaces'}",
             f"--LabApp.user_settings_dir={home / 'settings'}",
         ],
@@ -127,6 +129,11 @@ CELLS_JS = (
 })"""
     % CURRENT
 )
+PROMPTS_JS = (
+    """() => [...document.querySelectorAll('%s .jp-CodeCell .jp-InputPrompt')]
+  .map((prompt) => prompt.textContent).join(' ')"""
+    % CURRENT
+)
 ALL_RAN_JS = (
     """() => [...document.querySelectorAll('%s .jp-CodeCell .jp-InputPrompt')]
   .every((prompt) => /\\[\\d+\\]/.test(prompt.textContent))"""
@@ -134,8 +141,15 @@ ALL_RAN_JS = (
 )
 
 
-IDLE_JS = """() => !!document.querySelector(
-  ".jp-Notebook-ExecutionIndicator[data-status='idle']")"""
+# The status bar says "Idle" before any kernel exists, and a Run All clicked then runs only the
+# first cell once the kernel arrives: wait until the notebook's own kernel is connected and idle.
+IDLE_JS = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const context = panel && panel.sessionContext;
+  const kernel = context && context.session && context.session.kernel;
+  return !!(context && context.isReady && kernel && kernel.connectionStatus === 'connected'
+            && kernel.status === 'idle');
+}"""
 
 
 def wait_for(page, condition_js: str, seconds: float) -> None:
@@ -203,8 +217,9 @@ def open_notebook(
                     wait_for(page, ALL_RAN_JS, 300)
                 except TimeoutError:
                     page.screenshot(path=str(lab.root / "timeout.png"))
+                    prompts = page.evaluate(PROMPTS_JS)
                     cells = page.evaluate(CELLS_JS)
-                    raise AssertionError(f"cells did not all run: {cells}") from None
+                    raise AssertionError(f"cells did not all run: {prompts} {cells}") from None
             page.wait_for_timeout(3000)  # views render asynchronously once their cell is done
             if screenshot is not None:
                 page.screenshot(path=str(screenshot))
