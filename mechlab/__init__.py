@@ -30,6 +30,13 @@ _quiet_progress_widgets_warning()
 
 # public name -> the module that defines it
 _LAZY = {
+    "AblationResult": "mechlab.ablation",
+    "ablate_heads": "mechlab.ablation",
+    "ablation_study": "mechlab.ablation",
+    "AttributionResult": "mechlab.dla",
+    "logit_attribution": "mechlab.dla",
+    "PatchResult": "mechlab.patching",
+    "patch": "mechlab.patching",
     "HeadScan": "mechlab.heads",
     "repeated_tokens": "mechlab.heads",
     "scan_heads": "mechlab.heads",
@@ -46,6 +53,13 @@ _LAZY_MODULES = {"parity"}
 
 __all__ = [
     "DEFAULT_MODEL",
+    "AblationResult",
+    "AttributionResult",
+    "PatchResult",
+    "ablate_heads",
+    "ablation_study",
+    "logit_attribution",
+    "patch",
     "HeadScan",
     "LensResult",
     "Transformer",

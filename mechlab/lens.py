@@ -20,7 +20,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechlab.errors import InputError
-from mechlab.tokens import PromptOrTokens, to_tokens, token_strings
+from mechlab.tokens import PromptOrTokens, single_token, to_tokens, token_strings
 
 # Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab).
 # 64 MB: 25 positions of GPT-2 small's 13 rows; the naive [13, 256, 50257] for 256 tokens is 670 MB.
@@ -124,24 +124,7 @@ def residual_hooks(n_layers: int, include_mid: bool) -> list[tuple[str, str]]:
 
 def resolve_target(model: HookedTransformer, target: str | int) -> int:
     """A target given as text must be exactly one token; as an int, a valid token id."""
-    if isinstance(target, bool):
-        raise InputError(f"target must be text or a token id, got {target!r}")
-    if isinstance(target, int):
-        if not 0 <= target < model.cfg.d_vocab:
-            raise InputError(
-                f"target token id {target} is outside the vocabulary [0, {model.cfg.d_vocab})"
-            )
-        return target
-    if not target:
-        raise InputError("the target is empty: pass one token, e.g. --target ' Paris'")
-    ids = model.to_tokens(target, prepend_bos=False)[0].tolist()
-    if len(ids) != 1:
-        pieces = token_strings(model, ids)
-        raise InputError(
-            f"target {target!r} is {len(ids)} tokens {pieces}, not one: pass a single token, e.g. "
-            f"{pieces[0]!r} (mind the leading space), or a token id"
-        )
-    return ids[0]
+    return single_token(model, target, "target", "--target ' Paris'")
 
 
 def logit_lens(

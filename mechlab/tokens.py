@@ -67,3 +67,28 @@ def token_strings(model: HookedTransformer, tokens: Tensor | list[int]) -> list[
         return [f"<{i}>" for i in ids]
     known = len(model.tokenizer)
     return [model.tokenizer.decode([i]) if i < known else f"<{i}>" for i in ids]
+
+
+def single_token(model: HookedTransformer, text: str | int, what: str, example: str) -> int:
+    """A token given as text must be exactly one token; as an int, a valid token id. `what` names
+    it in errors ("target", "answer"), and `example` shows how to pass one ("--target ' Paris'")."""
+    if isinstance(text, bool):
+        raise InputError(f"{what} must be text or a token id, got {text!r}")
+    if isinstance(text, int):
+        if not 0 <= text < model.cfg.d_vocab:
+            raise InputError(
+                f"{what} token id {text} is outside the vocabulary [0, {model.cfg.d_vocab})"
+            )
+        return text
+    if not text:
+        raise InputError(f"the {what} is empty: pass one token, e.g. {example}")
+    if model.tokenizer is None:
+        raise InputError(f"{model.cfg.model_name} has no tokenizer: pass the {what} as a token id")
+    ids = model.to_tokens(text, prepend_bos=False)[0].tolist()
+    if len(ids) != 1:
+        pieces = token_strings(model, ids)
+        raise InputError(
+            f"{what} {text!r} is {len(ids)} tokens {pieces}, not one: pass a single token, e.g. "
+            f"{pieces[0]!r} (mind the leading space), or a token id"
+        )
+    return ids[0]
