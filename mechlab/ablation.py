@@ -228,6 +228,16 @@ def control_heads(scan, heads: list[Head], threshold: float, seed: int = 0) -> l
     return chosen
 
 
+def check_ablation_count(model: HookedTransformer, k: int) -> None:
+    """An ablation study of the top k heads needs k heads, and k more for the control."""
+    cfg = model.cfg
+    if not 1 <= k <= cfg.n_layers * cfg.n_heads // 2:
+        raise InputError(
+            f"cannot ablate {k} heads: {cfg.model_name} has {cfg.n_layers * cfg.n_heads} heads, "
+            f"so the top k and a control of k others allow k <= {cfg.n_layers * cfg.n_heads // 2}"
+        )
+
+
 def ablation_study(
     model: HookedTransformer,
     scan,
@@ -242,10 +252,7 @@ def ablation_study(
     from mechlab.defaults import INDUCTION_THRESHOLD
 
     threshold = INDUCTION_THRESHOLD if threshold is None else threshold
-    if not 1 <= k <= scan.n_layers * scan.n_heads:
-        raise InputError(
-            f"cannot ablate {k} heads: {scan.model} has {scan.n_layers * scan.n_heads} heads"
-        )
+    check_ablation_count(model, k)
     top = [(layer, head) for layer, head, _ in scan.top("induction", k)]
     ablator = Ablator(model, scan.tokens, method)
     return AblationStudy(

@@ -161,14 +161,23 @@ def induction_views(model, scan) -> list:
     ]
 
 
-def heads_files(model, scan, threshold: float = INDUCTION_THRESHOLD) -> Files:
-    """heads.json, a heatmap per score, loss_by_position.png and heads.html (attention views)."""
+def heads_files(model, scan, threshold: float = INDUCTION_THRESHOLD, study=None) -> Files:
+    """heads.json, a heatmap per score, loss_by_position.png and heads.html (attention views);
+    with an ablation `study`, also ablation.png and heads.json's "ablation" list."""
     from mechlab.views import render_page
 
     files: Files = dict(head_figures(scan))
-    files["heads.json"] = json_text(scan.to_json(threshold))
+    report = scan.to_json(threshold)
+    items = induction_views(model, scan)
+    if study is not None:
+        from mechlab.plots import plot_ablation
+
+        report["ablation"] = study.to_json()
+        files["ablation.png"] = figure_png(plot_ablation(study))
+        items.append((ablation_caption(study), image_html(files["ablation.png"], "ablation")))
+    files["heads.json"] = json_text(report)
     files["heads.html"] = render_page(
-        induction_views(model, scan), title=f"{scan.model}: induction and previous-token heads"
+        items, title=f"{scan.model}: induction and previous-token heads"
     )
     return files
 
@@ -200,3 +209,77 @@ def attention_files(model, tokens, selected: dict[int, list[int]]) -> Files:
             plot_attention(model, tokens, layer=layer, heads=selected[layer])
         )
     return files
+
+
+# --------------------------------------------------------------------------------------------------
+# Causal checks
+
+
+def ablation_caption(study) -> str:
+    joint, control = study.joint, study.control
+    return (
+        f"{joint.model}: the loss along [BOS] + r + r with the top induction heads "
+        f"({heads_list(joint.heads)}) {joint.method}-ablated together: the second-half loss rises "
+        f"by {joint.delta_second_half:+.2f} nats, against {control.delta_second_half:+.2f} for "
+        f"as many non-induction heads of the same layers ({heads_list(control.heads)})."
+        + (
+            " The model needs its induction heads to predict the repeat."
+            if joint.delta_second_half > max(3 * control.delta_second_half, 0.5)
+            else ""
+        )
+    )
+
+
+def patch_caption(result) -> str:
+    return (
+        f"{result.model}: {result.method} activation patching over {result.over}, from the clean "
+        f"prompt {result.clean!r} into the corrupted {result.corrupted!r}. Each cell is the logit "
+        f"difference {result.answer!r} - {result.wrong!r} at the last position with that one "
+        "activation patched, normalised: 0 = the corrupted run, 1 = the clean run. Hover a cell "
+        "for its value."
+    )
+
+
+def patch_files(result) -> Files:
+    """patch.json, patch_<over>.png and patch.html (the grid as a table with hover values)."""
+    from mechlab.plots import plot_patch_grid
+    from mechlab.views import patch_grid_html, render_page
+
+    return {
+        "patch.json": json_text(result.to_json()),
+        f"patch_{result.over}.png": figure_png(plot_patch_grid(result)),
+        "patch.html": render_page(
+            [(patch_caption(result), patch_grid_html(result))],
+            title=f"{result.model}: activation patching",
+        ),
+    }
+
+
+def dla_caption(result) -> str:
+    return (
+        f"{result.model}: direct logit attribution of {result.what} at the last position of "
+        f"{result.prompt!r}: what each head and MLP writes straight into it, through the final "
+        "norm with its scale frozen at the final residual stream's own. The parts add up to the "
+        f"model's own {result.total:.3f}."
+    )
+
+
+def dla_files(result) -> Files:
+    """dla.json, dla_heads.png, dla_layers.png and dla.html."""
+    from mechlab.plots import plot_dla_heads, plot_dla_layers
+    from mechlab.views import dla_html, render_page
+
+    heads_png = figure_png(plot_dla_heads(result))
+    layers_png = figure_png(plot_dla_layers(result))
+    return {
+        "dla.json": json_text(result.to_json()),
+        "dla_heads.png": heads_png,
+        "dla_layers.png": layers_png,
+        "dla.html": render_page(
+            [
+                (dla_caption(result), dla_html(result)),
+                ("Per layer, and the running total.", image_html(layers_png, "per layer")),
+            ],
+            title=f"{result.model}: direct logit attribution",
+        ),
+    }

@@ -190,8 +190,59 @@ def build_parser() -> Parser:
         default=INDUCTION_THRESHOLD,
         help="induction score that counts as an induction head",
     )
+    heads.add_argument(
+        "--ablate",
+        type=positive_int,
+        metavar="K",
+        help="then ablate the top-K induction heads one by one and together, and K non-induction "
+        "heads of the same layers as a control (ablation.png, heads.json 'ablation')",
+    )
+    heads.add_argument(
+        "--ablate-method",
+        choices=["zero", "mean", "resample"],
+        default="mean",
+        help="what an ablated head outputs: zero, its mean over the batch and positions, or its "
+        "output on another sequence (default mean)",
+    )
     heads.add_argument("--out", required=True, help="output directory")
     heads.set_defaults(run=run_heads)
+
+    patch = commands.add_parser(
+        "patch",
+        help="activation patching: which heads or positions carry the answer from a clean prompt",
+    )
+    add_model_option(patch)
+    patch.add_argument("--clean", required=True, help="the prompt whose answer is restored")
+    patch.add_argument(
+        "--corrupted", required=True, help="the same number of tokens, with the answer changed"
+    )
+    patch.add_argument("--answer", required=True, help="the clean answer, one token, e.g. ' Mary'")
+    patch.add_argument("--wrong", required=True, help="the corrupted answer, one token")
+    patch.add_argument(
+        "--over",
+        choices=["heads", "resid", "layers"],
+        default="heads",
+        help="each head's output (per query head), the residual stream at each layer and "
+        "position, or each attention and MLP output at each position (default heads)",
+    )
+    patch.add_argument(
+        "--method",
+        choices=["exact", "attribution"],
+        default="exact",
+        help="one patched run per cell, or the first-order estimate from one backward pass",
+    )
+    patch.add_argument("--out", required=True, help="output directory")
+    patch.set_defaults(run=run_patch)
+
+    dla = commands.add_parser(
+        "dla", help="direct logit attribution: what each head and MLP writes into the answer"
+    )
+    add_model_option(dla)
+    dla.add_argument("--prompt", required=True)
+    dla.add_argument("--answer", required=True, help="one token, e.g. ' Paris'")
+    dla.add_argument("--wrong", help="one token: attribute logit(answer) - logit(wrong)")
+    dla.add_argument("--out", required=True, help="output directory")
+    dla.set_defaults(run=run_dla)
 
     lens = commands.add_parser("lens", help="logit lens: decode every layer's residual stream")
     add_model_option(lens)
@@ -345,7 +396,8 @@ def run_heads(args: argparse.Namespace) -> int:
 
     specs = model_specs(args)
     several = len(specs) > 1
-    names = [f"{model_slug(spec)}/heads.json" if several else "heads.json" for spec in specs]
+    own = ["heads.json", "heads.html"] + (["ablation.png"] if args.ablate else [])
+    names = [f"{model_slug(spec)}/{name}" if several else name for spec in specs for name in own]
     check_output_targets(args.out, names + (["induction_mosaic.png"] if several else []))
     from mechlab.artifacts import heads_files, model_files, mosaic_png
     from mechlab.heads import scan_heads
@@ -356,15 +408,74 @@ def run_heads(args: argparse.Namespace) -> int:
     files, scans = {}, []  # everything is computed before anything is written
     for spec in specs:
         model = load_model(spec)
+        if args.ablate:
+            from mechlab.ablation import check_ablation_count
+
+            check_ablation_count(model, args.ablate)
         scan = scan_heads(
             model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, progress=True
         )
         console().print(heads_table(scan, args.threshold))
-        files.update(model_files(spec, heads_files(model, scan, args.threshold), several=several))
+        study = None
+        if args.ablate:
+            from mechlab.ablation import ablation_study
+            from mechlab.present import ablation_table
+
+            study = ablation_study(
+                model, scan, args.ablate, method=args.ablate_method, threshold=args.threshold
+            )
+            console().print(ablation_table(study))
+        report = heads_files(model, scan, args.threshold, study)
+        files.update(model_files(spec, report, several=several))
         scans.append(scan)
     if several:
         files["induction_mosaic.png"] = mosaic_png(scans)
     write_files(args.out, files)
+    say(f"wrote {args.out}")
+    return 0
+
+
+def run_patch(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+
+    check_output_targets(args.out, ["patch.json", f"patch_{args.over}.png", "patch.html"])
+    from mechlab.artifacts import patch_files
+    from mechlab.io import write_files
+    from mechlab.loading import load_model
+    from mechlab.patching import patch
+    from mechlab.present import patch_table
+
+    model = load_model(args.model)
+    result = patch(
+        model,
+        args.clean,
+        args.corrupted,
+        answer=args.answer,
+        wrong=args.wrong,
+        over=args.over,
+        method=args.method,
+        progress=True,
+    )
+    console().print(patch_table(result))
+    write_files(args.out, patch_files(result))
+    say(f"wrote {args.out}")
+    return 0
+
+
+def run_dla(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+
+    check_output_targets(args.out, ["dla.json", "dla_heads.png", "dla_layers.png", "dla.html"])
+    from mechlab.artifacts import dla_files
+    from mechlab.dla import logit_attribution
+    from mechlab.io import write_files
+    from mechlab.loading import load_model
+    from mechlab.present import dla_table
+
+    model = load_model(args.model)
+    result = logit_attribution(model, args.prompt, answer=args.answer, wrong=args.wrong)
+    console().print(dla_table(result))
+    write_files(args.out, dla_files(result))
     say(f"wrote {args.out}")
     return 0
 

@@ -284,3 +284,122 @@ def plot_lens_curves(curves) -> Figure:
     figure.suptitle(f"logit lens averaged over {curves.n_prompts} prompts and all their positions")
     figure.tight_layout()
     return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# Causal checks
+
+
+def _diverging(ax, figure, values: np.ndarray, limit: float | None = None):
+    """A heatmap on a diverging colour map centred on 0 (red up, blue down)."""
+    limit = limit or max(float(np.abs(values).max()), 1e-6)
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    figure.colorbar(image, ax=ax, fraction=0.04)
+    return image
+
+
+def plot_patch_grid(result) -> Figure:
+    """The patching grid: 1 = the clean run's logit difference restored, 0 = still corrupted."""
+    values = result.grid.numpy()
+    rows, cols = values.shape
+    figure = new_figure(figsize=(2.5 + 0.45 * cols, 1.6 + 0.2 * rows))
+    ax = figure.subplots()
+    _diverging(ax, figure, values, max(1.0, float(np.abs(values).max())))
+    step = max(1, rows // 40)
+    ax.set_yticks(range(0, rows, step), [plain(result.row_labels[i]) for i in range(0, rows, step)])
+    heads = result.over == "heads"
+    ax.set_xticks(
+        range(cols), [short(c, 14) for c in result.col_labels], rotation=0 if heads else 90
+    )
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("head" if heads else "position: token of the clean run")
+    ax.set_ylabel("layer" if heads else "activation")
+    ax.set_title(
+        f"{plain(result.model)}: {result.method} patching over {result.over}\n"
+        f"logit diff {plain(repr(result.answer))} - {plain(repr(result.wrong))}, normalised "
+        f"(0 = corrupted {result.corrupted_logit_diff:.2f}, "
+        f"1 = clean {result.clean_logit_diff:.2f})",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def plot_ablation(study) -> Figure:
+    """Loss along [BOS] + r + r: clean, with the top induction heads ablated together, and with as
+    many non-induction heads of the same layers ablated (the control)."""
+    joint, control = study.joint, study.control
+    figure = new_figure(figsize=(8, 3.8))
+    ax = figure.subplots()
+    x = np.arange(len(joint.loss_by_position))
+    for loss, label, colour in [
+        (joint.clean_loss_by_position, "clean", "#444444"),
+        (joint.loss_by_position, f"ablated: {heads_label(joint.heads)}", "#d62728"),
+        (control.loss_by_position, f"control: {heads_label(control.heads)}", "#1f77b4"),
+    ]:
+        ax.plot(x, loss.numpy(), label=label, color=colour, linewidth=1.2)
+    ax.axvline(joint.seq_len - 0.5, color="gray", linestyle="--")
+    ax.text(joint.seq_len, ax.get_ylim()[1], " second copy starts", va="top", fontsize=8)
+    ax.set_xlabel("position (predicting the next token)")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title(
+        f"{plain(joint.model)}: {joint.method}-ablating the top induction heads; second-half loss "
+        f"{joint.clean_loss_second_half:.2f} -> {joint.loss_second_half:.2f} "
+        f"(control {control.loss_second_half:.2f})",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+def heads_label(heads) -> str:
+    return ", ".join(f"L{layer}H{head}" for layer, head in heads)
+
+
+def plot_dla_heads(result) -> Figure:
+    """Each head's direct contribution to the logit (difference), layers x heads."""
+    values = result.heads.numpy()
+    n_layers, n_heads = values.shape
+    figure = new_figure(figsize=(1.8 + 0.55 * n_heads, 1.4 + 0.28 * n_layers))
+    ax = figure.subplots()
+    _diverging(ax, figure, values)
+    ax.set_xticks(range(n_heads), [f"H{h}" for h in range(n_heads)], fontsize=7)
+    ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)], fontsize=7)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(
+        f"{plain(result.model)}: direct logit attribution per head\n{plain(result.what)} = "
+        f"{result.total:.2f} at the last position",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def plot_dla_layers(result) -> Figure:
+    """Per layer: the heads' sum (plus the output bias) and the MLP, with the embeddings first;
+    and the running total, which ends at the model's own value."""
+    attn = (result.heads.sum(1) + result.attn_bias).numpy()
+    mlps = result.mlps.numpy()
+    n_layers = len(mlps)
+    figure = new_figure(figsize=(max(6, 0.3 * n_layers + 3), 4))
+    ax = figure.subplots()
+    x = np.arange(n_layers)
+    ax.bar(x - 0.2, attn, width=0.4, label="attention (heads + b_O)", color="#1f77b4")
+    ax.bar(x + 0.2, mlps, width=0.4, label="MLP", color="#ff7f0e")
+    ax.bar([-1], [result.embed], width=0.6, label="embeddings", color="#2ca02c")
+    running = result.embed + np.cumsum(attn + mlps) + result.unembed_bias
+    ax.plot(x, running, color="black", marker=".", label="running total (with unembed bias)")
+    ax.axhline(0, color="gray", linewidth=0.6)
+    ax.set_xticks([-1, *x], ["emb", *[str(layer) for layer in x]], fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("direct contribution")
+    ax.set_title(
+        f"{plain(result.model)}: direct logit attribution per layer, {plain(result.what)} = "
+        f"{result.total:.2f}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

@@ -92,3 +92,63 @@ def lens_table(result, max_positions: int = 12) -> Table:
             )
         )
     return table
+
+
+def ablation_table(study) -> Table:
+    """Each ablation's second-half loss and its rise over the clean run."""
+    joint = study.joint
+    table = Table(
+        title=escape(
+            f"{joint.model}: {joint.method}-ablating the top induction heads (clean second-half "
+            f"loss {joint.clean_loss_second_half:.3f} nats)"
+        )
+    )
+    for column, justify in [("ablated", "left"), ("heads", "left"), ("loss", "right"),
+                            ("delta", "right")]:
+        table.add_column(column, justify=justify)
+    rows = study.to_json()
+    for row in rows:
+        heads = ", ".join(f"L{layer}H{head}" for layer, head in row["heads"])
+        table.add_row(
+            row["kind"], escape(heads), f"{row['loss_second_half']:.3f}", f"{row['delta']:+.3f}"
+        )
+    table.caption = "control: as many non-induction heads of the same layers, drawn at random"
+    return table
+
+
+def patch_table(result, k: int = 10) -> Table:
+    """The k cells that restore (or destroy) the most of the clean logit difference."""
+    table = Table(
+        title=escape(
+            f"{result.model}: {result.method} patching over {result.over}; logit diff "
+            f"{result.answer!r} - {result.wrong!r}: clean {result.clean_logit_diff:.2f}, "
+            f"corrupted {result.corrupted_logit_diff:.2f}"
+        )
+    )
+    for column, justify in [("rank", "right"), ("activation", "left"), ("where", "left"),
+                            ("restored", "right")]:
+        table.add_column(column, justify=justify)
+    for rank, (row, col, value) in enumerate(result.top(k), start=1):
+        table.add_row(str(rank), escape(row), escape(col), f"{value:.3f}")
+    table.caption = "restored: 0 = the corrupted run's logit difference, 1 = the clean run's"
+    return table
+
+
+def dla_table(result, k: int = 10) -> Table:
+    """The sum by kind of component, then the k heads with the largest direct contribution."""
+    table = Table(title=escape(f"{result.model}: direct logit attribution of {result.what}"))
+    table.add_column("component")
+    table.add_column("contribution", justify="right")
+    for name, value in [
+        ("embeddings", result.embed),
+        ("all heads", result.heads.sum().item()),
+        ("attention biases", result.attn_bias.sum().item()),
+        ("all MLPs", result.mlps.sum().item()),
+        ("unembedding bias", result.unembed_bias),
+    ]:
+        table.add_row(name, f"{value:+.3f}")
+    table.add_row("[b]total[/] (the model's own)", f"[b]{result.total:+.3f}[/]")
+    for layer, head, value in result.top_heads(k):
+        table.add_row(f"L{layer}H{head}", f"{value:+.3f}")
+    table.caption = "through the final norm with its scale frozen at the final residual's own"
+    return table

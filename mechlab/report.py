@@ -1,12 +1,16 @@
-"""The one-command report: parity, logit lens, head scan and attention views of one or more models
-on one self-contained offline page, with the figures and JSON beside it."""
+"""The one-command report: parity, logit lens, head scan, attention views and causal checks (head
+ablation, activation patching, direct logit attribution) of one or more models on one
+self-contained offline page, with the figures and JSON beside it."""
 
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mechlab.ablation import AblationStudy, ablation_study
 from mechlab.artifacts import (
     Files,
+    ablation_caption,
+    dla_caption,
     head_figures,
     image_html,
     induction_caption,
@@ -16,15 +20,19 @@ from mechlab.artifacts import (
     loss_caption,
     model_files,
     mosaic_png,
+    patch_caption,
 )
 from mechlab.defaults import INDUCTION_THRESHOLD
+from mechlab.dla import AttributionResult, logit_attribution
 from mechlab.errors import InputError
 from mechlab.heads import HeadScan, scan_heads
-from mechlab.io import json_text, write_files
+from mechlab.io import figure_png, json_text, write_files
 from mechlab.lens import LensResult, logit_lens, resolve_target
 from mechlab.loading import load_model
 from mechlab.model import Transformer
 from mechlab.parity import ParityReport, compare
+from mechlab.patching import PatchResult, patch
+from mechlab.plots import plot_ablation, plot_dla_heads, plot_dla_layers, plot_patch_grid
 from mechlab.progress import progress_bar
 from mechlab.tokens import to_tokens
 from mechlab.views import View, parity_html, render_page
@@ -35,6 +43,12 @@ LENS_PROMPTS = [  # (prompt, target) pairs; the first two are classics of the lo
     ("When Mary and John went to the store, John gave a drink to", " Mary"),
 ]
 PARITY_PROMPT = "The quick brown fox jumps over the lazy dog."
+# The causal section: an indirect-object pair (Wang et al. 2022) with the names swapped, and how
+# many top induction heads to ablate.
+IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
+IOI_CORRUPTED = "When John and Mary went to the store, Mary gave a drink to"
+IOI_ANSWER, IOI_WRONG = " Mary", " John"
+ABLATE_TOP = 3
 
 
 @dataclass
@@ -45,6 +59,10 @@ class ModelReport:
     scan: HeadScan
     views: list[View] = field(default_factory=list)
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG bytes
+    ablation: AblationStudy | None = None
+    patching: PatchResult | None = None
+    dla: AttributionResult | None = None
+    skipped: list[str] = field(default_factory=list)  # causal checks that could not run, and why
 
     def summary(self) -> dict:
         return {
@@ -62,15 +80,26 @@ class ModelReport:
                 }
                 for lens in self.lenses
             ],
+            "ablation": self.ablation.to_json() if self.ablation else None,
+            "patching_top": self.patching.top(5) if self.patching else None,
+            "dla_top_heads": self.dla.top_heads(5) if self.dla else None,
+            "skipped": self.skipped,
         }
 
     def files(self) -> Files:
-        return {
+        heads = self.scan.to_json()
+        heads["ablation"] = self.ablation.to_json() if self.ablation else None
+        files = {
             **self.figures,
             "parity.json": json_text(self.parity.to_json()),
-            "heads.json": json_text(self.scan.to_json()),
+            "heads.json": json_text(heads),
             "lens.json": json_text([lens.to_json() for lens in self.lenses]),
         }
+        if self.patching:
+            files["patch.json"] = json_text(self.patching.to_json())
+        if self.dla:
+            files["dla.json"] = json_text(self.dla.to_json())
+        return files
 
 
 def build_report(spec: str, *, seq_len: int = 50, batch: int = 10, progress=None) -> ModelReport:
@@ -91,6 +120,7 @@ def build_report(spec: str, *, seq_len: int = 50, batch: int = 10, progress=None
     scan = scan_heads(model, seq_len=min(seq_len, (model.cfg.n_ctx - 1) // 2), batch=batch)
     step(1)
     report = ModelReport(spec, parity, lenses, scan, induction_views(model, scan))
+    causal_checks(model, report)
     for index, lens in enumerate(lenses):
         report.figures.update(lens_figures(lens, prefix=f"lens_{index}"))
     report.figures.update(
@@ -98,6 +128,28 @@ def build_report(spec: str, *, seq_len: int = 50, batch: int = 10, progress=None
     )
     step(1)
     return report
+
+
+def causal_checks(model, report: ModelReport) -> None:
+    """Ablate the top induction heads; patch heads and attribute the logit difference on the
+    indirect-object pair, where the tokenizer makes the names single tokens. What cannot run is
+    recorded in `report.skipped` with the reason."""
+    try:
+        report.ablation = ablation_study(model, report.scan, ABLATE_TOP)
+        report.figures["ablation.png"] = figure_png(plot_ablation(report.ablation))
+    except InputError as error:
+        report.skipped.append(f"head ablation: {error}")
+    try:
+        report.patching = patch(
+            model, IOI_CLEAN, IOI_CORRUPTED, answer=IOI_ANSWER, wrong=IOI_WRONG, over="heads"
+        )
+        report.dla = logit_attribution(model, IOI_CLEAN, answer=IOI_ANSWER, wrong=IOI_WRONG)
+    except InputError as error:
+        report.skipped.append(f"patching and direct logit attribution: {error}")
+        return
+    report.figures["patch_heads.png"] = figure_png(plot_patch_grid(report.patching))
+    report.figures["dla_heads.png"] = figure_png(plot_dla_heads(report.dla))
+    report.figures["dla_layers.png"] = figure_png(plot_dla_layers(report.dla))
 
 
 def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch: int = 10) -> Path:
@@ -166,4 +218,26 @@ def model_section(report: ModelReport) -> list:
     items.append(
         (loss_caption(scan), image_html(figures["loss_by_position.png"], "loss by position"))
     )
-    return items + report.views
+    items += report.views
+    if report.ablation:
+        items.append(
+            (ablation_caption(report.ablation), image_html(figures["ablation.png"], "ablation"))
+        )
+    if report.patching:
+        items.append(
+            (
+                patch_caption(report.patching),
+                image_html(figures["patch_heads.png"], "patching over heads"),
+            )
+        )
+    if report.dla:
+        items.append(
+            (
+                dla_caption(report.dla),
+                image_html(figures["dla_heads.png"], "direct logit attribution per head")
+                + image_html(figures["dla_layers.png"], "direct logit attribution per layer"),
+            )
+        )
+    for reason in report.skipped:
+        items.append((f"{spec}: skipped {reason}", ""))
+    return items

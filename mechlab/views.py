@@ -439,3 +439,66 @@ def parity_html(report) -> str:
         "components</summary><table><tr><th>component</th><th>max abs err</th>"
         f"<th>max rel err</th><th></th></tr>{rows}</table></details>"
     )
+
+
+GRID_STYLE = """<style>
+table.mechlab-grid { border-collapse: collapse; font-family: monospace; font-size: 10px; }
+table.mechlab-grid th { font-weight: normal; color: #555; padding: 0 3px; white-space: pre; }
+table.mechlab-grid td { padding: 1px 3px; border: 1px solid #fff; text-align: right; }
+</style>"""
+
+
+def diverging_colour(value: float, limit: float) -> str:
+    """White at 0, red at +limit, blue at -limit (the figures' RdBu_r), as a CSS colour."""
+    t = max(-1.0, min(1.0, value / limit)) if limit > 0 else 0.0
+    target = (178, 24, 43) if t > 0 else (33, 102, 172)
+    r, g, b = (round(255 + (c - 255) * abs(t)) for c in target)
+    return f"rgb({r},{g},{b})"
+
+
+def grid_table_html(values, row_labels, col_labels, *, limit: float, fmt: str = "{:.2f}") -> str:
+    """A heatmap as an HTML table: each cell shows its value, coloured on a diverging scale, and
+    names its row and column on hover."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in col_labels)
+    rows = []
+    for row_label, row in zip(row_labels, values.tolist()):
+        cells = "".join(
+            f'<td style="background:{diverging_colour(v, limit)}" '
+            f'title="{html.escape(f"{row_label} / {col}: {v:.4f}")}">{fmt.format(v)}</td>'
+            for col, v in zip(col_labels, row)
+        )
+        rows.append(f"<tr><th>{html.escape(str(row_label))}</th>{cells}</tr>")
+    body = f'<tr><th></th>{head}</tr>{"".join(rows)}'
+    return f'{GRID_STYLE}<table class="mechlab-grid">{body}</table>'
+
+
+
+def patch_grid_html(result) -> str:
+    """The patching grid as a table (hover a cell for its row, column and value), with the top
+    cells listed above it."""
+    top = ", ".join(f"{row} / {col}: {value:.2f}" for row, col, value in result.top(5))
+    limit = max(1.0, float(result.grid.abs().max()))
+    return (
+        f"<p>{html.escape(repr(result))}</p><p>Largest cells: {html.escape(top)}</p>"
+        + grid_table_html(result.grid, result.row_labels, result.col_labels, limit=limit)
+    )
+
+
+def dla_html(result) -> str:
+    """The headline numbers, the top heads, and the layers x heads contributions as a table."""
+    top = ", ".join(f"L{layer}H{head} {value:+.2f}" for layer, head, value in result.top_heads(5))
+    n_layers, n_heads = result.heads.shape
+    limit = max(float(result.heads.abs().max()), 1e-6)
+    return (
+        f"<p>{html.escape(repr(result))}</p><p>{html.escape(result.what)} = {result.total:.3f}: "
+        f"embeddings {result.embed:+.3f}, heads {result.heads.sum():+.3f}, attention biases "
+        f"{result.attn_bias.sum():+.3f}, MLPs {result.mlps.sum():+.3f}, unembedding bias "
+        f"{result.unembed_bias:+.3f}.</p><p>Top heads: {html.escape(top)}</p>"
+        + grid_table_html(
+            result.heads,
+            [f"L{layer}" for layer in range(n_layers)],
+            [f"H{head}" for head in range(n_heads)],
+            limit=limit,
+            fmt="{:+.2f}",
+        )
+    )

@@ -60,6 +60,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+PATCH_PAIR = ["--clean", "abcde", "--corrupted", "abcxe", "--answer", "a", "--wrong", "b"]
 BAD_INPUT = [
     (
         ["predict", "--model", "random:tiny", "--top-k", "-3"],
@@ -96,6 +97,30 @@ BAD_INPUT = [
         "LAYER.HEAD",
     ),
     (["attention", "--model", "random:tiny", "--prompt", " ", "--out", "{out}"], "prompt is empty"),
+    (
+        ["patch", "--model", "random:tiny", *PATCH_PAIR, "--clean", "abcd", "--out", "{out}"],
+        "clean is 5 tokens",
+    ),
+    (
+        ["patch", "--model", "random:tiny", *PATCH_PAIR, "--answer", "xy", "--out", "{out}"],
+        "answer 'xy' is 2 tokens",
+    ),
+    (
+        ["patch", "--model", "random:tiny", *PATCH_PAIR, "--over", "neurons", "--out", "{out}"],
+        "invalid choice: 'neurons'",
+    ),
+    (
+        ["dla", "--model", "random:tiny", "--prompt", "abc", "--answer", "", "--out", "{out}"],
+        "the answer is empty",
+    ),
+    (
+        ["heads", "--model", "random:tiny", "--ablate", "0", "--out", "{out}"],
+        "argument --ablate: must be at least 1",
+    ),
+    (
+        ["heads", "--model", "random:tiny", "--seq-len", "5", "--ablate", "9", "--out", "{out}"],
+        "cannot ablate 9 heads",
+    ),
 ]
 
 
@@ -224,3 +249,34 @@ def test_lens_over_many_prompts_keeps_memory_flat():
     margin = 8 << 20
     assert streamed[400] < streamed[40] + margin, streamed
     assert kept > streamed[40] + margin, (kept, streamed)
+
+
+def test_causal_commands_write_their_files_with_the_fixed_keys(tmp_path, capsys):
+    out = tmp_path / "patch"
+    args = ["patch", "--model", "random:tiny", *PATCH_PAIR, "--over", "layers", "--out", str(out)]
+    assert run_cli(capsys, *args)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["patch.html", "patch.json", "patch_layers.png"]
+    report = json.loads((out / "patch.json").read_text())
+    assert set(report) >= {
+        "model", "clean", "corrupted", "answer", "wrong", "over", "clean_logit_diff",
+        "corrupted_logit_diff", "grid", "row_labels", "col_labels",
+    }
+    assert len(report["grid"]) == len(report["row_labels"]) == 4  # 2 layers x (attn, mlp)
+    assert len(report["grid"][0]) == len(report["col_labels"]) == 6  # BOS + 5 bytes
+
+    out = tmp_path / "dla"
+    args = ["dla", "--model", "random:tiny", "--prompt", "abc", "--answer", "d", "--out", str(out)]
+    assert run_cli(capsys, *args)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dla.html", "dla.json", "dla_heads.png", "dla_layers.png"
+    ]
+    dla = json.loads((out / "dla.json").read_text())
+    assert dla["total"] == pytest.approx(dla["sum_of_parts"], abs=1e-4)
+
+    out = tmp_path / "heads"
+    args = ["heads", "--model", "random:tiny", "--seq-len", "8", "--batch", "3", "--ablate", "2"]
+    assert run_cli(capsys, *args, "--out", str(out))[0] == 0
+    ablation = json.loads((out / "heads.json").read_text())["ablation"]
+    assert [row["kind"] for row in ablation] == ["single", "single", "joint", "control"]
+    assert all({"heads", "loss_second_half", "delta"} <= set(row) for row in ablation)
+    assert (out / "ablation.png").exists()

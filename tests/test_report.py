@@ -54,6 +54,8 @@ def test_report_renders_every_section_offline(tiny_report):
         "Previous-token scores",
         "Next-token loss along the repeated sequences",
         "Induction scores of all models side by side",
+        "mean-ablated together",  # the causal section: ablation runs on every model
+        "skipped patching and direct logit attribution: answer ' Mary' is 5 tokens",
     ]:
         assert section in page.text, section
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page.dom)) >= 2 * 8 + 1
@@ -78,6 +80,13 @@ def test_report_on_smollm2(tmp_path):
         summary["lens_targets"][0]["target"] == " Paris"
         and summary["lens_targets"][0]["first_top1_layer"]
     )
+    # the causal section: induction heads are needed, and one head carries the indirect object
+    joint, control = summary["ablation"][-2:]
+    assert joint["kind"] == "joint" and joint["delta"] > 10 * max(control["delta"], 0.01)
+    assert summary["patching_top"][0][:2] == ["L23", "H3"]
+    assert summary["dla_top_heads"][0][:2] == [23, 3] and not summary["skipped"]
+    for name in ["ablation.png", "patch_heads.png", "patch.json", "dla.json", "dla_layers.png"]:
+        assert (tmp_path / name).exists(), name
 
 
 def test_report_unknown_model_fails_cleanly(tmp_path, capsys):
