@@ -5,7 +5,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["startup", "load", "forward", "heads", "lens"]
+BENCHMARKS = ["startup", "load", "forward", "heads", "lens", "patch"]
 
 
 def main(names: list[str]) -> None:

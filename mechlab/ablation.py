@@ -64,6 +64,11 @@ class AblationResult:
             f"nats, delta {self.delta_second_half:+.3f})"
         )
 
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<p>{html.escape(repr(self))}</p>"
+
     def to_json(self) -> dict:
         return {
             "heads": [list(head) for head in self.heads],
@@ -185,6 +190,11 @@ class AblationStudy:
             f"{self.joint.delta_second_half:+.3f} nats; the control "
             f"({heads_text(self.control.heads)}) by {self.control.delta_second_half:+.3f})"
         )
+
+    def _repr_html_(self) -> str:
+        from mechlab.views import ablation_html
+
+        return ablation_html(self)
 
     def to_json(self) -> list[dict]:
         """heads.json's "ablation" list: singles, then the joint ablation, then the control."""

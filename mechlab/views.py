@@ -441,11 +441,8 @@ def parity_html(report) -> str:
     )
 
 
-GRID_STYLE = """<style>
-table.mechlab-grid { border-collapse: collapse; font-family: monospace; font-size: 10px; }
-table.mechlab-grid th { font-weight: normal; color: #555; padding: 0 3px; white-space: pre; }
-table.mechlab-grid td { padding: 1px 3px; border: 1px solid #fff; text-align: right; }
-</style>"""
+GRID_STYLE = "border-collapse: collapse; font-family: monospace; font-size: 10px"  # inline: the
+# notebook keeps it, and without it the table still reads
 
 
 def diverging_colour(value: float, limit: float) -> str:
@@ -469,7 +466,7 @@ def grid_table_html(values, row_labels, col_labels, *, limit: float, fmt: str = 
         )
         rows.append(f"<tr><th>{html.escape(str(row_label))}</th>{cells}</tr>")
     body = f'<tr><th></th>{head}</tr>{"".join(rows)}'
-    return f'{GRID_STYLE}<table class="mechlab-grid">{body}</table>'
+    return f'<table class="mechlab-grid" style="{GRID_STYLE}">{body}</table>'
 
 
 
@@ -501,4 +498,18 @@ def dla_html(result) -> str:
             limit=limit,
             fmt="{:+.2f}",
         )
+    )
+
+
+def ablation_html(study) -> str:
+    """Each ablation of a study as a table row: which heads, the second-half loss, its rise."""
+    rows = "".join(
+        f"<tr><td>{row['kind']}</td><td>"
+        + html.escape(", ".join(f"L{layer}H{head}" for layer, head in row["heads"]))
+        + f"</td><td>{row['loss_second_half']:.3f}</td><td>{row['delta']:+.3f}</td></tr>"
+        for row in study.to_json()
+    )
+    return (
+        f"<p>{html.escape(repr(study))}</p><table><tr><th>ablated</th><th>heads</th>"
+        f"<th>second-half loss</th><th>delta</th></tr>{rows}</table>"
     )

@@ -110,6 +110,10 @@ EXPERIMENTS = {
         "--batch",
         "2",
     ],
+    "07_causal_checks.py": [
+        *["--model", "random:tiny", "--seq-len", "10", "--batch", "3"],
+        *["--clean", "abcd", "--corrupted", "abxd", "--answer", "e", "--wrong", "f"],
+    ],
 }
 
 

@@ -270,3 +270,19 @@ def test_results_introduce_themselves_in_one_line_and_a_table(tiny):
         assert "<table>" in page and "<script" not in page and "<style" not in page
     assert "after L1 (output)" in lens._repr_html_() and "<th>L1</th>" in scan._repr_html_()
     assert "all components agree" in parity._repr_html_()
+    # the causal checks' results
+    study = mechlab.ablation_study(tiny, scan, 2)
+    grid = mechlab.patch(tiny, "abcd", "abxd", answer="e", wrong="f", over="resid")
+    dla = mechlab.logit_attribution(tiny, "abcd", answer="e")
+    for result, words in [
+        (study, ["AblationStudy(random:tiny", "the control"]),
+        (study.joint, ["AblationResult(random:tiny", "second-half loss"]),
+        (grid, ["PatchResult(random:tiny", "grid 2x5", "largest"]),
+        (dla, ["AttributionResult(random:tiny", "largest head"]),
+    ]:
+        text = repr(result)
+        assert "\n" not in text and len(text) < 250 and all(word in text for word in words), text
+        page = result._repr_html_()
+        assert "<script" not in page and "<style" not in page
+    for result, cell in [(study, "<td>joint</td>"), (grid, 'title="L1 resid_pre / 2'), (dla, "L1")]:
+        assert "<table" in result._repr_html_() and cell in result._repr_html_()
