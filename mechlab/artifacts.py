@@ -283,3 +283,17 @@ def dla_files(result) -> Files:
             title=f"{result.model}: direct logit attribution",
         ),
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+def formation_files(formation) -> Files:
+    """formation.json and formation.png."""
+    from mechlab.plots import plot_formation
+
+    return {
+        "formation.json": json_text(formation.to_json()),
+        "formation.png": figure_png(plot_formation(formation)),
+    }

@@ -234,6 +234,22 @@ def build_parser() -> Parser:
     patch.add_argument("--out", required=True, help="output directory")
     patch.set_defaults(run=run_patch)
 
+    train = commands.add_parser(
+        "train-induction",
+        help="train attention-only models from scratch and watch induction heads form",
+    )
+    train.add_argument("--layers", type=positive_int, default=2, help="layers (default 2)")
+    train.add_argument("--heads", type=positive_int, default=8, help="heads per layer (default 8)")
+    train.add_argument(
+        "--steps", type=positive_int, default=1500, help="training steps per model (default 1500)"
+    )
+    train.add_argument("--seed", type=non_negative_int, default=0)
+    train.add_argument(
+        "--eval-every", type=positive_int, default=25, help="steps between checkpoints"
+    )
+    train.add_argument("--out", required=True, help="output directory")
+    train.set_defaults(run=run_train_induction)
+
     dla = commands.add_parser(
         "dla", help="direct logit attribution: what each head and MLP writes into the answer"
     )
@@ -458,6 +474,34 @@ def run_patch(args: argparse.Namespace) -> int:
     )
     console().print(patch_table(result))
     write_files(args.out, patch_files(result))
+    say(f"wrote {args.out}")
+    return 0
+
+
+def run_train_induction(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+
+    check_output_targets(args.out, ["formation.json", "formation.png"])
+    from mechlab.artifacts import formation_files
+    from mechlab.io import write_files
+    from mechlab.training import train_induction
+
+    formation = train_induction(
+        layers=args.layers,
+        heads=args.heads,
+        steps=args.steps,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        progress=True,
+    )
+    write_files(args.out, formation_files(formation))
+    say(repr(formation))
+    if formation.interrupted:
+        print(
+            f"mechlab train-induction: interrupted; wrote what was recorded to {args.out}",
+            file=sys.stderr,
+        )
+        return 130
     say(f"wrote {args.out}")
     return 0
 

@@ -110,6 +110,7 @@ def logit_attribution(
     names = {"hook_embed", "hook_pos_embed", "ln_final.hook_scale"}
     for layer in range(cfg.n_layers):
         names |= {f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out"}
+    zero = torch.zeros((), dtype=torch.float64)
     with torch.inference_mode():
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
         direction = model.W_U[:, answer_id].double()
@@ -146,7 +147,8 @@ def logit_attribution(
             per_head = torch.einsum("hd,hdm->hm", z.double(), block.attn.W_O.double())
             heads.append(through_final(per_head))
             attn_bias.append(through_final(block.attn.b_O))
-            mlps.append(through_final(cache[f"blocks.{layer}.hook_mlp_out"][0, -1]))
+            mlp_out = f"blocks.{layer}.hook_mlp_out"  # absent in attention-only models
+            mlps.append(through_final(cache[mlp_out][0, -1]) if mlp_out in cache else zero)
     return AttributionResult(
         model=cfg.model_name,
         prompt=prompt if isinstance(prompt, str) else "".join(token_strings(model, tokens[0])),

@@ -46,6 +46,7 @@ class Config:
     rotary_dim: int | None = None
     rotary_base: float = 10000.0
     attn_scale: float | None = None  # what attention scores are divided by; default sqrt(d_head)
+    attn_only: bool = False  # blocks without MLPs, as in Elhage et al. (2021)'s toy models
 
     def __post_init__(self):
         for name in ["d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"]:
@@ -251,27 +252,25 @@ class MLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm residual block: resid + attn(norm(resid)), then + mlp(norm(resid))."""
+    """Pre-norm residual block: resid + attn(norm(resid)), then + mlp(norm(resid)). An
+    attention-only block (``cfg.attn_only``) stops after the attention."""
 
     def __init__(self, cfg: Config):
         super().__init__()
-        self.ln1, self.ln2 = make_norm(cfg), make_norm(cfg)
-        self.attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.ln1, self.attn = make_norm(cfg), Attention(cfg)
+        if not cfg.attn_only:
+            self.ln2, self.mlp = make_norm(cfg), MLP(cfg)
 
     def forward(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> dict[str, Tensor]:
-        """Return this block's activations: resid_pre, pattern, attn_out, resid_mid, mlp_out,
-        resid_post."""
+        """Return this block's activations: resid_pre, pattern, attn_out, resid_mid, mlp_out (not
+        in an attention-only block), resid_post."""
         attn_out, pattern = self.attn(self.ln1(resid_pre))
         resid_mid = resid_pre + attn_out
+        values = dict(resid_pre=resid_pre, pattern=pattern, attn_out=attn_out, resid_mid=resid_mid)
+        if self.attn.cfg.attn_only:
+            return dict(values, resid_post=resid_mid)
         mlp_out = self.mlp(self.ln2(resid_mid))
-        return dict(
-            resid_pre=resid_pre,
-            pattern=pattern,
-            attn_out=attn_out,
-            resid_mid=resid_mid,
-            mlp_out=mlp_out,
-            resid_post=resid_mid + mlp_out,
-        )
+        return dict(values, mlp_out=mlp_out, resid_post=resid_mid + mlp_out)
 
 
 class Unembed(nn.Module):
@@ -343,9 +342,18 @@ def apply_rotary(
 
 
 class Transformer(nn.Module):
-    """Embed the tokens, run the blocks over the residual stream, normalize, unembed to logits."""
+    """Embed the tokens, run the blocks over the residual stream, normalize, unembed to logits.
 
-    def __init__(self, cfg: Config):
+    A new model is initialised as GPT-2 is (Radford et al. 2019): every weight matrix from
+    normal(0, 0.02), except the two that write into the residual stream inside each block (W_O and
+    W_out), whose standard deviation is divided by sqrt(2 * n_layers) so the stream's variance does
+    not grow with depth; norm weights at one and biases at zero. `seed` makes it reproducible
+    (without one, torch's global generator is used).
+    """
+
+    INIT_STD = 0.02
+
+    def __init__(self, cfg: Config, seed: int | None = None):
         super().__init__()
         self.cfg = cfg
         self.embed = Embed(cfg)
@@ -353,6 +361,20 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = make_norm(cfg)
         self.unembed = Unembed(cfg)
+        self.init_weights(seed)
+
+    def init_weights(self, seed: int | None = None) -> None:
+        """GPT-2's initialisation (see the class docstring); norms and biases keep their ones and
+        zeros."""
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        residual_std = self.INIT_STD / math.sqrt(2 * self.cfg.n_layers)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                kind = name.split(".")[-1]
+                if not kind.startswith("W_"):
+                    continue  # w (norms: ones) and b_... (biases: zeros)
+                std = residual_std if kind in ("W_O", "W_out") else self.INIT_STD
+                param.copy_(torch.normal(0.0, std, param.shape, generator=generator))
 
     def forward(
         self, tokens: Int[Tensor, "batch pos"], return_activations: bool = False
@@ -447,7 +469,6 @@ def config_from_hooked(hooked_cfg) -> Config:
     """Translate a HookedTransformerConfig, refusing features this model does not implement by
     name."""
     unsupported = {
-        "attn_only": hooked_cfg.attn_only,
         "parallel_attn_mlp": hooked_cfg.parallel_attn_mlp,
         "scale_attn_by_inverse_layer_idx": hooked_cfg.scale_attn_by_inverse_layer_idx,
         "use_local_attn": hooked_cfg.use_local_attn,
@@ -466,7 +487,8 @@ def config_from_hooked(hooked_cfg) -> Config:
         ),
         f"normalization_type={hooked_cfg.normalization_type!r}": hooked_cfg.normalization_type
         not in Normalization.__args__,
-        f"act_fn={hooked_cfg.act_fn!r}": hooked_cfg.act_fn not in Activation.__args__,
+        f"act_fn={hooked_cfg.act_fn!r}": not hooked_cfg.attn_only
+        and hooked_cfg.act_fn not in Activation.__args__,
     }
     present = [feature for feature, on in unsupported.items() if on]
     if present:
@@ -479,10 +501,10 @@ def config_from_hooked(hooked_cfg) -> Config:
         n_layers=hooked_cfg.n_layers,
         n_heads=hooked_cfg.n_heads,
         d_head=hooked_cfg.d_head,
-        d_mlp=hooked_cfg.d_mlp,
+        d_mlp=hooked_cfg.d_mlp or 1,  # attention-only models have none
         d_vocab=hooked_cfg.d_vocab,
         n_ctx=hooked_cfg.n_ctx,
-        act_fn=hooked_cfg.act_fn,
+        act_fn=hooked_cfg.act_fn or "gelu_new",
         normalization=hooked_cfg.normalization_type,
         eps=hooked_cfg.eps,
         positional="rotary" if hooked_cfg.positional_embedding_type == "rotary" else "learned",
@@ -491,6 +513,7 @@ def config_from_hooked(hooked_cfg) -> Config:
         rotary_dim=hooked_cfg.rotary_dim,
         rotary_base=float(hooked_cfg.rotary_base),
         attn_scale=hooked_cfg.attn_scale if hooked_cfg.use_attn_scale else 1.0,
+        attn_only=hooked_cfg.attn_only,
     )
 
 
@@ -618,3 +641,64 @@ def _llama_from_hf(model) -> tuple[Config, dict[str, Tensor]]:
             }
         )
     return cfg, state
+
+
+# ==================================================================================================
+# Back to the library: every mechlab tool runs on a HookedTransformer
+
+
+def hooked_config(cfg: Config, name: str = "scratch"):
+    """The HookedTransformerConfig of a model with this Config (the inverse of
+    config_from_hooked)."""
+    from transformer_lens import HookedTransformerConfig
+
+    return HookedTransformerConfig(
+        model_name=name,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_head=cfg.d_head,
+        d_mlp=None if cfg.attn_only else cfg.d_mlp,
+        d_vocab=cfg.d_vocab,
+        n_ctx=cfg.n_ctx,
+        act_fn=None if cfg.attn_only else cfg.act_fn,
+        normalization_type=cfg.normalization,
+        eps=cfg.eps,
+        positional_embedding_type="rotary" if cfg.positional == "rotary" else "standard",
+        n_key_value_heads=cfg.n_kv_heads,
+        gated_mlp=cfg.gated_mlp,
+        rotary_dim=(cfg.rotary_dim or cfg.d_head) if cfg.positional == "rotary" else None,
+        rotary_base=cfg.rotary_base,
+        rotary_adjacent_pairs=False,
+        final_rms=cfg.normalization.startswith("RMS"),
+        attn_only=cfg.attn_only,
+        use_attn_scale=cfg.attn_scale != 1.0,
+        attn_scale=cfg.scale,
+        default_prepend_bos=True,
+        device="cpu",
+    )
+
+
+def to_hooked(scratch: Transformer, *, tokenizer=None, name: str = "scratch"):
+    """A TransformerLens HookedTransformer with `scratch`'s weights (copied), so that every
+    mechlab tool (head scan, lens, views, patching) runs on a model the learner built or
+    trained."""
+    from transformer_lens import HookedTransformer
+
+    hooked = HookedTransformer(hooked_config(scratch.cfg, name), tokenizer=tokenizer)
+    state = {}
+    grouped = scratch.cfg.kv_heads != scratch.cfg.n_heads
+    for key, value in scratch.state_dict().items():
+        if grouped:  # TransformerLens keeps grouped key/value weights under private names
+            for part in ("W_K", "W_V", "b_K", "b_V"):
+                key = key.replace(f"attn.{part}", f"attn._{part}")
+        state[key] = value.detach().clone()
+    missing, unexpected = hooked.load_state_dict(state, strict=False)
+    buffers = ("mask", "IGNORE", "rotary_sin", "rotary_cos")  # built by the library itself
+    missing = [key for key in missing if not key.endswith(buffers)]
+    if missing or unexpected:
+        raise ModelUnavailableError(
+            f"to_hooked: the weights do not line up (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]})"
+        )
+    return hooked.eval()

@@ -108,11 +108,11 @@ def compare(
 
 def component_names(scratch: Transformer) -> list[str]:
     names = ["embed"] + (["pos_embed"] if scratch.pos_embed is not None else [])
+    parts = ["resid_pre", "pattern", "attn_out", "mlp_out", "resid_post"]
+    if scratch.cfg.attn_only:
+        parts.remove("mlp_out")
     for layer in range(scratch.cfg.n_layers):
-        names += [
-            f"blocks.{layer}.{part}"
-            for part in ["resid_pre", "pattern", "attn_out", "mlp_out", "resid_post"]
-        ]
+        names += [f"blocks.{layer}.{part}" for part in parts]
     return names + ["ln_final", "logits"]
 
 

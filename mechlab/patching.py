@@ -114,7 +114,11 @@ def hook_names(model: HookedTransformer, over: str) -> list[str]:
         return [f"blocks.{layer}.attn.hook_z" for layer in layers]
     if over == "resid":
         return [f"blocks.{layer}.hook_resid_pre" for layer in layers]
-    return [f"blocks.{layer}.hook_{part}_out" for layer in layers for part in ("attn", "mlp")]
+    return [f"blocks.{layer}.hook_{part}_out" for layer in layers for part in parts(model)]
+
+
+def parts(model: HookedTransformer) -> tuple[str, ...]:
+    return ("attn",) if model.cfg.attn_only else ("attn", "mlp")
 
 
 def labels(model: HookedTransformer, over: str, tokens: Tensor) -> tuple[list[str], list[str]]:
@@ -125,7 +129,7 @@ def labels(model: HookedTransformer, over: str, tokens: Tensor) -> tuple[list[st
     columns = [f"{p}: {token!r}" for p, token in enumerate(token_strings(model, tokens[0]))]
     if over == "resid":
         return [f"L{layer} resid_pre" for layer in range(n_layers)], columns
-    return [f"L{layer} {part}" for layer in range(n_layers) for part in ("attn", "mlp")], columns
+    return [f"L{layer} {part}" for layer in range(n_layers) for part in parts(model)], columns
 
 
 def check_over(over: str, method: str) -> None:
@@ -265,7 +269,8 @@ def patch(
     `over`: ``"heads"`` patches each head's output ``hook_z`` at every position (per query head, so
     a grouped-query model has n_heads per layer, not n_key_value_heads), a [n_layers, n_heads]
     grid; ``"resid"`` the residual stream before each layer at each position, [n_layers, pos];
-    ``"layers"`` each layer's attention and MLP outputs at each position, [2 * n_layers, pos].
+    ``"layers"`` each layer's attention and MLP outputs at each position, [2 * n_layers, pos]
+    (attention only in an attention-only model).
     `method`: ``"exact"`` (one patched run per cell) or ``"attribution"`` (the first-order
     estimate of every cell from one forward and backward pass; see the module docstring).
     The prompts must tokenize to the same length; `answer` and `wrong` must be one token each.

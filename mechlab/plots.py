@@ -403,3 +403,43 @@ def plot_dla_layers(result) -> Figure:
     ax.legend(fontsize=7)
     figure.tight_layout()
     return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# Induction heads forming during training
+
+
+def plot_formation(formation, threshold: float = 0.4) -> Figure:
+    """Left: training loss and the held-out loss on repeated tokens against the step; right: the
+    highest induction score of any head. Both models; the step where the score first crosses
+    `threshold` (the phase change) is marked."""
+    figure = new_figure(figsize=(12, 4))
+    loss_ax, score_ax = figure.subplots(1, 2)
+    colours = ["#d62728", "#1f77b4", "#2ca02c"]
+    for run, colour in zip(formation.runs, colours):
+        steps = [c.step for c in run.checkpoints]
+        loss_ax.plot(steps, [c.loss for c in run.checkpoints], color=colour,
+                     label=f"{run.name}: training loss")
+        loss_ax.plot(steps, [c.repeat_loss for c in run.checkpoints], color=colour,
+                     linestyle="--", label=f"{run.name}: loss on repeated tokens (held out)")
+        score_ax.plot(steps, [c.max_induction for c in run.checkpoints], color=colour,
+                      label=run.name)
+        phase = run.phase_change_step(threshold)
+        if phase is not None:
+            for ax in (loss_ax, score_ax):
+                ax.axvline(phase, color=colour, linestyle=":", linewidth=1)
+            score_ax.text(phase, threshold, f" step {phase}", color=colour, fontsize=8,
+                          va="bottom")
+    score_ax.axhline(threshold, color="gray", linewidth=0.8)
+    score_ax.set_ylim(0, 1)
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("loss (nats)")
+    loss_ax.legend(fontsize=7)
+    loss_ax.set_title("loss", fontsize=9)
+    score_ax.set_xlabel("step")
+    score_ax.set_ylabel("highest induction score of any head")
+    score_ax.set_title(f"induction score (phase change: first crossing of {threshold})", fontsize=9)
+    score_ax.legend(fontsize=7)
+    figure.suptitle("induction heads forming in attention-only models trained from scratch")
+    figure.tight_layout()
+    return figure

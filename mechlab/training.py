@@ -1,0 +1,278 @@
+"""Watch induction heads form: train small attention-only Transformers (mechlab.model) from scratch
+on data where copying from earlier in the context pays, and score every head as training goes.
+
+The data (`induction_batch`): sequences of SEQ_LEN tokens, BOS first, the rest drawn uniformly from
+the other VOCAB - 1 tokens. With probability P_REPEAT a sequence also holds a repeat: a segment of
+length L ~ U{MIN_SEGMENT..MAX_SEGMENT} starting at s ~ U{1..SEQ_LEN-2L} is copied to a later start
+t ~ U{s+L..SEQ_LEN-L}. Tokens inside a repeat (after its first) are predictable by looking back at
+the first occurrence, which is what an induction head does (Olsson et al. 2022); nothing else is
+predictable. A one-layer attention-only model cannot implement induction (it needs a previous-token
+head composing with a later head), so a one-layer model trained the same way is the control.
+
+At each checkpoint the run records the training loss, the in-context loss on held-out data (the loss
+on repeated tokens against the loss on the same tokens' first occurrences), and every head's
+induction and previous-token scores from `scan_heads` on `to_hooked(model)` with held-out
+``[BOS] + r + r`` sequences.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from mechlab.defaults import INDUCTION_THRESHOLD
+from mechlab.model import Config, Transformer, to_hooked
+
+VOCAB = 1024
+SEQ_LEN = 64
+P_REPEAT = 0.75
+MIN_SEGMENT, MAX_SEGMENT = 4, 24
+SCAN_SEQ_LEN = 20  # len(r) of the held-out [BOS] + r + r the heads are scored on
+BOS = 0
+
+
+POSITIONAL = "rotary"
+
+
+def formation_config(n_layers: int, n_heads: int) -> Config:
+    """The small attention-only model trained here: d_head 16, LayerNorm, rotary positions (a
+    previous-token head is one rotation away; learned positions take far longer to train)."""
+    return Config(
+        d_model=n_heads * 16,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        d_head=16,
+        d_mlp=1,  # unused: attention only
+        d_vocab=VOCAB,
+        n_ctx=SEQ_LEN,
+        attn_only=True,
+        positional=POSITIONAL,
+    )
+
+
+def induction_batch(
+    batch: int, generator: torch.Generator
+) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
+    """Sequences as the module docstring describes; with masks over the *predicted* positions
+    (position p means predicting token p from tokens before it) of the tokens that repeat an
+    earlier segment and of their first occurrences (each segment's first token excluded: nothing
+    predicts where a repeat starts)."""
+    tokens = torch.randint(1, VOCAB, (batch, SEQ_LEN), generator=generator)
+    tokens[:, 0] = BOS
+    repeat = torch.zeros(batch, SEQ_LEN, dtype=torch.bool)
+    first = torch.zeros(batch, SEQ_LEN, dtype=torch.bool)
+    draws = torch.rand(batch, generator=generator).tolist()
+    for row, draw in enumerate(draws):
+        if draw >= P_REPEAT:
+            continue
+        length = int(torch.randint(MIN_SEGMENT, MAX_SEGMENT + 1, (), generator=generator))
+        source = int(torch.randint(1, SEQ_LEN - 2 * length + 1, (), generator=generator))
+        target = int(
+            torch.randint(source + length, SEQ_LEN - length + 1, (), generator=generator)
+        )
+        tokens[row, target : target + length] = tokens[row, source : source + length]
+        repeat[row, target + 1 : target + length] = True
+        first[row, source + 1 : source + length] = True
+    return tokens, repeat, first
+
+
+def token_losses(model: Transformer, tokens: Tensor) -> Tensor:
+    """Loss of predicting token p from tokens < p, at positions 1..pos-1 ([batch, pos-1])."""
+    logits = model(tokens)[:, :-1]
+    return F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    seconds: float
+    loss: float  # mean training loss since the previous checkpoint
+    repeat_loss: float  # held out: loss on tokens that repeat an earlier segment
+    first_loss: float  # held out: loss on the same segments' first occurrences
+    induction: list[list[float]]  # [layer][head]
+    previous_token: list[list[float]]
+
+    @property
+    def max_induction(self) -> float:
+        return max(max(row) for row in self.induction)
+
+    def to_json(self) -> dict:
+        return {
+            "step": self.step,
+            "seconds": self.seconds,
+            "loss": self.loss,
+            "in_context_loss": {"repeat": self.repeat_loss, "first": self.first_loss},
+            "scores": {"induction": self.induction, "previous_token": self.previous_token},
+        }
+
+
+@dataclass
+class FormationRun:
+    """One model's training record."""
+
+    n_layers: int
+    n_heads: int
+    seed: int
+    steps: int  # planned
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    interrupted: bool = False
+    model: Transformer | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.n_layers}-layer"
+
+    def phase_change_step(self, threshold: float = INDUCTION_THRESHOLD) -> int | None:
+        """The first checkpoint's step at which some head's induction score exceeds `threshold`."""
+        return next((c.step for c in self.checkpoints if c.max_induction > threshold), None)
+
+    def to_json(self) -> dict:
+        return {
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "seed": self.seed,
+            "steps": self.steps,
+            "interrupted": self.interrupted,
+            "phase_change_step": self.phase_change_step(),
+            "checkpoints": [c.to_json() for c in self.checkpoints],
+        }
+
+
+@dataclass
+class Formation:
+    """The model under study and its one-layer control, trained the same way."""
+
+    runs: list[FormationRun]
+
+    @property
+    def interrupted(self) -> bool:
+        return any(run.interrupted for run in self.runs)
+
+    def __repr__(self) -> str:
+        parts = []
+        for run in self.runs:
+            last = run.checkpoints[-1] if run.checkpoints else None
+            score = f"max induction {last.max_induction:.2f}" if last else "no checkpoint"
+            phase = run.phase_change_step()
+            parts.append(
+                f"{run.name}: {score}"
+                + (f", crosses {INDUCTION_THRESHOLD} at step {phase}" if phase is not None else "")
+            )
+        return f"Formation({'; '.join(parts)})"
+
+    def to_json(self) -> dict:
+        return {
+            "data": {
+                "vocab": VOCAB,
+                "seq_len": SEQ_LEN,
+                "p_repeat": P_REPEAT,
+                "segment_length": [MIN_SEGMENT, MAX_SEGMENT],
+                "scan_seq_len": SCAN_SEQ_LEN,
+                "description": __doc__.split("\n\n")[1].replace("\n", " "),
+            },
+            "threshold": INDUCTION_THRESHOLD,
+            "interrupted": self.interrupted,
+            "runs": {run.name: run.to_json() for run in self.runs},
+        }
+
+
+def evaluate(model: Transformer, held_out, scan_tokens: Tensor) -> dict:
+    """In-context losses on the held-out batch and every head's scores on [BOS] + r + r."""
+    from mechlab.heads import scan_heads
+
+    tokens, repeat, first = held_out
+    model.eval()
+    with torch.no_grad():
+        losses = token_losses(model, tokens)
+    model.train()
+    scan = scan_heads(to_hooked(model, name=f"{model.cfg.n_layers}-layer"), scan_tokens)
+    return {
+        "repeat_loss": losses[repeat[:, 1:]].mean().item(),
+        "first_loss": losses[first[:, 1:]].mean().item(),
+        "induction": scan.score("induction").tolist(),
+        "previous_token": scan.score("previous_token").tolist(),
+    }
+
+
+def train_formation_run(
+    n_layers: int,
+    n_heads: int,
+    *,
+    steps: int,
+    seed: int = 0,
+    batch: int = 32,
+    lr: float = 1e-3,
+    eval_every: int = 25,
+    progress: bool = False,
+) -> FormationRun:
+    """Train one attention-only model and record checkpoints (see the module docstring). Ctrl-C
+    stops the training: the run comes back with what was recorded and `interrupted` set."""
+    from mechlab.heads import repeated_tokens
+    from mechlab.progress import progress_bar
+
+    torch.manual_seed(seed)  # nothing random in training draws from it, but be safe
+    model = Transformer(formation_config(n_layers, n_heads), seed=seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    data = torch.Generator().manual_seed(seed + 1)
+    held_out = induction_batch(256, torch.Generator().manual_seed(10_000 + seed))
+    scan_tokens = repeated_tokens(
+        to_hooked(model), seq_len=SCAN_SEQ_LEN, batch=32, seed=20_000 + seed
+    )
+    run = FormationRun(n_layers, n_heads, seed, steps, model=model)
+    start, recent = time.perf_counter(), []
+    bar = progress_bar(total=steps, desc=f"training {n_layers}-layer", disable=not progress)
+    try:
+        for step in range(steps + 1):
+            if step % eval_every == 0 or step == steps:
+                loss = sum(recent) / len(recent) if recent else float("nan")
+                recent = []
+                run.checkpoints.append(
+                    Checkpoint(
+                        step=step,
+                        seconds=time.perf_counter() - start,
+                        loss=loss,
+                        **evaluate(model, held_out, scan_tokens),
+                    )
+                )
+                bar.set_postfix(
+                    loss=f"{loss:.3f}", induction=f"{run.checkpoints[-1].max_induction:.2f}"
+                )
+            if step == steps:
+                break
+            tokens, _, _ = induction_batch(batch, data)
+            loss = token_losses(model, tokens).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            recent.append(loss.item())
+            bar.update(1)
+    except KeyboardInterrupt:
+        run.interrupted = True
+    finally:
+        bar.close()
+    return run
+
+
+def train_induction(
+    *,
+    layers: int = 2,
+    heads: int = 8,
+    steps: int = 1000,
+    seed: int = 0,
+    eval_every: int = 25,
+    progress: bool = False,
+) -> Formation:
+    """Train an attention-only model with `layers` layers and its one-layer control (skipped when
+    `layers` is 1) on the same data for the same steps; see the module docstring."""
+    runs = []
+    for n_layers in dict.fromkeys([layers, 1]):
+        run = train_formation_run(
+            n_layers, heads, steps=steps, seed=seed, eval_every=eval_every, progress=progress
+        )
+        runs.append(run)
+        if run.interrupted:
+            break
+    return Formation(runs)

@@ -1,0 +1,147 @@
+"""The learner's loop: a from-scratch Transformer initialised as GPT-2 is, handed back to the
+library with `to_hooked` (parity on random and trained weights, and the tools run on it), and
+induction heads forming in a two-layer attention-only model but not in its one-layer control."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import mechlab
+from mechlab.cli import main
+from mechlab.heads import scan_heads
+from mechlab.model import Config, Transformer, to_hooked
+from mechlab.parity import compare
+from mechlab.patching import patch
+from mechlab.training import induction_batch, token_losses
+
+CONFIGS = {
+    "gpt2-like": Config(
+        d_model=48, n_layers=3, n_heads=4, d_head=12, d_mlp=96, d_vocab=50, n_ctx=32
+    ),
+    "llama-like": Config(
+        d_model=48, n_layers=2, n_heads=4, d_head=12, d_mlp=96, d_vocab=50, n_ctx=32,
+        normalization="RMS", positional="rotary", n_kv_heads=2, gated_mlp=True, act_fn="silu",
+    ),
+    "attn-only": Config(
+        d_model=48, n_layers=2, n_heads=4, d_head=12, d_mlp=1, d_vocab=50, n_ctx=32,
+        attn_only=True, positional="rotary",
+    ),
+}
+
+
+def test_initialisation_is_gpt2s():
+    cfg = Config(d_model=256, n_layers=4, n_heads=8, d_head=32, d_mlp=1024, d_vocab=500, n_ctx=64)
+    model = Transformer(cfg, seed=0)
+    residual_std = 0.02 / math.sqrt(2 * cfg.n_layers)
+    for name, param in model.named_parameters():
+        kind = name.split(".")[-1]
+        if kind in ("W_O", "W_out"):
+            assert param.std().item() == pytest.approx(residual_std, rel=0.03), name
+        elif kind.startswith("W_"):
+            assert param.std().item() == pytest.approx(0.02, rel=0.03), name
+            assert abs(param.mean().item()) < 1e-3, name
+        elif kind == "w":
+            assert torch.all(param == 1), name
+        else:
+            assert torch.all(param == 0), name
+    same, other = Transformer(cfg, seed=0), Transformer(cfg, seed=1)
+    assert torch.equal(same.blocks[0].attn.W_Q, model.blocks[0].attn.W_Q)
+    assert not torch.equal(other.blocks[0].attn.W_Q, model.blocks[0].attn.W_Q)
+
+
+def test_attention_only_blocks_have_no_mlp():
+    model = Transformer(CONFIGS["attn-only"], seed=0)
+    assert not any("mlp" in name or "ln2" in name for name, _ in model.named_parameters())
+
+
+def train_a_little(model: Transformer, steps: int = 20) -> Transformer:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        tokens = torch.randint(0, model.cfg.d_vocab, (8, model.cfg.n_ctx), generator=generator)
+        loss = token_losses(model, tokens).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_to_hooked_matches_the_scratch_model_on_random_and_trained_weights(name):
+    model = Transformer(CONFIGS[name], seed=0)
+    tokens = torch.randint(0, 50, (2, 32), generator=torch.Generator().manual_seed(1))
+    before = compare(model, to_hooked(model), tokens)
+    assert before.passed, before.first_failure
+    initial = model.blocks[0].attn.W_Q.detach().clone()
+    trained = train_a_little(model)
+    assert not torch.equal(trained.blocks[0].attn.W_Q, initial)
+    after = compare(trained, to_hooked(trained), tokens)
+    assert after.passed, after.first_failure
+    # and back: the library's weights make the same scratch model
+    again = Transformer.from_hooked(to_hooked(trained))
+    assert compare(again, to_hooked(trained), tokens).passed
+
+
+def test_the_parity_check_sees_a_weight_that_did_not_travel():
+    model = Transformer(CONFIGS["gpt2-like"], seed=0)
+    hooked = to_hooked(model)
+    with torch.no_grad():
+        hooked.blocks[1].attn.W_V[2, 3, 4] += 0.5
+    report = compare(model, hooked, torch.randint(0, 50, (1, 16)))
+    assert not report.passed and report.first_failure == "blocks.1.attn_out"
+
+
+def test_every_tool_runs_on_a_model_the_learner_built():
+    model = to_hooked(Transformer(CONFIGS["attn-only"], seed=0))
+    scan = scan_heads(model, seq_len=10, batch=2)
+    assert scan.score("induction").shape == (2, 4)
+    result = patch(model, [0, 5, 6, 7, 8], [0, 5, 9, 7, 8], answer=3, wrong=4, over="resid")
+    assert result.grid.shape == (2, 5)
+    assert mechlab.logit_attribution(model, [0, 5, 6, 7], answer=3).heads.shape == (2, 4)
+
+
+def test_the_training_data_repeats_segments_where_the_masks_say():
+    tokens, repeat, first = induction_batch(64, torch.Generator().manual_seed(0))
+    assert tokens.shape == (64, 64) and torch.all(tokens[:, 0] == 0)
+    with_repeat = repeat.any(1)
+    assert 0.6 < with_repeat.float().mean() < 0.9  # P_REPEAT = 0.75
+    for row in torch.nonzero(with_repeat).flatten().tolist():
+        # the k-th repeated token equals the k-th token of the first occurrence
+        assert torch.equal(tokens[row, repeat[row]], tokens[row, first[row]])
+        assert first[row].nonzero().max() < repeat[row].nonzero().min()
+
+
+def test_ctrl_c_stops_training_and_the_command_writes_what_was_recorded(
+    tmp_path, monkeypatch, capsys
+):
+    calls = {"n": 0}
+    step = torch.optim.AdamW.step
+
+    def interrupt_at_step_30(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", interrupt_at_step_30)
+    code = main(
+        ["train-induction", "--steps", "100", "--eval-every", "10", "--out", str(tmp_path)]
+    )
+    assert code == 130 and "interrupted; wrote what was recorded" in capsys.readouterr().err
+    report = json.loads((tmp_path / "formation.json").read_text())
+    assert report["interrupted"] and list(report["runs"]) == ["2-layer"]  # the control never ran
+    assert [c["step"] for c in report["runs"]["2-layer"]["checkpoints"]] == [0, 10, 20]
+    assert (tmp_path / "formation.png").exists()
+
+
+def test_train_induction_bad_arguments_are_one_line(tmp_path, capsys):
+    for args, message in [
+        (["--steps", "0"], "argument --steps: must be at least 1"),
+        (["--layers", "x"], "expected a whole number"),
+    ]:
+        code = main(["train-induction", *args, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "out").exists()
