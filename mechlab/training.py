@@ -2,11 +2,17 @@
 on data where copying from earlier in the context pays, and score every head as training goes.
 
 The data (`induction_batch`): sequences of SEQ_LEN tokens, BOS first, the rest drawn uniformly from
-the other VOCAB - 1 tokens. With probability P_REPEAT a sequence also holds a repeat: a segment of
-length L ~ U{MIN_SEGMENT..MAX_SEGMENT} starting at s ~ U{1..SEQ_LEN-2L} is copied to a later start
-t ~ U{s+L..SEQ_LEN-L}. Tokens inside a repeat (after its first) are predictable by looking back at
-the first occurrence, which is what an induction head does (Olsson et al. 2022); nothing else is
-predictable. A one-layer attention-only model cannot implement induction (it needs a previous-token
+the other VOCAB - 1 tokens. With probability P_REPEAT a sequence also holds 1..MAX_REPEATS repeats,
+placed left to right without overlapping: a segment of length L ~ U{MIN_SEGMENT..MAX_SEGMENT} from
+an earlier window (anywhere before the repeat) is copied to a later one. Tokens inside a repeat
+(after its first) are predictable by looking back at the first occurrence, which is what an
+induction head does (Olsson et al. 2022); nothing else is predictable. The segments are short so
+that only the canonical circuit works (a previous-token head feeding an induction head): with long
+segments, small models were seen to learn a displaced variant (layer-0 heads at a fixed offset of
+about -10, layer-1 heads matching on it) that copies just as well but that the induction score,
+which looks one position after the earlier copy, does not see.
+
+A one-layer attention-only model cannot implement induction (it needs a previous-token
 head composing with a later head), so a one-layer model trained the same way is the control.
 
 At each checkpoint the run records the training loss, the in-context loss on held-out data (the loss
@@ -26,15 +32,17 @@ from torch import Tensor
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.model import Config, Transformer, to_hooked
 
-VOCAB = 1024
+VOCAB = 256
 SEQ_LEN = 64
 P_REPEAT = 0.75
-MIN_SEGMENT, MAX_SEGMENT = 4, 24
+MIN_SEGMENT, MAX_SEGMENT = 3, 10
+MAX_REPEATS = 6
 SCAN_SEQ_LEN = 20  # len(r) of the held-out [BOS] + r + r the heads are scored on
 BOS = 0
 
 
 POSITIONAL = "rotary"
+ROTARY_BASE = 10000.0
 
 
 def formation_config(n_layers: int, n_heads: int) -> Config:
@@ -50,6 +58,7 @@ def formation_config(n_layers: int, n_heads: int) -> Config:
         n_ctx=SEQ_LEN,
         attn_only=True,
         positional=POSITIONAL,
+        rotary_base=ROTARY_BASE,
     )
 
 
@@ -64,20 +73,27 @@ def induction_batch(
     tokens[:, 0] = BOS
     repeat = torch.zeros(batch, SEQ_LEN, dtype=torch.bool)
     first = torch.zeros(batch, SEQ_LEN, dtype=torch.bool)
-    draws = torch.rand(batch, generator=generator).tolist()
-    for row, draw in enumerate(draws):
-        if draw >= P_REPEAT:
-            continue
-        length = int(torch.randint(MIN_SEGMENT, MAX_SEGMENT + 1, (), generator=generator))
-        source = int(torch.randint(1, SEQ_LEN - 2 * length + 1, (), generator=generator))
-        target = int(
-            torch.randint(source + length, SEQ_LEN - length + 1, (), generator=generator)
-        )
-        tokens[row, target : target + length] = tokens[row, source : source + length]
-        repeat[row, target + 1 : target + length] = True
-        first[row, source + 1 : source + length] = True
-    return tokens, repeat, first
 
+    def draw(low: int, high: int) -> int:  # uniform on low..high
+        return int(torch.randint(low, high + 1, (), generator=generator))
+
+    for row in range(batch):
+        if torch.rand((), generator=generator) >= P_REPEAT:
+            continue
+        # targets left to right, never overlapping; each copies a window that ends before it
+        position = 1
+        for _ in range(draw(1, MAX_REPEATS)):
+            length = draw(MIN_SEGMENT, MAX_SEGMENT)
+            position = max(position, 1 + length)  # room for the source before the target
+            if position + length > SEQ_LEN:
+                break
+            target = draw(position, position + (SEQ_LEN - length - position) // 2)
+            source = draw(1, target - length)
+            tokens[row, target : target + length] = tokens[row, source : source + length]
+            repeat[row, target + 1 : target + length] = True
+            first[row, source + 1 : source + length] = True
+            position = target + length
+    return tokens, repeat, first & ~repeat
 
 def token_losses(model: Transformer, tokens: Tensor) -> Tensor:
     """Loss of predicting token p from tokens < p, at positions 1..pos-1 ([batch, pos-1])."""
