@@ -17,6 +17,7 @@ what make the second copy predictable; ``loss_second_half`` averages the second 
 predictions as `HeadScan.loss_second_half` does.
 """
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +81,8 @@ class AblationResult:
         }
 
 
-def heads_text(heads: list[Head]) -> str:
+def heads_text(heads: Iterable[Sequence[int]]) -> str:
+    """(layer, head) pairs, as tuples or JSON lists, as "L18H6, L17H3"."""
     return ", ".join(f"L{layer}H{head}" for layer, head in heads)
 
 

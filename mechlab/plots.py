@@ -328,14 +328,16 @@ def plot_patch_grid(result) -> Figure:
 def plot_ablation(study) -> Figure:
     """Loss along [BOS] + r + r: clean, with the top induction heads ablated together, and with as
     many non-induction heads of the same layers ablated (the control)."""
+    from mechlab.ablation import heads_text
+
     joint, control = study.joint, study.control
     figure = new_figure(figsize=(8, 3.8))
     ax = figure.subplots()
     x = np.arange(len(joint.loss_by_position))
     for loss, label, colour in [
         (joint.clean_loss_by_position, "clean", "#444444"),
-        (joint.loss_by_position, f"ablated: {heads_label(joint.heads)}", "#d62728"),
-        (control.loss_by_position, f"control: {heads_label(control.heads)}", "#1f77b4"),
+        (joint.loss_by_position, f"ablated: {heads_text(joint.heads)}", "#d62728"),
+        (control.loss_by_position, f"control: {heads_text(control.heads)}", "#1f77b4"),
     ]:
         ax.plot(x, loss.numpy(), label=label, color=colour, linewidth=1.2)
     ax.axvline(joint.seq_len - 0.5, color="gray", linestyle="--")
@@ -351,10 +353,6 @@ def plot_ablation(study) -> Figure:
     ax.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
     return figure
-
-
-def heads_label(heads) -> str:
-    return ", ".join(f"L{layer}H{head}" for layer, head in heads)
 
 
 def plot_dla_heads(result) -> Figure:

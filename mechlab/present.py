@@ -96,6 +96,8 @@ def lens_table(result, max_positions: int = 12) -> Table:
 
 def ablation_table(study) -> Table:
     """Each ablation's second-half loss and its rise over the clean run."""
+    from mechlab.ablation import heads_text
+
     joint = study.joint
     table = Table(
         title=escape(
@@ -108,7 +110,7 @@ def ablation_table(study) -> Table:
         table.add_column(column, justify=justify)
     rows = study.to_json()
     for row in rows:
-        heads = ", ".join(f"L{layer}H{head}" for layer, head in row["heads"])
+        heads = heads_text(row["heads"])
         table.add_row(
             row["kind"], escape(heads), f"{row['loss_second_half']:.3f}", f"{row['delta']:+.3f}"
         )

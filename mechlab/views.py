@@ -503,9 +503,11 @@ def dla_html(result) -> str:
 
 def ablation_html(study) -> str:
     """Each ablation of a study as a table row: which heads, the second-half loss, its rise."""
+    from mechlab.ablation import heads_text
+
     rows = "".join(
         f"<tr><td>{row['kind']}</td><td>"
-        + html.escape(", ".join(f"L{layer}H{head}" for layer, head in row["heads"]))
+        + html.escape(heads_text(row["heads"]))
         + f"</td><td>{row['loss_second_half']:.3f}</td><td>{row['delta']:+.3f}</td></tr>"
         for row in study.to_json()
     )
