@@ -5,7 +5,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["startup", "load", "forward", "heads", "lens", "patch"]
+BENCHMARKS = ["startup", "load", "forward", "heads", "lens", "patch", "formation"]
 
 
 def main(names: list[str]) -> None:

@@ -14,6 +14,10 @@ def default_model() -> str:
 
 
 def parse(description: str, **extra) -> argparse.Namespace:
+    """`extra`: name=(type, default, help), or (type, default, help, quick default) for a budget
+    that the notebook test shrinks by setting $MECHLAB_EXPERIMENTS_QUICK (the full run is the
+    experiment; the test only checks that it runs end to end)."""
+    quick = bool(os.environ.get("MECHLAB_EXPERIMENTS_QUICK"))
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", action="append", help=f"model spec (default: {default_model()})")
     # $MECHLAB_EXPERIMENTS_OUT moves the default, for notebooks (which take no arguments).
@@ -21,7 +25,8 @@ def parse(description: str, **extra) -> argparse.Namespace:
     parser.add_argument(
         "--out", default=out, help=f"directory for figures and JSON (default {out})"
     )
-    for name, (kind, default, help_text) in extra.items():
+    for name, (kind, default, help_text, *small) in extra.items():
+        default = small[0] if quick and small else default
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=kind, default=default, help=help_text
         )

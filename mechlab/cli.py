@@ -241,7 +241,7 @@ def build_parser() -> Parser:
     train.add_argument("--layers", type=positive_int, default=2, help="layers (default 2)")
     train.add_argument("--heads", type=positive_int, default=8, help="heads per layer (default 8)")
     train.add_argument(
-        "--steps", type=positive_int, default=1500, help="training steps per model (default 1500)"
+        "--steps", type=positive_int, default=1000, help="training steps per model (default 1000)"
     )
     train.add_argument("--seed", type=non_negative_int, default=0)
     train.add_argument(

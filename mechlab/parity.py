@@ -42,10 +42,14 @@ class ParityReport:
     atol: float = ATOL
     rtol: float = RTOL
     components: list[ComponentResult] = field(default_factory=list)
+    # mechlab.check: why nothing could be compared (a missing parameter, forward raised), and the
+    # likely bug behind a difference
+    problem: str | None = None
+    hint: str | None = None
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.components)
+        return self.problem is None and all(c.passed for c in self.components)
 
     @property
     def failures(self) -> list[ComponentResult]:
@@ -57,11 +61,14 @@ class ParityReport:
         return self.failures[0].name if self.failures else None
 
     def __repr__(self) -> str:
+        if self.problem:
+            return f"ParityReport(vs {self.reference}: FAILED: {self.problem})"
         worst = max((c.max_abs_err for c in self.components), default=0.0)
         verdict = "passed" if self.passed else f"first failure at {self.first_failure}"
+        hint = f"; hint: {self.hint}" if self.hint else ""
         return (
             f"ParityReport(vs {self.reference}: {len(self.components)} components, {verdict}, "
-            f"max abs err {worst:.1e})"
+            f"max abs err {worst:.1e}{hint})"
         )
 
     def _repr_html_(self) -> str:
@@ -73,12 +80,14 @@ class ParityReport:
         return next(c for c in self.components if c.name == name)
 
     def to_json(self) -> dict:
+        extra = {key: getattr(self, key) for key in ("problem", "hint") if getattr(self, key)}
         return {
             "reference": self.reference,
             "atol": self.atol,
             "rtol": self.rtol,
             "passed": self.passed,
             "components": [asdict(c) for c in self.components],
+            **extra,
         }
 
     def dumps(self) -> str:

@@ -408,9 +408,9 @@ def plot_dla_layers(result) -> Figure:
 
 
 def plot_formation(formation, threshold: float = 0.4) -> Figure:
-    """Left: training loss and the held-out loss on repeated tokens against the step; right: the
-    highest induction score of any head. Both models; the step where the score first crosses
-    `threshold` (the phase change) is marked."""
+    """Left: training loss and the held-out losses on repeated tokens and on their first
+    occurrences against the step; right: the highest induction score of any head. Both models;
+    the step where the score first crosses `threshold` (the phase change) is marked."""
     figure = new_figure(figsize=(12, 4))
     loss_ax, score_ax = figure.subplots(1, 2)
     colours = ["#d62728", "#1f77b4", "#2ca02c"]
@@ -420,6 +420,8 @@ def plot_formation(formation, threshold: float = 0.4) -> Figure:
                      label=f"{run.name}: training loss")
         loss_ax.plot(steps, [c.repeat_loss for c in run.checkpoints], color=colour,
                      linestyle="--", label=f"{run.name}: loss on repeated tokens (held out)")
+        loss_ax.plot(steps, [c.first_loss for c in run.checkpoints], color=colour,
+                     linestyle=":", label=f"{run.name}: loss on their first occurrences")
         score_ax.plot(steps, [c.max_induction for c in run.checkpoints], color=colour,
                       label=run.name)
         phase = run.phase_change_step(threshold)
@@ -441,3 +443,4 @@ def plot_formation(formation, threshold: float = 0.4) -> Figure:
     figure.suptitle("induction heads forming in attention-only models trained from scratch")
     figure.tight_layout()
     return figure
+

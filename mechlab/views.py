@@ -433,6 +433,10 @@ def parity_html(report) -> str:
     verdict = (
         "all components agree" if report.passed else f"first difference at {report.first_failure}"
     )
+    if report.problem:
+        return f"<p><b>FAILED</b>: {html.escape(report.problem)}</p>"
+    if report.hint:
+        verdict += f"; hint: {report.hint}"
     return (
         f"<p><b>{html.escape(verdict)}</b> (atol={report.atol}, rtol={report.rtol}, against "
         f"{html.escape(report.reference)})</p><details><summary>all {len(report.components)} "

@@ -138,6 +138,7 @@ def test_experiment_scripts_run_as_notebooks(tmp_path, smollm2):
         import os
 
         os.environ["MECHLAB_EXPERIMENTS_OUT"] = str(tmp_path / script.stem)
+        os.environ["MECHLAB_EXPERIMENTS_QUICK"] = "1"  # training budgets shrink
         try:
             NotebookClient(
                 notebook,
@@ -146,5 +147,5 @@ def test_experiment_scripts_run_as_notebooks(tmp_path, smollm2):
                 resources={"metadata": {"path": str(script.parent)}},
             ).execute()
         finally:
-            del os.environ["MECHLAB_EXPERIMENTS_OUT"]
+            del os.environ["MECHLAB_EXPERIMENTS_OUT"], os.environ["MECHLAB_EXPERIMENTS_QUICK"]
         assert any((tmp_path / script.stem).iterdir()), script.name

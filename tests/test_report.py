@@ -96,6 +96,7 @@ def test_report_unknown_model_fails_cleanly(tmp_path, capsys):
 
 
 EXPERIMENTS = {
+    "00_write_your_own_attention.py": [],
     "01_scratch_vs_library.py": ["--model", "random:llama-tiny"],
     "02_logit_lens.py": ["--model", "random:tiny"],
     "03_attention_patterns.py": ["--model", "random:tiny", "--layer", "1"],
@@ -110,6 +111,7 @@ EXPERIMENTS = {
         "--batch",
         "2",
     ],
+    "06_induction_formation.py": ["--steps", "30", "--eval-every", "10"],
     "07_causal_checks.py": [
         *["--model", "random:tiny", "--seq-len", "10", "--batch", "3"],
         *["--clean", "abcd", "--corrupted", "abxd", "--answer", "e", "--wrong", "f"],
