@@ -5,7 +5,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["startup", "load", "forward", "heads", "lens", "patch", "formation"]
+BENCHMARKS = ["startup", "load", "forward", "heads", "lens", "patch", "formation", "tuned_lens"]
 
 
 def main(names: list[str]) -> None:

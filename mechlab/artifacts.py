@@ -297,3 +297,13 @@ def formation_files(formation) -> Files:
         "formation.json": json_text(formation.to_json()),
         "formation.png": figure_png(plot_formation(formation)),
     }
+
+
+def tuned_lens_files(evaluation) -> Files:
+    """eval.json and tuned_vs_logit.png."""
+    from mechlab.plots import plot_tuned_vs_logit
+
+    return {
+        "eval.json": json_text(evaluation.to_json()),
+        "tuned_vs_logit.png": figure_png(plot_tuned_vs_logit(evaluation)),
+    }

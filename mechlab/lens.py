@@ -49,6 +49,7 @@ class LensResult:
     target_id: int | None = None
     target_prob: Float[Tensor, "row pos"] | None = None
     target_rank: Int[Tensor, "row pos"] | None = None
+    lens: str = "logit"  # "tuned": every row but the output translated first (mechlab.tuned_lens)
 
     def __repr__(self) -> str:
         rows, pos = self.kl_to_final.shape
@@ -58,7 +59,10 @@ class LensResult:
             target = f", target {self.target_token!r} top-1 from " + (
                 f"row {layer} ({self.layers[layer]})" if layer is not None else "no row"
             )
-        return f"LensResult({self.model}: {rows} rows x {pos} positions of {self.prompt!r}{target})"
+        return (
+            f"LensResult({self.model}, {self.lens} lens: {rows} rows x {pos} positions of "
+            f"{self.prompt!r}{target})"
+        )
 
     def _repr_html_(self) -> str:
         from mechlab.views import lens_summary_html
@@ -96,6 +100,7 @@ class LensResult:
             }
         return {
             "model": self.model,
+            "lens": self.lens,
             "prompt": self.prompt,
             "tokens": self.token_strs,
             "layers": self.layers,
@@ -135,8 +140,11 @@ def logit_lens(
     top_k: int = 5,
     include_mid: bool = False,
     chunk_size: int | None = None,
+    lens=None,
 ) -> LensResult:
-    """Decode every layer's residual stream (see the module docstring) for one prompt.
+    """Decode every layer's residual stream (see the module docstring) for one prompt; with `lens`
+    (a `mechlab.tuned_lens.TunedLens` for this model), translate each layer's input first: the
+    tuned lens.
 
     `chunk_size` positions are decoded at a time (default: CHUNK_ELEMENTS logits per chunk).
     """
@@ -148,6 +156,8 @@ def logit_lens(
     target_id = resolve_target(model, target) if target is not None else None
     residuals, labels = cached_residuals(model, tokens, include_mid)
     with torch.inference_mode():
+        if lens is not None:
+            residuals = lens.translate_rows(residuals)
         stats = decode_residuals(
             model, residuals, tokens[0], top_k=top_k, target_id=target_id, chunk_size=chunk_size
         )
@@ -179,6 +189,7 @@ def logit_lens(
         target_id=target_id,
         target_prob=stats.get("target_prob"),
         target_rank=stats.get("target_rank"),
+        lens="logit" if lens is None else "tuned",
     )
 
 

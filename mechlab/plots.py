@@ -205,7 +205,7 @@ def _lens_axes(result, values: np.ndarray, title: str, **imshow):
         range(pos), [short(t) for t in result.token_strs[1:]] + [""], rotation=90, fontsize=8
     )
     top.set_xlabel("actual next token")
-    ax.set_title(f"{plain(result.model)}: {title}", fontsize=9)
+    ax.set_title(f"{plain(result.model)}, {result.lens} lens: {title}", fontsize=9)
     figure.colorbar(image, ax=ax, fraction=0.03)
     return figure, ax
 
@@ -444,3 +444,29 @@ def plot_formation(formation, threshold: float = 0.4) -> Figure:
     figure.tight_layout()
     return figure
 
+
+def plot_tuned_vs_logit(evaluation) -> Figure:
+    """Held-out KL(final || lens) per layer for the logit lens and the tuned lens, as in Figure 2 of
+    Belrose et al. (2023); right: the cross-entropy with the actual next token."""
+    figure = new_figure(figsize=(12, 4))
+    kl_ax, ce_ax = figure.subplots(1, 2)
+    rows = np.arange(len(evaluation.layers) - 1)  # the output row is the reference: KL 0
+    for name, kl, cross_entropy, colour in [
+        ("logit lens", evaluation.logit_kl, evaluation.logit_cross_entropy, "#1f77b4"),
+        ("tuned lens", evaluation.tuned_kl, evaluation.tuned_cross_entropy, "#d62728"),
+    ]:
+        kl_ax.plot(rows, kl[:-1], color=colour, marker=".", label=name)
+        ce_ax.plot(rows, cross_entropy[:-1], color=colour, marker=".", label=name)
+    ce_ax.axhline(evaluation.logit_cross_entropy[-1], color="gray", linestyle="--",
+                  label="the model's own output")
+    kl_ax.set_yscale("log")
+    kl_ax.set_ylabel("KL(final || lens), nats (log scale)")
+    ce_ax.set_ylabel("cross-entropy with the next token, nats")
+    for ax in (kl_ax, ce_ax):
+        ax.set_xlabel("layer input (0 = embeddings)")
+        ax.legend(fontsize=8)
+    figure.suptitle(
+        f"{evaluation.model}: logit lens vs tuned lens on {evaluation.tokens:,} held-out tokens"
+    )
+    figure.tight_layout()
+    return figure

@@ -62,7 +62,8 @@ class ModelReport:
     ablation: AblationStudy | None = None
     patching: PatchResult | None = None
     dla: AttributionResult | None = None
-    skipped: list[str] = field(default_factory=list)  # causal checks that could not run, and why
+    tuned_lens: LensResult | None = None  # the first prompt through the model's cached tuned lens
+    skipped: list[str] = field(default_factory=list)  # what could not run, and why
 
     def summary(self) -> dict:
         return {
@@ -93,7 +94,10 @@ class ModelReport:
             **self.figures,
             "parity.json": json_text(self.parity.to_json()),
             "heads.json": json_text(heads),
-            "lens.json": json_text([lens.to_json() for lens in self.lenses]),
+            "lens.json": json_text(
+                [lens.to_json() for lens in self.lenses]
+                + ([self.tuned_lens.to_json()] if self.tuned_lens else [])
+            ),
         }
         if self.patching:
             files["patch.json"] = json_text(self.patching.to_json())
@@ -120,6 +124,7 @@ def build_report(spec: str, *, seq_len: int = 50, batch: int = 10, progress=None
     scan = scan_heads(model, seq_len=min(seq_len, (model.cfg.n_ctx - 1) // 2), batch=batch)
     step(1)
     report = ModelReport(spec, parity, lenses, scan, induction_views(model, scan))
+    tuned_lens_check(model, report)
     causal_checks(model, report)
     for index, lens in enumerate(lenses):
         report.figures.update(lens_figures(lens, prefix=f"lens_{index}"))
@@ -128,6 +133,26 @@ def build_report(spec: str, *, seq_len: int = 50, batch: int = 10, progress=None
     )
     step(1)
     return report
+
+
+def tuned_lens_check(model, report: ModelReport) -> None:
+    """The first lens prompt through the tuned lens cached for this model (`mechlab lens --tuned
+    auto --train-if-missing` or `mechlab tune-lens` make one); none is trained here."""
+    from mechlab.tuned_lens import TunedLens, cached_lens_directory
+
+    directory = cached_lens_directory(model)
+    if not (directory / "manifest.json").exists():
+        report.skipped.append(
+            f"the tuned lens: none is cached for {report.spec} (make one with `mechlab lens "
+            f"--model {report.spec} --prompt 'The capital of France is' --tuned auto "
+            "--train-if-missing --out DIR`, about 15 minutes on a 2-core CPU)"
+        )
+        return
+    first = report.lenses[0]
+    report.tuned_lens = logit_lens(
+        model, first.prompt, target=first.target_id, lens=TunedLens.load(directory, model)
+    )
+    report.figures.update(lens_figures(report.tuned_lens, prefix="lens_tuned"))
 
 
 def causal_checks(model, report: ModelReport) -> None:
@@ -194,6 +219,16 @@ def model_section(report: ModelReport) -> list:
     for index, lens in enumerate(report.lenses):
         items.append(
             (lens_caption(lens), image_html(figures[f"lens_{index}_top1.png"], "logit lens top-1"))
+        )
+    if report.tuned_lens:
+        items.append(
+            (
+                "The logit lens (left) and the tuned lens (right) on the same prompt: the tuned "
+                "lens translates each layer's residual stream with an affine map trained on "
+                "Wikipedia text before decoding it (Belrose et al. 2023).",
+                image_html(figures["lens_0_top1.png"], "logit lens")
+                + image_html(figures["lens_tuned_top1.png"], "tuned lens"),
+            )
         )
     items.append(
         (

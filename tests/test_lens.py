@@ -157,6 +157,7 @@ def test_smollm2_finds_paris(smollm2, tmp_path):
 
 LENS_KEYS = {
     "model",
+    "lens",
     "prompt",
     "tokens",
     "layers",

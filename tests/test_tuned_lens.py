@@ -1,0 +1,266 @@
+"""The tuned lens: identity at the start (exactly the logit lens), trained by a loss on the final
+distribution's support that approximates the exact KL as stated, saved without pickles and refused
+for another model; the corpus it trains on is checked by hash; on SmolLM2 a short training beats
+the logit lens at every layer on held-out text."""
+
+import json
+import zipfile
+
+import pytest
+import torch
+
+import mechlab.corpus as corpus_module
+from mechlab import load_model, logit_lens
+from mechlab.cli import main
+from mechlab.corpus import WIKI_MEMBER, load_corpus, plain_text, read_member
+from mechlab.errors import DataError, InputError
+from mechlab.tuned_lens import (
+    BATCH,
+    SEQ_LEN,
+    TunedLens,
+    evaluate,
+    layer_inputs_and_final,
+    support_kl,
+    token_sequences,
+    train_tuned_lens,
+)
+
+TEXT = (
+    "The quick brown fox jumps over the lazy dog while the cat watches from the warm windowsill. "
+) * 40
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("random:tiny")
+
+
+def test_an_untrained_lens_is_exactly_the_logit_lens(tiny):
+    prompt = "Hello there, general Kenobi"
+    plain = logit_lens(tiny, prompt, target=" ")
+    tuned = logit_lens(tiny, prompt, target=" ", lens=TunedLens.for_model(tiny))
+    assert plain.lens == "logit" and tuned.lens == "tuned"
+    for name in ["top_ids", "top_probs", "kl_to_final", "entropy", "next_token_log_prob"]:
+        torch.testing.assert_close(
+            getattr(tuned, name), getattr(plain, name), rtol=0, atol=0, equal_nan=True
+        )
+
+
+def test_the_restricted_loss_is_the_exact_kl_minus_the_kl_inside_the_rest(tiny):
+    """Chain rule: KL(p || q) = KL over (support, rest) + p_rest * KL(p | rest || q | rest). With
+    the rest's mass computed exactly, the restricted loss is that first term, to float precision."""
+    tokens = token_sequences(tiny, [TEXT])[:2]
+    residuals, final = layer_inputs_and_final(tiny, tokens)
+    with torch.no_grad():
+        translated = residuals + 0.3 * torch.randn_like(residuals)  # some lens far from identity
+        restricted = support_kl(tiny, translated, final, support=32, rest_sample=None)
+        log_q = tiny.unembed(tiny.ln_final(translated)).log_softmax(-1)
+        p = final.exp()
+        exact = (p * (final - log_q)).sum(-1).mean()
+        top = final.topk(32, dim=-1).indices
+        rest = torch.ones_like(final, dtype=torch.bool).scatter(-1, top, False)
+        p_rest = (p * rest).sum(-1)
+        q_rest = (log_q.exp() * rest).sum(-1)
+        inside = (
+            (p * rest * (final - p_rest.log()[..., None] - log_q + q_rest.log()[..., None]))
+            .sum(-1)
+            .mean()
+        )
+    assert restricted <= exact
+    torch.testing.assert_close(restricted + inside, exact, atol=1e-5, rtol=1e-4)
+
+
+def test_the_sampled_rest_estimate_is_within_its_stated_bound(tiny):
+    """The rest bucket's mass estimated from 512 sampled tokens (of 257 here, so with repeats):
+    within 5% of the loss with the rest computed exactly, averaged over 20 draws."""
+    tokens = token_sequences(tiny, [TEXT])[:2]
+    residuals, final = layer_inputs_and_final(tiny, tokens)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        translated = residuals + 0.3 * torch.randn_like(residuals)
+        exact_rest = support_kl(tiny, translated, final, rest_sample=None)
+        sampled = torch.stack(
+            [
+                support_kl(
+                    tiny,
+                    translated,
+                    final,
+                    rest_sample=torch.randint(0, tiny.cfg.d_vocab, (512,), generator=generator),
+                )
+                for _ in range(20)
+            ]
+        )
+    assert abs(sampled.mean() - exact_rest) <= 0.05 * exact_rest
+
+
+def test_one_training_step_lowers_the_held_out_kl_of_a_random_model(tiny):
+    lens = train_tuned_lens(tiny, [TEXT], tokens=BATCH * SEQ_LEN, seed=0)
+    assert lens.manifest["steps"] == 1 and lens.manifest["tokens_seen"] == BATCH * SEQ_LEN
+    before = evaluate(tiny, TunedLens.for_model(tiny), [TEXT], tokens=2 * SEQ_LEN)
+    after = evaluate(tiny, lens, [TEXT], tokens=2 * SEQ_LEN)
+    assert before.tuned_kl == before.logit_kl  # the identity lens
+    assert sum(after.tuned_kl) < sum(before.tuned_kl)
+
+
+def test_save_and_load_round_trip_bit_identical_and_refuse_another_model(tiny, tmp_path):
+    lens = train_tuned_lens(tiny, [TEXT], tokens=BATCH * SEQ_LEN, seed=0)
+    lens.save(tmp_path / "lens")
+    assert sorted(p.name for p in (tmp_path / "lens").iterdir()) == [
+        "lens.safetensors",
+        "manifest.json",
+    ]
+    again = TunedLens.load(tmp_path / "lens", tiny)
+    assert torch.equal(again.weight, lens.weight) and torch.equal(again.bias, lens.bias)
+    manifest = json.loads((tmp_path / "lens" / "manifest.json").read_text())
+    assert manifest["model"] == "random:tiny" and len(manifest["weights_sha256"]) == 64
+    other = load_model("random:tiny@1")
+    with pytest.raises(DataError, match="was trained for 'random:tiny'.*not for 'random:tiny@1'"):
+        TunedLens.load(tmp_path / "lens", other)
+    with pytest.raises(DataError, match="no tuned lens in"):
+        TunedLens.load(tmp_path, tiny)
+
+
+def test_the_lens_refuses_mid_rows(tiny):
+    with pytest.raises(InputError, match="include_mid is not supported"):
+        logit_lens(tiny, "Hello", include_mid=True, lens=TunedLens.for_model(tiny))
+
+
+# --------------------------------------------------------------------------------------------------
+# The corpus
+
+
+def test_wikitext_becomes_plain_paragraphs():
+    wikitext = (
+        "{{Infobox|name={{nested|x}}}}\n'''Anarchism''' is a [[political philosophy]] that "
+        "advocates [[self-governance|self-governed]] societies.<ref>A source</ref> It is "
+        "[http://example.org often] described as stateless.\n== History ==\n* a list item\n"
+        "[[File:Flag.svg|thumb|A [[flag]]]]\n{| class=table\n| cell\n|}\n[[Category:Politics]]"
+    )
+    assert plain_text(wikitext) == (
+        "Anarchism is a political philosophy that advocates self-governed societies. It is often "
+        "described as stateless."
+    )
+
+
+def test_the_corpus_is_split_by_document_and_checked_by_hash(monkeypatch):
+    corpus = load_corpus("wikipedia")
+    assert len(corpus.documents) == 95 and 10 <= len(corpus.held_out) <= 20
+    assert len(corpus.train) + len(corpus.held_out) == 95
+    assert sum(len(text.split()) for text in corpus.train) > 300_000
+    monkeypatch.setattr(corpus_module, "DOCUMENTS_SHA256", "0" * 64)
+    with pytest.raises(DataError, match="has sha256 .* expected 0000"):
+        load_corpus("wikipedia")
+    with pytest.raises(DataError, match="unknown corpus 'pile'"):
+        load_corpus("pile")
+
+
+def test_a_wheel_whose_wikipedia_file_was_changed_is_refused(tmp_path):
+    wheel = tmp_path / "gensim.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(WIKI_MEMBER, b"not the file")
+    with pytest.raises(DataError, match="has sha256 .* expected a53f4648"):
+        read_member(wheel)
+
+
+# --------------------------------------------------------------------------------------------------
+# On SmolLM2, and the commands
+
+
+@pytest.mark.slow
+def test_a_short_training_beats_the_logit_lens_at_every_layer_on_smollm2(smollm2):
+    corpus = load_corpus()
+    lens = train_tuned_lens(smollm2, corpus.train, tokens=10 * BATCH * SEQ_LEN, seed=0)
+    evaluation = evaluate(smollm2, lens, corpus.held_out, tokens=4 * SEQ_LEN)
+    assert evaluation.tuned_better_everywhere, (evaluation.logit_kl, evaluation.tuned_kl)
+    assert evaluation.tuned_kl[-1] == evaluation.logit_kl[-1] == 0.0  # the output row
+
+
+def test_cli_tune_lens_then_lens_through_it(tmp_path, capsys):
+    out = tmp_path / "lens"
+    assert main(["tune-lens", "--model", "random:tiny", "--tokens", "1024", "--eval-tokens",
+                 "256", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "lens.safetensors", "manifest.json", "eval.json", "tuned_vs_logit.png"
+    }
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report) == {"model", "tokens", "layers", "logit", "tuned"}
+    assert set(report["tuned"]) == {"kl", "cross_entropy"} and len(report["layers"]) == 3
+    assert json.loads((out / "manifest.json").read_text())["held_out_kl"]["tuned"] == (
+        report["tuned"]["kl"]
+    )
+    assert main(["tune-lens", "--model", "random:tiny", "--eval-only", "--eval-tokens", "256",
+                 "--out", str(out)]) == 0
+    view = tmp_path / "view"
+    assert main(["lens", "--model", "random:tiny", "--prompt", "Hello", "--tuned", str(out),
+                 "--out", str(view)]) == 0
+    assert json.loads((view / "lens.json").read_text())["lens"] == "tuned"
+
+
+def test_cli_lens_with_a_missing_or_foreign_lens_is_one_line(tmp_path, capsys):
+    for tuned, message in [
+        (str(tmp_path / "nothing"), "no tuned lens in"),
+        ("auto", "no tuned lens cached for random:tiny@3: add --train-if-missing"),
+    ]:
+        code = main(["lens", "--model", "random:tiny@3", "--prompt", "Hi", "--tuned", tuned,
+                     "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_run_continues_from_its_checkpoint_to_the_same_lens(
+    tiny, tmp_path, monkeypatch
+):
+    budget = 3 * BATCH * SEQ_LEN
+    straight = train_tuned_lens(tiny, [TEXT], tokens=budget, seed=0)
+    calls = {"n": 0}
+    step = torch.optim.Adam.step
+
+    def interrupt_at_the_second_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", interrupt_at_the_second_step)
+    first = train_tuned_lens(tiny, [TEXT], tokens=budget, seed=0, checkpoint=tmp_path)
+    assert first.manifest["interrupted"] and first.manifest["steps"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.json",
+        "checkpoint.safetensors",
+    ]
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    resumed = train_tuned_lens(tiny, [TEXT], tokens=budget, seed=0, checkpoint=tmp_path)
+    assert resumed.manifest["steps"] == 3 and not resumed.manifest["interrupted"]
+    assert resumed.manifest["loss"][0] == first.manifest["loss"][0]
+    torch.testing.assert_close(resumed.weight, straight.weight, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(resumed.bias, straight.bias, atol=1e-7, rtol=1e-6)
+    with pytest.raises(DataError, match="belongs to another training run"):
+        train_tuned_lens(tiny, [TEXT], tokens=budget, seed=1, checkpoint=tmp_path)
+
+
+def test_cli_tune_lens_interrupted_writes_only_its_checkpoint(tmp_path, monkeypatch, capsys):
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.optim.Adam, "step", interrupt)
+    out = tmp_path / "lens"
+    code = main(["tune-lens", "--model", "random:tiny", "--tokens", "2048", "--out", str(out)])
+    assert code == 130 and "interrupted after step 0 of 2" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())  # nothing was learnt: nothing saved
+
+
+def test_the_report_shows_the_cached_tuned_lens_beside_the_logit_lens(tmp_path, monkeypatch):
+    from mechlab.report import build_report
+    from mechlab.tuned_lens import cached_lens_directory
+
+    monkeypatch.setenv("MECHLAB_CACHE", str(tmp_path / "cache"))
+    without = build_report("random:tiny", seq_len=10, batch=2)
+    assert without.tuned_lens is None
+    assert any(reason.startswith("the tuned lens: none is cached") for reason in without.skipped)
+    model = load_model("random:tiny")
+    train_tuned_lens(model, [TEXT], tokens=BATCH * SEQ_LEN).save(cached_lens_directory(model))
+    report = build_report("random:tiny", seq_len=10, batch=2)
+    assert report.tuned_lens.lens == "tuned" and "lens_tuned_top1.png" in report.figures
+    assert report.tuned_lens.prompt == report.lenses[0].prompt
+    assert json.loads(report.files()["lens.json"])[-1]["lens"] == "tuned"
