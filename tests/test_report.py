@@ -84,7 +84,9 @@ def test_report_on_smollm2(tmp_path):
     joint, control = summary["ablation"][-2:]
     assert joint["kind"] == "joint" and joint["delta"] > 10 * max(control["delta"], 0.01)
     assert summary["patching_top"][0][:2] == ["L23", "H3"]
-    assert summary["dla_top_heads"][0][:2] == [23, 3] and not summary["skipped"]
+    assert summary["dla_top_heads"][0][:2] == [23, 3]
+    # every causal check ran; the tuned lens is shown only when one is cached (none is, in CI)
+    assert all(reason.startswith("the tuned lens: none is cached") for reason in summary["skipped"])
     for name in ["ablation.png", "patch_heads.png", "patch.json", "dla.json", "dla_layers.png"]:
         assert (tmp_path / name).exists(), name
 

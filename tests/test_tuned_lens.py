@@ -16,6 +16,7 @@ from mechlab.corpus import WIKI_MEMBER, load_corpus, plain_text, read_member
 from mechlab.errors import DataError, InputError
 from mechlab.tuned_lens import (
     BATCH,
+    REST_SAMPLE,
     SEQ_LEN,
     TunedLens,
     evaluate,
@@ -71,8 +72,9 @@ def test_the_restricted_loss_is_the_exact_kl_minus_the_kl_inside_the_rest(tiny):
 
 
 def test_the_sampled_rest_estimate_is_within_its_stated_bound(tiny):
-    """The rest bucket's mass estimated from 512 sampled tokens (of 257 here, so with repeats):
-    within 5% of the loss with the rest computed exactly, averaged over 20 draws."""
+    """The rest bucket's mass estimated from REST_SAMPLE sampled tokens, as in training (of 257
+    here, drawn with repeats): within 5% of the loss with the rest computed exactly, averaged over
+    20 draws."""
     tokens = token_sequences(tiny, [TEXT])[:2]
     residuals, final = layer_inputs_and_final(tiny, tokens)
     generator = torch.Generator().manual_seed(0)
@@ -85,7 +87,9 @@ def test_the_sampled_rest_estimate_is_within_its_stated_bound(tiny):
                     tiny,
                     translated,
                     final,
-                    rest_sample=torch.randint(0, tiny.cfg.d_vocab, (512,), generator=generator),
+                    rest_sample=torch.randint(
+                        0, tiny.cfg.d_vocab, (REST_SAMPLE,), generator=generator
+                    ),
                 )
                 for _ in range(20)
             ]
@@ -169,8 +173,8 @@ def test_a_wheel_whose_wikipedia_file_was_changed_is_refused(tmp_path):
 @pytest.mark.slow
 def test_a_short_training_beats_the_logit_lens_at_every_layer_on_smollm2(smollm2):
     corpus = load_corpus()
-    lens = train_tuned_lens(smollm2, corpus.train, tokens=10 * BATCH * SEQ_LEN, seed=0)
-    evaluation = evaluate(smollm2, lens, corpus.held_out, tokens=4 * SEQ_LEN)
+    lens = train_tuned_lens(smollm2, corpus.train, tokens=8 * BATCH * SEQ_LEN, seed=0)
+    evaluation = evaluate(smollm2, lens, corpus.held_out, tokens=2 * SEQ_LEN)
     assert evaluation.tuned_better_everywhere, (evaluation.logit_kl, evaluation.tuned_kl)
     assert evaluation.tuned_kl[-1] == evaluation.logit_kl[-1] == 0.0  # the output row
 
@@ -264,3 +268,10 @@ def test_the_report_shows_the_cached_tuned_lens_beside_the_logit_lens(tmp_path, 
     assert report.tuned_lens.lens == "tuned" and "lens_tuned_top1.png" in report.figures
     assert report.tuned_lens.prompt == report.lenses[0].prompt
     assert json.loads(report.files()["lens.json"])[-1]["lens"] == "tuned"
+
+
+def test_the_fixed_entry_points_are_public():
+    import mechlab
+
+    assert mechlab.train_tuned_lens is train_tuned_lens and mechlab.TunedLens is TunedLens
+    assert mechlab.load_corpus is load_corpus
