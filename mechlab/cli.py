@@ -71,6 +71,10 @@ def positive_int(text: str) -> int:
     return whole_number(text, 1)
 
 
+def lens_tokens(text: str) -> int:
+    return whole_number(text, 1024)  # one training step: mechlab.tuned_lens.BATCH * SEQ_LEN
+
+
 def non_negative_int(text: str) -> int:
     return whole_number(text, 0)
 
@@ -304,7 +308,7 @@ def build_parser() -> Parser:
     add_model_option(tune)
     tune.add_argument(
         "--tokens",
-        type=positive_int,
+        type=lens_tokens,
         default=TUNED_LENS_TOKENS,
         help=f"training tokens (default {TUNED_LENS_TOKENS})",
     )

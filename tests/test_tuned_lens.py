@@ -275,3 +275,10 @@ def test_the_fixed_entry_points_are_public():
 
     assert mechlab.train_tuned_lens is train_tuned_lens and mechlab.TunedLens is TunedLens
     assert mechlab.load_corpus is load_corpus
+
+
+def test_cli_tune_lens_refuses_less_than_one_step_before_loading(tmp_path, capsys):
+    code = main(["tune-lens", "--tokens", "5", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "must be at least 1024" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
