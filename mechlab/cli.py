@@ -154,7 +154,8 @@ def build_parser() -> Parser:
 
     verify = commands.add_parser(
         "verify",
-        help="check the from-scratch Transformer against the library, component by component",
+        help="check the from-scratch Transformer against the library (and against Hugging Face "
+        "transformers where the model has a local checkpoint), component by component",
     )
     add_model_option(verify)
     verify.add_argument(
@@ -673,7 +674,7 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json:
         check_output_targets(Path(args.json).parent, [Path(args.json).name])
     from mechlab.io import json_text, write_files
-    from mechlab.loading import load_model
+    from mechlab.loading import hugging_face_directory, load_hf_model, load_model
     from mechlab.model import Transformer
     from mechlab.parity import compare
     from mechlab.present import parity_table
@@ -681,24 +682,37 @@ def run_verify(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     tokens = to_tokens(model, args.prompt)
-    report = compare(Transformer.from_hooked(model), model, tokens)
-    console().print(
-        parity_table(report, title=f"{args.model}: from-scratch Transformer vs {report.reference}")
-    )
+    reports = [compare(Transformer.from_hooked(model), model, tokens)]
+    hf_directory = hugging_face_directory(args.model)
+    if hf_directory is not None:  # also the Hugging Face model itself, imported without the library
+        hf_model = load_hf_model(hf_directory)
+        reports.append(compare(Transformer.from_hf(hf_model), hf_model, tokens))
+    for report in reports:
+        console().print(
+            parity_table(
+                report, title=f"{args.model}: from-scratch Transformer vs {report.reference}"
+            )
+        )
     if args.json:
         path = Path(args.json)
-        write_files(
-            path.parent,
-            {path.name: json_text(dict(report.to_json(), model=args.model, prompt=args.prompt))},
-        )
-    if report.passed:
-        say(
-            f"all {len(report.components)} components agree (atol={report.atol}, "
-            f"rtol={report.rtol})"
-        )
-        return 0
-    say(f"{len(report.failures)} components differ; the first is {report.first_failure}")
-    return 1
+        document = dict(reports[0].to_json(), model=args.model, prompt=args.prompt)
+        if len(reports) > 1:
+            document["hugging_face"] = reports[1].to_json()
+        write_files(path.parent, {path.name: json_text(document)})
+    failed = [report for report in reports if not report.passed]
+    for report in reports:
+        if report.passed:
+            say(
+                f"vs {report.reference}: all {len(report.components)} components agree "
+                f"(atol={report.atol}, scaled by the component's rms where above one; "
+                f"rtol={report.rtol})"
+            )
+        else:
+            say(
+                f"vs {report.reference}: {len(report.failures)} components differ; the first is "
+                f"{report.first_failure}"
+            )
+    return 1 if failed else 0
 
 
 def run_models(args: argparse.Namespace) -> int:

@@ -17,6 +17,10 @@ MAX_PROMPTS = 10_000
 # random:<preset> shapes; `mechlab.loading` builds the models. SmolLM2's context is capped at 2048,
 # the length it was pre-trained with: HookedTransformer builds an n_ctx x n_ctx mask per layer.
 SMOLLM2_N_CTX = 2048
+# Gemma 3 270M was trained on 32k tokens; 2048 keeps its 18 masks small (override with n_ctx).
+GEMMA3_N_CTX = 2048
+# Gemma 3's layers: five local (sliding-window) layers, then one global, three times over.
+GEMMA3_ATTN_TYPES = (["local"] * 5 + ["global"]) * 3
 BYTE_VOCAB = 257  # the 256 bytes plus <|endoftext|>, see mechlab.loading.byte_tokenizer()
 RANDOM_PRESETS: dict[str, dict] = {
     "tiny": dict(
@@ -82,11 +86,38 @@ RANDOM_PRESETS: dict[str, dict] = {
         eps=1e-5,
         original_architecture="LlamaForCausalLM",
     ),
+    "gemma3-270m": dict(
+        n_layers=18,
+        d_model=640,
+        n_heads=4,
+        n_key_value_heads=1,
+        d_head=256,
+        d_mlp=2048,
+        n_ctx=GEMMA3_N_CTX,
+        d_vocab=262144,
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=256,
+        rotary_base=1_000_000,
+        rotary_base_local=10_000,
+        rotary_adjacent_pairs=False,
+        gated_mlp=True,
+        final_rms=True,
+        use_normalization_before_and_after=True,
+        use_qk_norm=True,
+        use_local_attn=True,
+        window_size=512,
+        attn_types=GEMMA3_ATTN_TYPES,
+        eps=1e-6,
+        original_architecture="Gemma3ForCausalLM",
+    ),
 }
 
 ACCEPTED_FORMS = (
-    "Accepted forms: 'smollm2-135m' (offline default), a TransformerLens official name such as "
-    "'gpt2' or 'EleutherAI/pythia-70m', a path to a local Hugging Face checkpoint directory, or "
+    "Accepted forms: 'smollm2-135m' (offline default), 'gemma3-270m' (offline), a TransformerLens "
+    "official name such as 'gpt2' or 'EleutherAI/pythia-70m', a path to a local Hugging Face "
+    "checkpoint directory, or "
     f"'random:<preset>[@seed]' with a preset in {', '.join(RANDOM_PRESETS)}."
 )
 
@@ -107,6 +138,7 @@ def parse_random_spec(spec: str) -> tuple[str, int]:
     except ValueError:
         raise ModelSpecError(f"the seed in {spec!r} must be an integer, e.g. 'random:{preset}@1'.")
     return preset, seed
+
 
 # Tokens a tuned lens trains on by default (mechlab.tuned_lens): 128 steps of 8 x 128 tokens.
 TUNED_LENS_TOKENS = 131_072

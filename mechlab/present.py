@@ -13,6 +13,7 @@ def parity_table(report: ParityReport, *, title: str) -> Table:
         ("component", "left"),
         ("max abs err", "right"),
         ("max rel err", "right"),
+        ("atol x", "right"),  # the component's rms, where above one (see mechlab.parity)
         ("", "center"),
     ]:
         table.add_column(column, justify=justify)
@@ -21,6 +22,7 @@ def parity_table(report: ParityReport, *, title: str) -> Table:
             escape(c.name),
             f"{c.max_abs_err:.2e}",
             f"{c.max_rel_err:.2e}",
+            f"{c.scale:.3g}" if c.scale != 1.0 else "",
             "[green]ok[/]" if c.passed else "[red]FAIL[/]",
         )
     return table

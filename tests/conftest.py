@@ -1,5 +1,5 @@
 """Shared fixtures: tiny random models (fast), locally built Hugging Face checkpoints, and the real
-SmolLM2-135M loaded once per test session."""
+SmolLM2-135M and Gemma 3 270M loaded once per test session."""
 
 import warnings
 from pathlib import Path
@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechlab.loading import load_hf_model, load_model, save_byte_tokenizer, smollm2_directory
+from mechlab.loading import (
+    gemma3_directory,
+    load_hf_model,
+    load_model,
+    save_byte_tokenizer,
+    smollm2_directory,
+)
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +34,25 @@ def smollm2_raw():
 def smollm2_hf():
     """The dequantized SmolLM2 as a Hugging Face LlamaForCausalLM: the independent reference."""
     return load_hf_model(smollm2_directory())
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    """The real pretrained Gemma 3 270M (base model) as a (processed) HookedTransformer."""
+    return load_model("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def gemma3_raw():
+    return load_model(
+        "gemma3-270m", fold_ln=False, center_writing_weights=False, center_unembed=False
+    )
+
+
+@pytest.fixture(scope="session")
+def gemma3_hf():
+    """The dequantized Gemma 3 270M as a Hugging Face Gemma3ForCausalLM: the reference."""
+    return load_hf_model(gemma3_directory())
 
 
 def build_hf_gpt2(directory: Path, seed: int = 0, **overrides) -> Path:
@@ -80,6 +105,40 @@ def build_hf_llama(directory: Path, seed: int = 0, **overrides) -> Path:
     return save_with_perturbed_norms(LlamaForCausalLM(config).eval(), "norm", directory)
 
 
+def build_hf_gemma3(directory: Path, seed: int = 0, **overrides) -> Path:
+    """Save a small random Gemma3ForCausalLM: two local layers (a window of 4 positions) around a
+    global one, each kind with its own rotary base, and a query scalar unlike d_head."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        **{
+            **dict(
+                vocab_size=257,
+                hidden_size=48,
+                intermediate_size=96,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=16,
+                query_pre_attn_scalar=24,
+                max_position_embeddings=64,
+                sliding_window=4,
+                layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                rope_parameters={
+                    "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                },
+                bos_token_id=256,
+                eos_token_id=256,
+                pad_token_id=256,
+            ),
+            **overrides,
+        }
+    )
+    return save_with_perturbed_norms(Gemma3ForCausalLM(config).eval(), "norm", directory)
+
+
 def save_with_perturbed_norms(model, norm_key: str, directory: Path) -> Path:
     """Give the norms non-trivial parameters (so a bug that ignores them shows), then save the model
     and the byte-level tokenizer as a Hugging Face checkpoint directory."""
@@ -100,6 +159,11 @@ def hf_gpt2_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def hf_llama_dir(tmp_path_factory) -> Path:
     return build_hf_llama(tmp_path_factory.mktemp("hf-llama"))
+
+
+@pytest.fixture(scope="session")
+def hf_gemma3_dir(tmp_path_factory) -> Path:
+    return build_hf_gemma3(tmp_path_factory.mktemp("hf-gemma3"))
 
 
 @pytest.fixture

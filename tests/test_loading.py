@@ -73,7 +73,7 @@ def test_smollm2_warm_load_uses_the_cache(smollm2, monkeypatch):
         raise AssertionError("a warm load must not dequantize or convert again")
 
     monkeypatch.setattr(mechlab.loading, "load_hf_model", no_conversion)
-    monkeypatch.setattr(mechlab.loading, "_dequantize_smollm2", no_conversion)
+    monkeypatch.setattr(mechlab.loading, "dequantize_gguf", no_conversion)
     again = load_model("smollm2-135m")
     for (name, a), (_, b) in zip(smollm2.named_parameters(), again.named_parameters()):
         assert torch.equal(a, b), name

@@ -163,6 +163,26 @@ def hooked(seed=0, tie=False, process=False, **fields):
     return model.eval()
 
 
+# Gemma 3's changes on a small scale: a local layer (a window of 4 positions, on 20-token inputs)
+# then a global one, each with its own rotary base; query/key norms, post-norms, GELU gating.
+GEMMA3_LIKE = dict(
+    normalization_type="RMS",
+    positional_embedding_type="rotary",
+    rotary_dim=12,
+    rotary_base=1_000_000,
+    rotary_base_local=10_000,
+    rotary_adjacent_pairs=False,
+    act_fn="gelu_pytorch_tanh",
+    gated_mlp=True,
+    final_rms=True,
+    n_key_value_heads=2,
+    use_qk_norm=True,
+    use_normalization_before_and_after=True,
+    use_local_attn=True,
+    attn_types=["local", "global"],
+    window_size=4,
+)
+
 CONFIGS = {
     "gpt2-like": dict(),
     "three-heads d_head*n_heads != d_model": dict(n_heads=3, d_head=20),
@@ -192,6 +212,10 @@ CONFIGS = {
         rotary_adjacent_pairs=False,
         process=True,
     ),
+    "gemma3-like": dict(GEMMA3_LIKE),
+    "gemma3-like folded, attention scale 1/sqrt(10)": dict(
+        GEMMA3_LIKE, process=True, use_attn_scale=True, attn_scale=10**0.5
+    ),
     "llama rotary base 1e5, partial rotary": dict(
         normalization_type="RMS",
         positional_embedding_type="rotary",
@@ -214,7 +238,7 @@ def test_whole_model_matches_hooked_transformer(name):
     assert len(report.components) == 2 * 5 + 3 + (model.cfg.positional_embedding_type != "rotary")
 
 
-@pytest.mark.parametrize("builder", ["hf_gpt2_dir", "hf_llama_dir"])
+@pytest.mark.parametrize("builder", ["hf_gpt2_dir", "hf_llama_dir", "hf_gemma3_dir"])
 def test_from_hf_matches_hugging_face_and_from_hooked(builder, request):
     directory = request.getfixturevalue(builder)
     hf = load_hf_model(directory)
@@ -283,7 +307,9 @@ def planted(model: HookedTransformer, monkeypatch, bug: str) -> str | None:
     elif bug == "rotary rotated the wrong way":
         original = scratch_module.apply_rotary
         monkeypatch.setattr(
-            scratch_module, "apply_rotary", lambda x, cfg: _rotate_backwards(x, cfg, original)
+            scratch_module,
+            "apply_rotary",
+            lambda x, cfg, base=None: _rotate_backwards(x, cfg, original),
         )
     tokens = torch.randint(
         0, model.cfg.d_vocab, (1, 16), generator=torch.Generator().manual_seed(3)
@@ -313,6 +339,28 @@ def test_compare_reports_planted_bugs_where_they_start(bug, spec, where, monkeyp
     model = load_model(spec, **RAW)
     assert planted(model, monkeypatch, "none") is None
     assert planted(model, monkeypatch, bug) == where
+
+
+@pytest.mark.parametrize(
+    "change,where",
+    [
+        ({}, None),
+        (dict(embed_scale=1.0), "embed"),  # the embedding left unscaled
+        (dict(norm_offset=0.0), "blocks.0.pattern"),  # norms scaling by w, not 1 + w
+        (dict(attn_types=("global",) * 3), "blocks.0.pattern"),  # no sliding window
+        (dict(rotary_base_local=None), "blocks.0.pattern"),  # the global layers' rotary base
+        (dict(qk_norm=False), "blocks.0.pattern"),
+    ],
+)
+def test_each_gemma_change_matters(change, where, hf_gemma3_dir):
+    """The from-scratch model with one of Gemma's changes undone no longer matches Hugging Face's
+    Gemma 3, and the comparison names the first component it breaks."""
+    hf = load_hf_model(hf_gemma3_dir)
+    right = Transformer.from_hf(hf)
+    wrong = Transformer(dataclasses.replace(right.cfg, **change))
+    wrong.load_state_dict(right.state_dict(), strict=False)  # without qk_norm: no q/k norm weights
+    tokens = torch.randint(0, 257, (2, 24), generator=torch.Generator().manual_seed(4))
+    assert compare(wrong, hf, tokens).first_failure == where
 
 
 # ------------------------------------------------------------------------------------------------

