@@ -24,7 +24,8 @@ import socket
 import sys
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -437,6 +438,7 @@ def load_hf_directory(
     *,
     n_ctx: int | None = None,
     hooked_cache: Path | None = None,
+    before_conversion: Callable[[], object] | None = None,
 ) -> HookedTransformer:
     """Load a local Hugging Face checkpoint directory with no network at all.
 
@@ -444,24 +446,31 @@ def load_hf_directory(
     dimensions, safetensors weights (PyTorch pickles are refused: unpickling can run code) and
     tokenizer files. With `hooked_cache`, the processed HookedTransformer weights are cached there
     (one file per set of processing flags): processing is the slow step, loading the result is not.
+    `before_conversion` runs before the checkpoint's weights are read (a cache checks their hash).
     """
     if not directory.is_dir():
         raise ModelSpecError(f"{directory} is not a directory. {ACCEPTED_FORMS}")
     check_checkpoint_files(directory)
     hf_config = read_hf_config(directory)
     cfg = hooked_config_from_hf(hf_config, name=directory.name, n_ctx=n_ctx)
-    tokenizer = _load_tokenizer(directory)
     if hooked_cache is None:
-        return _convert(load_hf_model(directory), cfg, tokenizer, processing)
+        return _convert(load_hf_model(directory), cfg, _load_tokenizer(directory), processing)
     cached = hooked_cache / f"hooked-{processing.tag}-ctx{cfg.n_ctx}.safetensors"
     # the processed weights take about as much room as the float32 checkpoint they come from
     weights_bytes = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
     needed = f"{weights_bytes / 2**30:.1f} GB"
     with build_lock(cached), cache_writes(needed=needed):
-        state = read_verified_safetensors(cached)
+        # Hashing and reading the cached weights (hashlib and safetensors release the GIL) overlap
+        # with building the tokenizer: about 1.5 s of a warm Gemma load.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            reading = pool.submit(read_verified_safetensors, cached)
+            tokenizer = _load_tokenizer(directory)
+            state = reading.result()
         if state is not None:
             return _hooked_from_processed_state(cfg, tokenizer, state, processing)
         check_free_space(hooked_cache, weights_bytes, needed)
+        if before_conversion is not None:
+            before_conversion()
         model = _convert(load_hf_model(directory), cfg, tokenizer, processing)
         params = {name: p.detach().contiguous() for name, p in model.named_parameters()}
         write_verified_safetensors(cached, params)
@@ -683,6 +692,7 @@ GEMMA3 = GgufModel(
 )
 
 GGUF_MODELS = {source.spec: source for source in (SMOLLM2, GEMMA3)}
+CHECKPOINT = "model.safetensors"  # the float32 weights in a dequantized model's directory
 
 
 def gguf_directory(source: GgufModel) -> Path:
@@ -751,7 +761,7 @@ def dequantize_gguf(source: GgufModel, gguf: Path, out: Path) -> None:
     # weights are plain float32: save them and a config without the quantization entry ourselves.
     # lm_head is tied to the embedding (in both models), so it is not stored twice.
     state = {k: v.contiguous() for k, v in hf_model.state_dict().items() if k != "lm_head.weight"}
-    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    save_file(state, out / CHECKPOINT, metadata={"format": "pt"})
     config = hf_model.config.to_dict()
     config.pop("quantization_config", None)
     config["architectures"] = [source.architecture]
@@ -762,9 +772,18 @@ def dequantize_gguf(source: GgufModel, gguf: Path, out: Path) -> None:
 def load_gguf_model(
     source: GgufModel, processing: Processing, *, n_ctx: int | None
 ) -> HookedTransformer:
-    directory = gguf_directory(source)
+    directory = source.directory
+    # A warm load reads the processed weights (checked against their own hash as they are read),
+    # the config and the tokenizer, not the float32 checkpoint: its hash (1 GB for Gemma) is
+    # checked when a conversion is about to read it.
+    if not directory_verified(directory, skip=(CHECKPOINT,)):
+        directory = gguf_directory(source)
     return load_hf_directory(
-        directory, processing, n_ctx=n_ctx or source.n_ctx, hooked_cache=directory.parent
+        directory,
+        processing,
+        n_ctx=n_ctx or source.n_ctx,
+        hooked_cache=directory.parent,
+        before_conversion=lambda: gguf_directory(source),
     )
 
 
