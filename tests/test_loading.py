@@ -127,6 +127,7 @@ def test_models_lists_the_specs(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "smollm2-135m" in out and "random:tiny" in out and "gpt2" in out
+    assert "gemma3-270m" in out and "(Gemma" in out  # its license, in the kind column
 
 
 def test_corrupted_safetensors_are_refused_and_removed(tmp_path):
