@@ -18,6 +18,7 @@ SHA-256 checked before use (a truncated or corrupted file is rebuilt, never load
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -439,6 +440,7 @@ def load_hf_directory(
     n_ctx: int | None = None,
     hooked_cache: Path | None = None,
     before_conversion: Callable[[], object] | None = None,
+    plain_tokenizer: dict | None = None,
 ) -> HookedTransformer:
     """Load a local Hugging Face checkpoint directory with no network at all.
 
@@ -446,7 +448,8 @@ def load_hf_directory(
     dimensions, safetensors weights (PyTorch pickles are refused: unpickling can run code) and
     tokenizer files. With `hooked_cache`, the processed HookedTransformer weights are cached there
     (one file per set of processing flags): processing is the slow step, loading the result is not.
-    `before_conversion` runs before the checkpoint's weights are read (a cache checks their hash).
+    `before_conversion` runs before the checkpoint's weights are read (a cache checks their hash);
+    `plain_tokenizer` see `_load_tokenizer`.
     """
     if not directory.is_dir():
         raise ModelSpecError(f"{directory} is not a directory. {ACCEPTED_FORMS}")
@@ -454,7 +457,8 @@ def load_hf_directory(
     hf_config = read_hf_config(directory)
     cfg = hooked_config_from_hf(hf_config, name=directory.name, n_ctx=n_ctx)
     if hooked_cache is None:
-        return _convert(load_hf_model(directory), cfg, _load_tokenizer(directory), processing)
+        tokenizer = _load_tokenizer(directory, plain_tokenizer)
+        return _convert(load_hf_model(directory), cfg, tokenizer, processing)
     cached = hooked_cache / f"hooked-{processing.tag}-ctx{cfg.n_ctx}.safetensors"
     # the processed weights take about as much room as the float32 checkpoint they come from
     weights_bytes = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
@@ -464,7 +468,7 @@ def load_hf_directory(
         # with building the tokenizer: about 1.5 s of a warm Gemma load.
         with ThreadPoolExecutor(max_workers=1) as pool:
             reading = pool.submit(read_verified_safetensors, cached)
-            tokenizer = _load_tokenizer(directory)
+            tokenizer = _load_tokenizer(directory, plain_tokenizer)
             state = reading.result()
         if state is not None:
             return _hooked_from_processed_state(cfg, tokenizer, state, processing)
@@ -580,13 +584,28 @@ def _hooked_from_processed_state(
     return model.eval()
 
 
-def _load_tokenizer(directory: Path):
-    from transformers import AutoTokenizer
+def _load_tokenizer(directory: Path, plain: dict | None = None):
+    """The directory's tokenizer, by AutoTokenizer; or with `plain` (extra settings), the same
+    tokenizer.json as a PreTrainedTokenizerFast, for a model whose tokenizer class adds nothing to
+    it: Gemma's, whose class re-parses the 33 MB file in Python (2 s of a 5 s warm load)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            directory, local_files_only=True, add_bos_token=True, trust_remote_code=False
-        )
+        if plain is not None:
+            config = json.loads((directory / "tokenizer_config.json").read_text())
+            special = ["bos_token", "eos_token", "unk_token", "pad_token", "mask_token"]
+            tokenizer = PreTrainedTokenizerFast(
+                tokenizer_file=str(directory / "tokenizer.json"),
+                **{key: config[key] for key in special if key in config},
+                **plain,
+                # what TransformerLens reads back (it re-creates a tokenizer without add_bos_token)
+                name_or_path=str(directory),
+                add_bos_token=True,
+            )
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(
+                directory, local_files_only=True, add_bos_token=True, trust_remote_code=False
+            )
         ids = tokenizer("Hello world", add_special_tokens=False)["input_ids"]
     except Exception as error:
         raise ModelUnavailableError(
@@ -623,6 +642,9 @@ class GgufModel:
     n_ctx: int  # the context the HookedTransformer gets: it builds an n_ctx x n_ctx mask per layer
     cache_bytes: int  # what a cold load writes into the cache, at most
     license: str
+    # Settings for loading its tokenizer.json as a plain PreTrainedTokenizerFast (identical
+    # tokens, tested), or None for AutoTokenizer's class: see `_load_tokenizer`.
+    plain_tokenizer: dict | None = None
 
     @property
     def directory(self) -> Path:
@@ -689,6 +711,7 @@ GEMMA3 = GgufModel(
     # tied) and the processed HookedTransformer weights (1.8 GB: W_E and W_U are separate there)
     cache_bytes=3500 * 2**20,
     license="Gemma Terms of Use",
+    plain_tokenizer={"padding_side": "left"},  # GemmaTokenizer's own default
 )
 
 GGUF_MODELS = {source.spec: source for source in (SMOLLM2, GEMMA3)}
@@ -784,6 +807,7 @@ def load_gguf_model(
         n_ctx=n_ctx or source.n_ctx,
         hooked_cache=directory.parent,
         before_conversion=lambda: gguf_directory(source),
+        plain_tokenizer=source.plain_tokenizer,
     )
 
 

@@ -43,13 +43,6 @@ def gemma3():
 
 
 @pytest.fixture(scope="session")
-def gemma3_raw():
-    return load_model(
-        "gemma3-270m", fold_ln=False, center_writing_weights=False, center_unembed=False
-    )
-
-
-@pytest.fixture(scope="session")
 def gemma3_hf():
     """The dequantized Gemma 3 270M as a Hugging Face Gemma3ForCausalLM: the reference."""
     return load_hf_model(gemma3_directory())
