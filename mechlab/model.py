@@ -73,10 +73,8 @@ class Config:
         if self.positional == "rotary" and (self.rotary_dim or self.d_head) % 2:
             raise ValueError(f"rotary_dim must be even, got {self.rotary_dim}")
         if self.attn_types is not None:
-            if len(self.attn_types) != self.n_layers or not set(self.attn_types) <= {
-                "global",
-                "local",
-            }:
+            kinds = set(self.attn_types)
+            if len(self.attn_types) != self.n_layers or not kinds <= {"global", "local"}:
                 raise ValueError(
                     f"attn_types must give 'global' or 'local' for each of the {self.n_layers} "
                     f"layers, got {self.attn_types}"
@@ -150,7 +148,9 @@ class PosEmbed(nn.Module):
 class Attention(nn.Module):
     """Causal multi-head self-attention: each position mixes the values of itself and earlier
     positions, weighted by softmax(q . k / sqrt(d_head)). Llama's changes (rotary positions on q
-    and k, fewer key/value heads shared by groups of query heads) are switched on by the config."""
+    and k, fewer key/value heads shared by groups of query heads) and Gemma's (q/k norms, local
+    layers with their own rotary base) are switched on by the config; `layer` says which kind of
+    layer this is."""
 
     def __init__(self, cfg: Config, layer: int = 0):
         super().__init__()
