@@ -11,6 +11,8 @@ import sys
 
 from mechlab.defaults import (
     DEFAULT_MODEL,
+    DEVICES,
+    DTYPES,
     INDUCTION_THRESHOLD,
     MAX_PROMPTS,
     MAX_PROMPTS_FILE_BYTES,
@@ -119,6 +121,20 @@ def heads_list(text: str) -> list[tuple[int, int]]:
 
 
 def add_model_option(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
+    """--model (one, or repeatable) and where it runs: --device and --dtype."""
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where the model runs (default auto: cuda when torch sees a GPU, else cpu)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="the model's precision (default float32; scores, losses and the lens's statistics "
+        "are accumulated in float32 whatever it is)",
+    )
     if repeatable:
         parser.add_argument(
             "--model",
@@ -258,6 +274,12 @@ def build_parser() -> Parser:
     train.add_argument(
         "--eval-every", type=positive_int, default=25, help="steps between checkpoints"
     )
+    train.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where to train (default auto: cuda when torch sees a GPU, else cpu; float32)",
+    )
     train.add_argument("--out", required=True, help="output directory")
     train.set_defaults(run=run_train_induction)
 
@@ -345,6 +367,19 @@ def build_parser() -> Parser:
 # Shared steps
 
 
+def float32_only(args: argparse.Namespace, what: str) -> None:
+    if args.dtype != "float32":
+        raise InputError(
+            f"{what} is trained on, and tied by hash to, the float32 weights: drop --dtype "
+            f"{args.dtype} (or use --dtype float32)."
+        )
+
+
+def placement(args: argparse.Namespace) -> dict:
+    """load_model's device and dtype from --device and --dtype."""
+    return dict(device=args.device, dtype=args.dtype)
+
+
 def model_specs(args: argparse.Namespace) -> list[str]:
     from mechlab.io import model_slug
 
@@ -407,7 +442,7 @@ def run_report(args: argparse.Namespace) -> int:
     check_output_targets(args.out, ["report.html", "report.json"])
     from mechlab.report import write_report
 
-    page = write_report(specs, args.out, seq_len=args.seq_len, batch=args.batch)
+    page = write_report(specs, args.out, seq_len=args.seq_len, batch=args.batch, **placement(args))
     say(f"wrote {page}")
     return 0
 
@@ -418,6 +453,8 @@ def run_lens(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     prompts = read_prompts(args.prompts_file) if args.prompts_file else [args.prompt]
+    if args.tuned:
+        float32_only(args, "a tuned lens")
     check_output_targets(args.out, ["lens.json", "lens.html", "lens_top1.png"])
     from mechlab.artifacts import lens_files
     from mechlab.io import write_files
@@ -426,7 +463,7 @@ def run_lens(args: argparse.Namespace) -> int:
     from mechlab.present import lens_table
     from mechlab.progress import progress_bar
 
-    model = load_model(args.model)
+    model = load_model(args.model, **placement(args))
     options = dict(target=args.target, top_k=args.top_k, include_mid=args.include_mid)
     if args.tuned:
         options["lens"] = tuned_lens_for(model, args.tuned, train=args.train_if_missing)
@@ -476,6 +513,7 @@ def tuned_lens_for(model, where: str, *, train: bool):
 def run_tune_lens(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
+    float32_only(args, "the tuned lens")
     outputs = ["eval.json", "tuned_vs_logit.png"]
     check_output_targets(args.out, outputs + ([] if args.eval_only else ["lens.safetensors"]))
     from mechlab.artifacts import tuned_lens_files
@@ -485,7 +523,7 @@ def run_tune_lens(args: argparse.Namespace) -> int:
     from mechlab.tuned_lens import Checkpoint, TunedLens, evaluate, train_tuned_lens
 
     corpus = load_corpus(args.corpus)
-    model = load_model(args.model)
+    model = load_model(args.model, **placement(args))
     if args.eval_only:
         lens = TunedLens.load(args.out, model)
     else:
@@ -533,7 +571,7 @@ def run_heads(args: argparse.Namespace) -> int:
 
     files, scans = {}, []  # everything is computed before anything is written
     for spec in specs:
-        model = load_model(spec)
+        model = load_model(spec, **placement(args))
         if args.ablate:
             from mechlab.ablation import check_ablation_count
 
@@ -571,7 +609,7 @@ def run_patch(args: argparse.Namespace) -> int:
     from mechlab.patching import patch
     from mechlab.present import patch_table
 
-    model = load_model(args.model)
+    model = load_model(args.model, **placement(args))
     result = patch(
         model,
         args.clean,
@@ -603,6 +641,7 @@ def run_train_induction(args: argparse.Namespace) -> int:
         seed=args.seed,
         eval_every=args.eval_every,
         progress=True,
+        device=args.device,
     )
     write_files(args.out, formation_files(formation))
     say(repr(formation))
@@ -626,7 +665,7 @@ def run_dla(args: argparse.Namespace) -> int:
     from mechlab.loading import load_model
     from mechlab.present import dla_table
 
-    model = load_model(args.model)
+    model = load_model(args.model, **placement(args))
     result = logit_attribution(model, args.prompt, answer=args.answer, wrong=args.wrong)
     console().print(dla_table(result))
     write_files(args.out, dla_files(result))
@@ -648,7 +687,7 @@ def run_attention(args: argparse.Namespace) -> int:
     from mechlab.loading import load_model
     from mechlab.tokens import to_tokens
 
-    model = load_model(args.model)
+    model = load_model(args.model, **placement(args))
     tokens = to_tokens(model, args.prompt)
     selected: dict[int, list[int]] = {}
     for layer in args.layer or []:
@@ -680,7 +719,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from mechlab.present import parity_table
     from mechlab.tokens import to_tokens
 
-    model = load_model(args.model)
+    model = load_model(args.model, **placement(args))
     tokens = to_tokens(model, args.prompt)
     reports = [compare(Transformer.from_hooked(model), model, tokens)]
     hf_directory = hugging_face_directory(args.model)
@@ -743,7 +782,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from mechlab.loading import load_model
     from mechlab.tokens import to_tokens, token_strings
 
-    model = load_model(args.model)
+    model = load_model(args.model, **placement(args))
     if args.top_k > model.cfg.d_vocab:
         raise InputError(
             f"--top-k {args.top_k} is more than the {model.cfg.d_vocab} tokens of "

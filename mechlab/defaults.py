@@ -6,6 +6,10 @@ these values in ``--help`` and check arguments against them before anything slow
 
 DEFAULT_MODEL = "smollm2-135m"
 
+# Where and in what precision a model runs (`load_model(device=..., dtype=...)`, --device/--dtype).
+DEVICES = ("auto", "cpu", "cuda", "mps")  # auto: cuda if this torch sees a GPU, else cpu
+DTYPES = ("float32", "bfloat16", "float16")
+
 # A head whose induction score is above this counts as an induction head (Olsson et al. 2022 use
 # 0.4 in their induction-head mosaic; so does ARENA).
 INDUCTION_THRESHOLD = 0.4

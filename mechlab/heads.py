@@ -228,6 +228,7 @@ def pattern_pass(
 
         def reduce_pattern(pattern: Tensor, hook) -> None:
             layer = hook.layer()
+            pattern = pattern.float()  # scores are averaged in float32 whatever the model's dtype
             for name, value in pattern_scores(pattern, seq_len).items():
                 sums[name][layer] += value.sum(0).double()
             for name, value in tl_scores(pattern, chunk).items():
@@ -345,7 +346,8 @@ def next_token_loss(
     logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
 ) -> Float[Tensor, "batch pos_minus_1"]:
     """Cross-entropy of predicting token p+1 at each position p, as logsumexp(logits) - logit of the
-    target, 64 rows at a time: a log_softmax of everything would copy all the logits."""
+    target, 64 rows at a time: a log_softmax of everything would copy all the logits. Computed in
+    float32 whatever the model's dtype."""
     losses = []
     for sequence_logits, sequence in zip(
         logits, tokens
@@ -354,7 +356,7 @@ def next_token_loss(
         losses.append(
             torch.cat(
                 [
-                    block.logsumexp(-1) - block.gather(-1, target[:, None])[:, 0]
+                    block.float().logsumexp(-1) - block.gather(-1, target[:, None])[:, 0].float()
                     for block, target in zip(rows.split(64), targets.split(64))
                 ]
             )
@@ -369,17 +371,17 @@ def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
 
     The vocab x vocab circuit is never formed: its non-zero eigenvalues are those of the
     d_head x d_head product of the cyclically permuted factors, W_O (W_U W_E) W_V, which
-    FactoredMatrix computes from the d_model x d_head and d_head x d_model factors.
+    FactoredMatrix computes from the d_model x d_head and d_head x d_model factors; in float32
+    whatever the model's dtype.
     """
     with torch.inference_mode():
-        unembed_embed = (
-            model.W_U @ model.W_E
-        )  # [d_model, d_model]: the only product that touches d_vocab
+        # [d_model, d_model]: the only product that touches d_vocab
+        unembed_embed = model.W_U.float() @ model.W_E.float()
         scores = []
         for block in model.blocks:  # one layer at a time keeps the stacked weights out of memory
             attn = block.attn
             circuit = FactoredMatrix(
-                attn.W_V, attn.W_O @ unembed_embed
+                attn.W_V.float(), attn.W_O.float() @ unembed_embed
             )  # [n_heads, d_model, d_model]
             eigenvalues = circuit.eigenvalues  # [n_heads, d_head], complex
             scores.append((eigenvalues.sum(-1) / eigenvalues.abs().sum(-1)).real.float())

@@ -54,12 +54,14 @@ from mechlab.defaults import (
     ACCEPTED_FORMS,
     BYTE_VOCAB,
     DEFAULT_MODEL,
+    DEVICES,
+    DTYPES,
     GEMMA3_N_CTX,
     RANDOM_PRESETS,
     SMOLLM2_N_CTX,
     parse_random_spec,
 )
-from mechlab.errors import ModelSpecError, ModelUnavailableError
+from mechlab.errors import InputError, ModelSpecError, ModelUnavailableError
 
 __all__ = [
     "ACCEPTED_FORMS",
@@ -120,22 +122,27 @@ class Processing:
 def load_model(
     spec: str,
     *,
-    device: str = "cpu",
+    device: str = "auto",
+    dtype: str = "float32",
     fold_ln: bool = True,
     center_writing_weights: bool = True,
     center_unembed: bool = True,
     n_ctx: int | None = None,
 ) -> HookedTransformer:
-    """Load the model named by `spec` (see the module docstring) as a float32 HookedTransformer.
+    """Load the model named by `spec` (see the module docstring) as a HookedTransformer on `device`
+    ("auto": cuda when this torch sees a GPU, else cpu) in `dtype` ("float32", "bfloat16",
+    "float16").
 
-    The processing flags mean what they mean in ``HookedTransformer.from_pretrained``; pass all
-    three as False for the raw weights. `n_ctx` shortens the context window (smaller attention
-    masks).
+    Weights are converted and processed in float32 (folding in half precision loses accuracy), then
+    moved and cast. The processing flags mean what they mean in
+    ``HookedTransformer.from_pretrained``; pass all three as False for the raw weights. `n_ctx`
+    shortens the context window.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ModelSpecError(
             f"model spec must be a non-empty string, got {spec!r}. {ACCEPTED_FORMS}"
         )
+    device, torch_dtype = resolve_device(device), resolve_dtype(dtype)  # before anything is loaded
     spec = spec.strip()
     processing = Processing(fold_ln, center_writing_weights, center_unembed)
     if spec.startswith("random:"):
@@ -145,11 +152,47 @@ def load_model(
     elif _looks_like_path(spec):
         model = load_hf_directory(Path(spec).expanduser(), processing, n_ctx=n_ctx)
     elif official_name(spec) is not None:
-        model = _load_official(spec, processing, device=device, n_ctx=n_ctx)
+        model = _load_official(spec, processing, device="cpu", n_ctx=n_ctx)
     else:
         raise ModelSpecError(f"unknown model spec {spec!r}. {ACCEPTED_FORMS}")
     model.cfg.model_name = spec if not _looks_like_path(spec) else Path(spec).name
-    return model.to(device) if device != "cpu" else model
+    return place(model, device, torch_dtype)
+
+
+def resolve_device(device: str) -> str:
+    """The torch device for a --device value, refusing one this machine does not have."""
+    kind = device.split(":")[0] if isinstance(device, str) else None
+    if kind not in DEVICES or (device.count(":") and kind != "cuda"):
+        raise InputError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}.")
+    if kind == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"device {device!r}: this torch ({torch.__version__}) sees no CUDA GPU. Use --device "
+            "cpu (or auto), or install a CUDA build of torch on a machine with an NVIDIA GPU."
+        )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise InputError(
+            f"device 'mps': this torch ({torch.__version__}) has no Apple Metal backend here. "
+            "Use --device cpu (or auto)."
+        )
+    return device
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
+    return getattr(torch, dtype)
+
+
+def place(model: HookedTransformer, device: str, dtype: torch.dtype) -> HookedTransformer:
+    """Move and cast a loaded model (TransformerLens updates cfg.device and cfg.dtype)."""
+    with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints "Changing model dtype"
+        if dtype != torch.float32:
+            model = model.to(dtype)
+        if device != "cpu":
+            model = model.to(device)
+    return model
 
 
 def _looks_like_path(spec: str) -> bool:

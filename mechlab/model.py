@@ -114,8 +114,10 @@ class LayerNorm(nn.Module):
             self.b = nn.Parameter(torch.zeros(cfg.d_model))
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        dtype = x.dtype  # the statistics in float32 even in a half-precision model
+        x = x.float()
         x = x - x.mean(-1, keepdim=True)
-        x = x / (x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt()
+        x = (x / (x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt()).to(dtype)
         return x * self.w + self.b if self.cfg.normalization == "LN" else x
 
 
@@ -367,7 +369,8 @@ class RMSNorm(nn.Module):
             self.w = nn.Parameter(torch.full((length or cfg.d_model,), 1.0 - cfg.norm_offset))
 
     def forward(self, x: Float[Tensor, "*position dim"]) -> Float[Tensor, "*position dim"]:
-        x = x / (x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt()
+        dtype, x = x.dtype, x.float()  # the statistics in float32 even in a half-precision model
+        x = (x / (x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt()).to(dtype)
         return x * (self.cfg.norm_offset + self.w) if self.weighted else x
 
 
@@ -510,7 +513,7 @@ class Transformer(nn.Module):
     def from_hooked(cls, model) -> "Transformer":
         """Copy a TransformerLens HookedTransformer's weights (processed with fold_ln or raw)."""
         cfg = config_from_hooked(model.cfg)
-        scratch = cls(cfg)
+        scratch = cls(cfg).to(model.cfg.dtype)
         state = {}
         for name, value in model.state_dict().items():
             name = name.replace("attn._W_K", "attn.W_K").replace("attn._W_V", "attn.W_V")

@@ -106,10 +106,18 @@ class ModelReport:
         return files
 
 
-def build_report(spec: str, *, seq_len: int = 50, batch: int = 10, progress=None) -> ModelReport:
+def build_report(
+    spec: str,
+    *,
+    seq_len: int = 50,
+    batch: int = 10,
+    progress=None,
+    device: str = "auto",
+    dtype: str = "float32",
+) -> ModelReport:
     """Run every analysis on one model; nothing is written."""
     step = progress.update if progress is not None else (lambda n: None)
-    model = load_model(spec)
+    model = load_model(spec, device=device, dtype=dtype)
     step(1)
     parity = compare(Transformer.from_hooked(model), model, to_tokens(model, PARITY_PROMPT))
     step(1)
@@ -177,14 +185,25 @@ def causal_checks(model, report: ModelReport) -> None:
     report.figures["dla_layers.png"] = figure_png(plot_dla_layers(report.dla))
 
 
-def write_report(specs: list[str], out: str | Path, *, seq_len: int = 50, batch: int = 10) -> Path:
+def write_report(
+    specs: list[str],
+    out: str | Path,
+    *,
+    seq_len: int = 50,
+    batch: int = 10,
+    device: str = "auto",
+    dtype: str = "float32",
+) -> Path:
     """Build every model's report (with a progress bar), then write report.html, the PNGs and the
     JSON files together: the page is made from the figures in memory, and nothing is written
     until everything is computed."""
     several = len(specs) > 1
     with progress_bar(total=5 * len(specs) + 1, desc="mechlab report") as progress:
         reports = [
-            build_report(spec, seq_len=seq_len, batch=batch, progress=progress) for spec in specs
+            build_report(
+                spec, seq_len=seq_len, batch=batch, progress=progress, device=device, dtype=dtype
+            )
+            for spec in specs
         ]
         files: Files = {}
         items = []

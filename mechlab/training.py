@@ -199,7 +199,7 @@ def evaluate(model: Transformer, held_out, scan_tokens: Tensor) -> dict:
     tokens, repeat, first = held_out
     model.eval()
     with torch.no_grad():
-        losses = token_losses(model, tokens)
+        losses = token_losses(model, tokens.to(model.embed.W_E.device)).cpu()
     model.train()
     scan = scan_heads(to_hooked(model, name=f"{model.cfg.n_layers}-layer"), scan_tokens)
     return {
@@ -220,18 +220,20 @@ def train_formation_run(
     lr: float = 1e-3,
     eval_every: int = 25,
     progress: bool = False,
+    device: str = "cpu",
 ) -> FormationRun:
     """Train one attention-only model and record checkpoints (see the module docstring). Ctrl-C
     stops the training: the run comes back with what was recorded and `interrupted` set.
 
     The weights and the data come from `seed`. Two runs agree to about 1e-7 until the phase change
     and cross the induction threshold at the same checkpoint; after it, the order of torch's
-    multi-threaded floating-point sums makes their scores differ in the second decimal."""
+    multi-threaded floating-point sums makes their scores differ in the second decimal. Training
+    runs on `device` in float32; checkpoints are scored on a CPU copy."""
     from mechlab.heads import repeated_tokens
     from mechlab.progress import progress_bar
 
     torch.manual_seed(seed)  # nothing random in training draws from it, but be safe
-    model = Transformer(formation_config(n_layers, n_heads), seed=seed)
+    model = Transformer(formation_config(n_layers, n_heads), seed=seed).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     data = torch.Generator().manual_seed(seed + 1)
     held_out = induction_batch(256, torch.Generator().manual_seed(10_000 + seed))
@@ -260,7 +262,7 @@ def train_formation_run(
             if step == steps:
                 break
             tokens, _, _ = induction_batch(batch, data)
-            loss = token_losses(model, tokens).mean()
+            loss = token_losses(model, tokens.to(device)).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -281,13 +283,23 @@ def train_induction(
     seed: int = 0,
     eval_every: int = 25,
     progress: bool = False,
+    device: str = "auto",
 ) -> Formation:
     """Train an attention-only model with `layers` layers and its one-layer control (skipped when
     `layers` is 1) on the same data for the same steps; see the module docstring."""
+    from mechlab.loading import resolve_device
+
+    device = resolve_device(device)
     runs = []
     for n_layers in dict.fromkeys([layers, 1]):
         run = train_formation_run(
-            n_layers, heads, steps=steps, seed=seed, eval_every=eval_every, progress=progress
+            n_layers,
+            heads,
+            steps=steps,
+            seed=seed,
+            eval_every=eval_every,
+            progress=progress,
+            device=device,
         )
         runs.append(run)
         if run.interrupted:

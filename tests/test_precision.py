@@ -1,0 +1,106 @@
+"""Device and dtype: SmolLM2 in bfloat16 on this CPU against itself in float32, and the errors for a
+device or dtype this machine cannot give."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from mechlab import InputError, load_model
+from mechlab.cli import main
+from mechlab.heads import scan_heads
+from mechlab.lens import logit_lens
+from mechlab.model import Transformer
+from mechlab.parity import ATOL, compare
+
+PROMPTS = [
+    "The capital of France is",
+    "The Eiffel Tower is located in the city of",
+    "When Mary and John went to the store, John gave a drink to",
+    "Mechanistic interpretability looks inside neural networks to find the algorithms they "
+    "learned.",
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2_bf16():
+    return load_model("smollm2-135m", dtype="bfloat16")
+
+
+@pytest.mark.slow
+def test_bfloat16_scan_finds_the_same_induction_heads(smollm2, smollm2_bf16):
+    assert smollm2_bf16.cfg.dtype == torch.bfloat16 and smollm2_bf16.W_Q.dtype == torch.bfloat16
+    full = scan_heads(smollm2, seq_len=30, batch=6)
+    half = scan_heads(smollm2_bf16, seq_len=30, batch=6)
+    assert [head[:2] for head in half.top("induction", 3)] == [
+        head[:2] for head in full.top("induction", 3)
+    ]
+    for name, scores in full.scores.items():
+        assert half.scores[name].dtype == torch.float32  # averaged in float32
+        assert (half.scores[name] - scores).abs().max() < 0.02, name
+    assert half.loss_by_position.dtype == torch.float32
+    assert abs(half.loss_second_half - full.loss_second_half) < 0.1
+
+
+@pytest.mark.slow
+def test_bfloat16_lens_agrees_with_float32_on_the_top_token(smollm2, smollm2_bf16):
+    agree = cells = 0
+    for prompt in PROMPTS:
+        full, half = logit_lens(smollm2, prompt), logit_lens(smollm2_bf16, prompt)
+        assert half.entropy.dtype == torch.float32
+        agree += (full.top_ids[..., 0] == half.top_ids[..., 0]).sum().item()
+        cells += full.top_ids[..., 0].numel()
+    assert agree / cells >= 0.95  # measured: 0.964 over these 4 prompts' 31 x 53 cells
+
+
+@pytest.mark.slow
+def test_bfloat16_scratch_model_matches_the_library_in_bfloat16(smollm2_bf16):
+    """Both models round the same operations to bfloat16 (8 significant bits: a relative step of
+    2^-8), computing norms in float32 as TransformerLens does; allowing one such rounding of each
+    reference value (rtol = 2^-8) is the tightest tolerance that means anything in bfloat16. They
+    agree exactly today."""
+    scratch = Transformer.from_hooked(smollm2_bf16)
+    assert next(scratch.parameters()).dtype == torch.bfloat16
+    tokens = smollm2_bf16.to_tokens(PROMPTS[3])
+    report = compare(scratch, smollm2_bf16, tokens, atol=ATOL, rtol=2**-8)
+    assert report.passed, report.failures
+    # and a bug still shows at that tolerance: no 1/sqrt(d_head)
+    for block in scratch.blocks:
+        block.attn.cfg = dataclasses.replace(block.attn.cfg, attn_scale=1.0)
+    assert compare(scratch, smollm2_bf16, tokens, atol=ATOL, rtol=2**-8).first_failure == (
+        "blocks.0.pattern"
+    )
+
+
+def test_devices_and_dtypes_this_machine_lacks_are_refused(tmp_path, capsys):
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        load_model("random:tiny", device="tpu")
+    with pytest.raises(InputError, match="unknown dtype 'int8'"):
+        load_model("random:tiny", dtype="int8")
+    assert load_model("random:tiny", device="auto").cfg.device in ("cpu", "cuda")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", "random:tiny", "--dtype", "float64"]) == 2
+    assert "invalid choice: 'float64'" in capsys.readouterr().err
+    for command in [
+        ["tune-lens", "--model", "random:tiny", "--dtype", "bfloat16", "--out", str(out)],
+        ["lens", "--model", "random:tiny", "--prompt", "Hi", "--tuned", "auto", "--dtype",
+         "float16", "--out", str(out)],
+    ]:  # fmt: skip
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "float32 weights" in err[0]
+    if not torch.cuda.is_available():
+        code = main(["heads", "--model", "random:tiny", "--device", "cuda", "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "sees no CUDA GPU" in err[0]
+    assert not out.exists()
+
+
+def test_a_model_in_float16_runs_every_reduction_in_float32():
+    model = load_model("random:llama-tiny", dtype="float16")
+    assert model.cfg.dtype == torch.float16
+    scan = scan_heads(model, seq_len=8, batch=2)
+    assert all(score.dtype == torch.float32 for score in scan.scores.values())
+    assert torch.isfinite(scan.loss_by_position).all()
+    lens = logit_lens(model, "Hello there")
+    assert lens.kl_to_final.dtype == torch.float32 and torch.isfinite(lens.kl_to_final).all()
