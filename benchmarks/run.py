@@ -5,7 +5,17 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["startup", "load", "forward", "heads", "lens", "patch", "formation", "tuned_lens"]
+BENCHMARKS = [
+    "startup",
+    "load",
+    "forward",
+    "precision",
+    "heads",
+    "lens",
+    "patch",
+    "formation",
+    "tuned_lens",
+]
 
 
 def main(names: list[str]) -> None:

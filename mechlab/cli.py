@@ -231,6 +231,14 @@ def build_parser() -> Parser:
         help="what an ablated head outputs: zero, its mean over the batch and positions, or its "
         "output on another sequence (default mean)",
     )
+    heads.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="one Ray task per model: on a local Ray instance started for this command, or on the "
+        "cluster at ADDRESS (HOST:PORT); needs pip install 'mechlab[ray]'",
+    )
     heads.add_argument("--out", required=True, help="output directory")
     heads.set_defaults(run=run_heads)
 
@@ -563,40 +571,44 @@ def run_heads(args: argparse.Namespace) -> int:
     own = ["heads.json", "heads.html"] + (["ablation.png"] if args.ablate else [])
     names = [f"{model_slug(spec)}/{name}" if several else name for spec in specs for name in own]
     check_output_targets(args.out, names + (["induction_mosaic.png"] if several else []))
-    from mechlab.artifacts import heads_files, model_files, mosaic_png
-    from mechlab.heads import scan_heads
+    from mechlab.artifacts import model_files, mosaic_png
+    from mechlab.distributed import scan_model, scan_models_on_ray
     from mechlab.io import write_files
-    from mechlab.loading import load_model
-    from mechlab.present import heads_table
+    from mechlab.present import ablation_table, heads_table
 
-    files, scans = {}, []  # everything is computed before anything is written
-    for spec in specs:
-        model = load_model(spec, **placement(args))
-        if args.ablate:
-            from mechlab.ablation import check_ablation_count
-
-            check_ablation_count(model, args.ablate)
-        scan = scan_heads(
-            model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, progress=True
-        )
-        console().print(heads_table(scan, args.threshold))
-        study = None
-        if args.ablate:
-            from mechlab.ablation import ablation_study
-            from mechlab.present import ablation_table
-
-            study = ablation_study(
-                model, scan, args.ablate, method=args.ablate_method, threshold=args.threshold
+    options = dict(
+        seq_len=args.seq_len,
+        batch=args.batch,
+        seed=args.seed,
+        threshold=args.threshold,
+        ablate=args.ablate or 0,
+        ablate_method=args.ablate_method,
+        **placement(args),
+    )
+    failures = {}
+    if args.ray is None:
+        results = [scan_model(spec, progress=True, **options) for spec in specs]
+    else:
+        say(f"scanning {len(specs)} models on Ray ({args.ray or 'a local instance'})")
+        results, failures = scan_models_on_ray(specs, address=args.ray or None, **options)
+        if not results:
+            raise MechlabError(
+                "every model failed on its worker: "
+                + "; ".join(f"{spec}: {why}" for spec, why in failures.items())
             )
-            console().print(ablation_table(study))
-        report = heads_files(model, scan, args.threshold, study)
-        files.update(model_files(spec, report, several=several))
-        scans.append(scan)
+    files = {}  # everything is computed before anything is written
+    for result in results:
+        console().print(heads_table(result.scan, args.threshold))
+        if result.study is not None:
+            console().print(ablation_table(result.study))
+        files.update(model_files(result.spec, result.files, several=several))
     if several:
-        files["induction_mosaic.png"] = mosaic_png(scans)
+        files["induction_mosaic.png"] = mosaic_png([result.scan for result in results])
     write_files(args.out, files)
-    say(f"wrote {args.out}")
-    return 0
+    for spec, why in failures.items():
+        print(f"mechlab heads: {spec} failed on its worker: {why}", file=sys.stderr)
+    say(f"wrote {args.out}" + (f" without {', '.join(failures)}" if failures else ""))
+    return 1 if failures else 0
 
 
 def run_patch(args: argparse.Namespace) -> int:
