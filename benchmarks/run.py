@@ -10,9 +10,11 @@ BENCHMARKS = [
     "load",
     "forward",
     "precision",
+    "memory",
     "heads",
     "lens",
     "patch",
+    "ray",
     "formation",
     "tuned_lens",
 ]

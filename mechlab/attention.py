@@ -7,6 +7,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechlab.errors import InputError
+from mechlab.memory import check_fits
 
 
 def check_layer(model: HookedTransformer, layer: int) -> None:
@@ -35,12 +36,37 @@ def check_heads(model: HookedTransformer, heads: list[tuple[int, int]]) -> None:
 
 
 def attention_patterns(
-    model: HookedTransformer, tokens: Tensor, layers: list[int]
+    model: HookedTransformer, tokens: Tensor, layers: list[int], *, last: int | None = None
 ) -> dict[int, Float[Tensor, "n_heads query_pos key_pos"]]:
-    """The first sequence's attention patterns at the given layers, caching nothing else."""
-    wanted = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
+    """The first sequence's attention patterns at the given layers (float32, on the CPU).
+
+    Each layer's pattern is cut down as soon as it is produced, by a hook, and nothing else is
+    kept: with `last`, only the last `last` queries and keys, so a view of a long prompt holds
+    n_heads x last^2 numbers per layer, not n_heads x pos^2 (the forward pass itself holds one
+    layer's full scores and pattern at a time, which is checked against the memory available)."""
+    pos = tokens.shape[-1]
+    check_fits(
+        forward_pattern_bytes(model, pos)
+        + len(layers) * model.cfg.n_heads * min(pos, last or pos) ** 2 * 4,
+        what=f"the attention patterns of a {pos}-token prompt",
+        fix="use a shorter prompt.",
+    )
+    kept = {}
+
+    def keep(pattern: Tensor, hook) -> None:
+        pattern = pattern[0] if last is None else pattern[0, :, -last:, -last:]
+        kept[hook.layer()] = pattern.float().cpu().clone()
+
     with torch.inference_mode():
-        _, cache = model.run_with_cache(
-            tokens, names_filter=lambda name: name in wanted, stop_at_layer=max(layers) + 1
+        model.run_with_hooks(
+            tokens,
+            fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", keep) for layer in layers],
+            stop_at_layer=max(layers) + 1,
         )
-    return {layer: cache[f"blocks.{layer}.attn.hook_pattern"][0].float().cpu() for layer in layers}
+    return {layer: kept[layer] for layer in layers}
+
+
+def forward_pattern_bytes(model: HookedTransformer, pos: int, batch: int = 1) -> int:
+    """What one layer's attention holds at its peak in a forward pass over `pos` tokens: the
+    scores, the pattern and a temporary of the same size, in the model's dtype."""
+    return 3 * batch * model.cfg.n_heads * pos * pos * model.cfg.dtype.itemsize

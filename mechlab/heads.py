@@ -20,7 +20,7 @@ from transformer_lens import FactoredMatrix, HookedTransformer
 
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
-from mechlab.memory import check_fits
+from mechlab.memory import available_bytes, check_fits
 
 PATTERN_SCORES = ["induction", "previous_token", "duplicate_token", "current_token", "first_token"]
 # TransformerLens's head_detector scores, computed its way (see tl_scores below).
@@ -74,13 +74,28 @@ def check_scan_shape(model: HookedTransformer, seq_len: int, batch: int) -> None
     )
 
 
+def sequence_bytes(model: HookedTransformer, total: int) -> int:
+    """What one sequence of `total` tokens holds at the peak of a scan's forward pass: its logits,
+    a few residual-sized temporaries, and one layer's scores, pattern and a float32 copy."""
+    cfg = model.cfg
+    return total * (cfg.d_vocab * 4 + cfg.d_model * 4 * 8 + cfg.n_heads * total * 4 * 3)
+
+
+def scan_chunk_size(model: HookedTransformer, total: int, batch: int) -> int:
+    """Sequences per forward pass: about 8k tokens (the attention then costs memory linear in the
+    sequence length: (8192 / total) x n_heads x total^2), and fewer when a quarter of the memory
+    available now cannot hold that many; at least one (`check_scan_shape` refuses what cannot fit
+    even then)."""
+    fitting = available_bytes() // 4 // sequence_bytes(model, total)
+    return max(1, min(batch, 8192 // total, fitting))
+
+
 def scan_memory(model: HookedTransformer, seq_len: int, batch: int) -> int:
     """Bytes a scan holds at its peak, roughly: the token ids and per-position losses of the whole
-    batch, plus one chunk's forward pass (its logits, and one layer's scores and pattern)."""
-    cfg, total = model.cfg, 2 * seq_len + 1
-    chunk = min(batch, max(1, 8192 // total))
-    per_sequence = total * (cfg.d_vocab * 4 + cfg.d_model * 4 * 8 + cfg.n_heads * total * 4 * 3)
-    return batch * total * (8 + 4) + chunk * per_sequence
+    batch, plus one chunk's forward pass."""
+    total = 2 * seq_len + 1
+    chunk = scan_chunk_size(model, total, batch)
+    return batch * total * (8 + 4) + chunk * sequence_bytes(model, total)
 
 
 def repeated_tokens(
@@ -178,7 +193,7 @@ def scan_heads(
 ) -> HeadScan:
     """Score every head of `model` on repeated random tokens (or on given ``[BOS] + r + r`` tokens).
 
-    `chunk_size` sequences go through the model at a time (default: about 8k tokens a chunk).
+    `chunk_size` sequences go through the model at a time (default: `scan_chunk_size`).
     """
     if tokens is None:
         tokens = repeated_tokens(model, seq_len=seq_len, batch=batch, seed=seed)
@@ -214,7 +229,7 @@ def pattern_pass(
     reduced to per-head score sums by a hook as soon as it exists, and the loss at each position."""
     cfg = model.cfg
     batch, total = tokens.shape
-    chunk_size = chunk_size or max(1, 8192 // total)
+    chunk_size = chunk_size or scan_chunk_size(model, total, batch)
     sums = {
         name: torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
         for name in PATTERN_SCORES + TL_SCORES

@@ -20,6 +20,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechlab.errors import InputError
+from mechlab.memory import check_fits
 from mechlab.tokens import PromptOrTokens, single_token, to_tokens, token_strings
 
 # Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab).
@@ -154,6 +155,7 @@ def logit_lens(
     if tokens.shape[0] != 1:
         raise InputError(f"logit_lens takes one sequence, got a batch of {tokens.shape[0]}")
     target_id = resolve_target(model, target) if target is not None else None
+    check_lens_fits(model, tokens.shape[-1], include_mid)
     residuals, labels = cached_residuals(model, tokens, include_mid)
     with torch.inference_mode():
         if lens is not None:
@@ -191,6 +193,24 @@ def logit_lens(
         target_rank=stats.get("target_rank"),
         lens="logit" if lens is None else "tuned",
     )
+
+
+def check_lens_fits(model: HookedTransformer, pos: int, include_mid: bool) -> None:
+    """Refuse, before the forward pass, a prompt whose lens cannot fit in the memory available.
+
+    The peak is the forward pass's largest attention (scores, pattern and a temporary of
+    n_heads x pos^2), the cached residual streams (rows x pos x d_model) and the two decoding
+    buffers (CHUNK_ELEMENTS float32 each, whatever the vocabulary: the chunk of positions shrinks as
+    it grows), plus a float32 copy of the unembedding for a half-precision model."""
+    from mechlab.attention import forward_pattern_bytes
+
+    cfg = model.cfg
+    rows = cfg.n_layers * (2 if include_mid else 1) + 1
+    needed = forward_pattern_bytes(model, pos) + rows * pos * cfg.d_model * cfg.dtype.itemsize
+    needed += 2 * 4 * max(CHUNK_ELEMENTS, rows * cfg.d_vocab_out)
+    if cfg.dtype != torch.float32:
+        needed += 4 * cfg.d_model * cfg.d_vocab_out
+    check_fits(needed, what=f"the lens over {pos} tokens", fix="use a shorter prompt.")
 
 
 def decoded_logits(

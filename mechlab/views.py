@@ -89,7 +89,7 @@ def attention_heads_view(
     check_heads(model, heads)
     tokens = to_tokens(model, prompt_or_tokens)[:1]
     layers = sorted({layer for layer, _ in heads})
-    patterns = attention_patterns(model, tokens, layers)
+    patterns = attention_patterns(model, tokens, layers, last=MAX_VIEW_TOKENS)
     attention = torch.stack([patterns[layer][head] for layer, head in heads])
     strings = token_strings(model, tokens[0])
     notes = []

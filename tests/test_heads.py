@@ -189,6 +189,7 @@ DEEP_MODEL = """
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from mechlab.heads import scan_heads
+from mechlab.attention import attention_patterns
 cfg = HookedTransformerConfig(n_layers=24, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=300,
                               n_ctx=1024, act_fn="gelu_new", normalization_type="LN")
 model = HookedTransformer(cfg).eval()
@@ -202,6 +203,8 @@ RUNS = {
     "cache": "model.run_with_cache(tokens, names_filter=lambda name: name.endswith('pattern'))",
     "forward": "model(tokens)",
     "scan": "scan_heads(model, tokens)",
+    # every layer's pattern for a view, cut to the last 256 positions as it is produced
+    "views": "attention_patterns(model, tokens[:1], list(range(24)), last=256)",
 }
 
 
@@ -221,6 +224,8 @@ def test_peak_memory_is_bounded_on_a_deep_model_with_long_sequences():
     assert peak_memory_increase("cache") > 3 * forward
     scanned = peak_memory_increase("scan")
     assert scanned < 1.5 * forward, f"scan {scanned / 1e6:.0f} MB, forward {forward / 1e6:.0f} MB"
+    viewed = peak_memory_increase("views")  # one sequence where the forward pass had two
+    assert viewed < forward, f"views {viewed / 1e6:.0f} MB, forward {forward / 1e6:.0f} MB"
 
 
 @pytest.mark.parametrize(

@@ -276,3 +276,26 @@ def test_prompts_file_errors(tmp_path, capsys):
         == 2
     )
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_prompt_too_long_for_the_memory_is_refused_before_the_forward_pass(
+    tmp_path, capsys, monkeypatch
+):
+    import mechlab.memory
+    from mechlab.attention import attention_patterns
+    from mechlab.errors import ResourceError
+
+    model = load_model("random:gpt2-small")
+    tokens = torch.randint(0, 257, (1, 1000))
+    monkeypatch.setattr(mechlab.memory, "available_bytes", lambda: 100 << 20)  # 100 MiB free
+    with pytest.raises(ResourceError, match=r"the lens over 1000 tokens needs about .* available"):
+        logit_lens(model, tokens)
+    with pytest.raises(ResourceError, match="attention patterns of a 1000-token prompt"):
+        attention_patterns(model, tokens, [0], last=256)
+    out = tmp_path / "out"
+    prompt = "many words " * 90  # 990 bytes: within the context, beyond 100 MiB
+    code = main(["lens", "--model", "random:gpt2-small", "--prompt", prompt, "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs about" in err[0] and "use a shorter prompt" in err[0]
+    assert not out.exists()
