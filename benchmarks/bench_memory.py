@@ -1,6 +1,6 @@
 """Peak memory against sequence length on SmolLM2-135M, each run in a fresh process (peak resident
 memory added after the model is loaded): the head scan (batch 4 of [BOS] + r + r), the logit lens
-over one prompt, and the attention views of every layer. The aim: linear growth in the sequence
+over one prompt, and one attention view of every head. The aim: linear growth in the sequence
 length (the attention's n_heads x pos^2 lives one layer, one chunk at a time), not pos^2 x
 layers."""
 
@@ -20,11 +20,11 @@ RUNS = {
         "logit_lens(model, torch.randint(100, 40000, (1, {n})))",
         lambda n: n,
     ),
-    "attention views, all 30 layers, L tokens": (
+    "attention view of all 270 heads, L tokens": (
         [250, 500, 1000, 2000],
-        "from mechlab.views import attention_view; "
-        "t = torch.randint(100, 40000, (1, {n})); "
-        "[attention_view(model, t, layer=layer) for layer in range(30)]",
+        "from mechlab.views import attention_heads_view; "
+        "attention_heads_view(model, torch.randint(100, 40000, (1, {n})), "
+        "[(layer, head) for layer in range(30) for head in range(9)])",
         lambda n: n,
     ),
 }

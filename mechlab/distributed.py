@@ -109,8 +109,9 @@ def scan_models_on_ray(
     ray = import_ray()
     if address:
         check_reachable(address)
-    # Workers get the test hooks and the cache location of the process that asks (on one machine:
-    # the same cache; on a cluster each node's own MECHLAB_CACHE applies where it is not set).
+    # Workers get the MECHLAB_* settings of the process that asks: its test hooks, and its
+    # MECHLAB_CACHE if set (on one machine the same cache; on a cluster the same path on each
+    # node's own disk; unset, each node uses its default ~/.cache/mechlab).
     env = {key: value for key, value in os.environ.items() if key.startswith("MECHLAB_")}
     init = dict(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     if not address:  # "local": a new instance, never one that `ray start` left running here
