@@ -118,9 +118,10 @@ def scan_models_on_ray(
         init.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
     elif address.removeprefix("ray://").rpartition(":")[0] in ("127.0.0.1", "localhost"):
         init.update(_node_ip_address="127.0.0.1")  # a cluster on this machine's loopback
+    refused = getattr(ray.exceptions, "AuthenticationError", ())  # Ray 2.52 and later
     try:
         ray.init(**init)
-    except ray.exceptions.AuthenticationError:
+    except refused:
         raise InputError(
             f"the Ray cluster at {address} refused this client's token: set RAY_AUTH_MODE=token "
             "and give the cluster's token (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or "
