@@ -7,18 +7,38 @@ not linear, but with its scale *frozen at the value the final layer's residual s
 (``ln_final.hook_scale``) it is: centring (LayerNorm) and dividing by a fixed scale distribute over
 the sum. So each component's contribution is its own output, centred if the norm centres, divided by
 that scale, times the norm's weight, dotted with ``W_U[:, answer] (- W_U[:, wrong])``. The norm's
-bias and the unembedding bias are one more term, ``unembed_bias``. The terms add up exactly to the
-model's own logit (difference): a check that nothing was left out.
+bias and the unembedding bias are one more term, ``unembed_bias``.
+
+Models with a norm *after* each sublayer as well (Gemma 2 and 3: ``ln1_post``, ``ln2_post``) pass
+each sublayer's output through that norm before it joins the residual stream. The MLP's post-norm
+is inside ``hook_mlp_out`` already; the attention's is not inside ``z W_O + b_O``, so each head's
+output and the bias go through ``ln1_post`` with its scale frozen at the value it had in the run,
+the same way as the final norm: the heads' shares of the norm's output then add up to it, and its
+weight and bias are included (the bias in ``attn_bias``). Post-norm models (OLMo 2) are handled the
+same way with their ``ln1``.
+
+The terms add up to the model's own logit (difference), up to the rounding of the model's dtype:
+`logit_attribution` checks that before returning, so nothing left out goes unnoticed.
 """
 
 from dataclasses import dataclass
 
+import einops
 import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
+from mechlab.errors import DataError, InputError
 from mechlab.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+
+# How far the parts may differ from the model's own total (DirectParts.tolerance): the logits'
+# rounding, ADD_UP_ULPS of the dtype's epsilon on the spread of what was summed, and ADD_UP_ATOL.
+# Measured on SmolLM2 and Gemma 3 (five prompts each, with and without a wrong answer, float32 and
+# bfloat16), the largest gap was a third of this tolerance; the decomposition that left out
+# Gemma's post-attention norm was 5.4 logits off.
+ADD_UP_ATOL = 1e-4
+ADD_UP_ULPS = 8
 
 
 @dataclass
@@ -90,6 +110,104 @@ class AttributionResult:
         }
 
 
+def attention_output_norms(model: HookedTransformer, layer: int) -> list[str]:
+    """The norms (module names, in order) between block `layer`'s attention output ``z W_O + b_O``
+    and the residual stream, as TransformerLens's TransformerBlock applies them: ``ln1_post`` in
+    models with norms before and after each sublayer (Gemma 2 and 3), ``ln1`` in post-norm ones
+    (OLMo 2). The MLP's post-norms come before ``hook_mlp_out``, so they need nothing here."""
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    block = model.blocks[layer]
+    names = []
+    if model.cfg.use_normalization_before_and_after:
+        names.append(f"blocks.{layer}.ln1_post")
+    if model.cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        names.append(f"blocks.{layer}.ln1")
+    return [
+        name
+        for name in names
+        if not isinstance(block.get_submodule(name.split(".")[-1]), nn.Identity)
+    ]
+
+
+@dataclass
+class FrozenNorm:
+    """A LayerNorm or RMSNorm with its scale frozen at the value it had in one run. Then it is
+    affine: ``linear`` (centre if LayerNorm, divide by the scale, times the weight) distributes over
+    a sum of inputs, and ``offset`` (its bias) is added once."""
+
+    centre: bool
+    scale: Tensor  # [1], float64
+    weight: Tensor | None  # [d_model], float64
+    bias: Tensor | None
+
+    @classmethod
+    def of(cls, norm: nn.Module, scale: Tensor) -> "FrozenNorm":
+        from transformer_lens.components import LayerNorm, LayerNormPre
+
+        def double(name: str) -> Tensor | None:
+            value = getattr(norm, name, None)
+            return None if value is None else value.double()
+
+        return cls(
+            centre=isinstance(norm, (LayerNorm, LayerNormPre)),
+            scale=scale.double(),
+            weight=double("w"),
+            bias=double("b"),
+        )
+
+    def linear(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        if self.centre:
+            x = x - x.mean(-1, keepdim=True)
+        x = x / self.scale
+        return x if self.weight is None else x * self.weight
+
+    def offset(self) -> Tensor | float:
+        return 0.0 if self.bias is None else self.bias
+
+    def bias_through(self, direction: Float[Tensor, " d_model"]) -> Tensor:
+        return torch.zeros((), dtype=torch.float64) if self.bias is None else self.bias @ direction
+
+
+class DirectParts:
+    """Takes what each component wrote into the last position's residual stream to its direct
+    effect on the logit (difference): through the frozen final norm, dotted with the direction.
+    Keeps the running sum in float64, and the sum of squares of every elementwise product summed,
+    from which rounding in the model's dtype can be sized (see `tolerance`)."""
+
+    def __init__(self, final: FrozenNorm, direction: Float[Tensor, " d_model"]):
+        self.final, self.direction = final, direction
+        self.zero = torch.zeros((), dtype=torch.float64)
+        self.total = self.zero.clone()
+        self.squares = self.zero.clone()
+
+    def add(self, written: Float[Tensor, "... d_model"]) -> Tensor:
+        through = self.final.linear(written.double())
+        self.squares += ((through * self.direction) ** 2).sum()
+        part = through @ self.direction
+        self.total += part.sum()
+        return part
+
+    def tolerance(self, dtype: torch.dtype, logits: float) -> float:
+        """How far the parts may honestly differ from the model's total, in its dtype: half an ulp
+        of each logit (`logits`: the sum of their magnitudes), ADD_UP_ULPS of rounding on every
+        element summed (their root sum of squares, the errors being independent), and a floor."""
+        spread = logits / 2 + ADD_UP_ULPS * self.squares.sqrt().item()
+        return ADD_UP_ATOL + torch.finfo(dtype).eps * spread
+
+
+def check_adds_up(result: AttributionResult, tolerance: float) -> None:
+    """Raise DataError when the parts do not add up to the model's own total."""
+    gap = result.sum_of_parts - result.total
+    if not abs(gap) <= tolerance:
+        raise DataError(
+            f"direct logit attribution does not add up on {result.model}: the parts sum to "
+            f"{result.sum_of_parts:.4f} but the model's {result.what} is {result.total:.4f} "
+            f"(gap {gap:+.4f}, tolerance {tolerance:.2g}); a component's output reaches the "
+            "residual stream through something the decomposition does not model: please report it"
+        )
+
+
 def logit_attribution(
     model: HookedTransformer,
     prompt: PromptOrTokens,
@@ -100,64 +218,82 @@ def logit_attribution(
     """Direct logit attribution of `answer`'s logit (or of ``logit(answer) - logit(wrong)``) at
     the last position of `prompt`, to the embeddings, every head (per query head), every attention
     output bias, every MLP and the unembedding bias, through the final norm with its scale frozen
-    at the final residual stream's own (see the module docstring)."""
-    tokens = to_tokens(model, prompt)[:1]
+    at the final residual stream's own, and through each block's post-attention norm (Gemma's
+    ``ln1_post``) with its scale frozen likewise (see the module docstring).
+
+    The parts are accumulated in float64 and checked against the model's own logit (difference)
+    before the result is returned: a gap beyond the rounding of the model's dtype raises DataError
+    naming it, so a decomposition that leaves something out is never returned silently.
+    """
+    tokens = to_tokens(model, prompt)
+    if tokens.shape[0] != 1:
+        raise InputError(
+            f"direct logit attribution takes one prompt, got a batch of {tokens.shape[0]}: "
+            "call it once per prompt"
+        )
     answer_id = single_token(model, answer, "answer", "--answer ' Paris'")
     wrong_id = None
     if wrong is not None:
         wrong_id = single_token(model, wrong, "wrong answer", "--wrong ' London'")
+        if wrong_id == answer_id:
+            raise InputError(
+                f"the answer and the wrong answer are the same token "
+                f"{token_strings(model, [answer_id])[0]!r}: their difference is zero by "
+                "definition; pass a different --wrong, or none to attribute the answer's logit"
+            )
     cfg = model.cfg
+    post_norms = {layer: attention_output_norms(model, layer) for layer in range(cfg.n_layers)}
     names = {"hook_embed", "hook_pos_embed", "ln_final.hook_scale"}
     for layer in range(cfg.n_layers):
         names |= {f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out"}
-    zero = torch.zeros((), dtype=torch.float64)
+        names |= {f"{norm}.hook_scale" for norm in post_norms[layer]}
     with torch.inference_mode():
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
         direction = model.W_U[:, answer_id].double()
         total = logits[0, -1, answer_id].double()
+        magnitude = total.abs().item()
         bias = model.b_U[answer_id].double()
         if wrong_id is not None:
             direction = direction - model.W_U[:, wrong_id].double()
             total = total - logits[0, -1, wrong_id].double()
+            magnitude += logits[0, -1, wrong_id].abs().item()
             bias = bias - model.b_U[wrong_id].double()
-        norm = cfg.normalization_type
-        if norm is not None:
-            ln = model.ln_final
-            if getattr(ln, "b", None) is not None:
-                bias = bias + ln.b.double() @ direction
-            if getattr(ln, "w", None) is not None:
-                direction = direction * ln.w.double()
-            scale = cache["ln_final.hook_scale"][0, -1].double()  # [1]
-
-        def through_final(written: Tensor) -> Tensor:
-            """What `written` (last position, [..., d_model]) adds to the logit (difference)."""
-            written = written.double()
-            if norm in ("LN", "LNPre"):
-                written = written - written.mean(-1, keepdim=True)
-            if norm is not None:
-                written = written / scale
-            return written @ direction
+        final = FrozenNorm.of(model.ln_final, cache["ln_final.hook_scale"][0, -1])
+        bias = bias + final.bias_through(direction)
+        parts = DirectParts(final, direction)
 
         embed = cache["hook_embed"][0, -1]
         if "hook_pos_embed" in cache:
             embed = embed + cache["hook_pos_embed"][0, -1]
+        embed_part = parts.add(embed)
         heads, attn_bias, mlps = [], [], []
         for layer, block in enumerate(model.blocks):
-            z = cache[f"blocks.{layer}.attn.hook_z"][0, -1]  # [n_heads, d_head]
-            per_head = torch.einsum("hd,hdm->hm", z.double(), block.attn.W_O.double())
-            heads.append(through_final(per_head))
-            attn_bias.append(through_final(block.attn.b_O))
+            z = cache[f"blocks.{layer}.attn.hook_z"][0, -1]
+            per_head = einops.einsum(
+                z.double(),
+                block.attn.W_O.double(),
+                "n_heads d_head, n_heads d_head d_model -> n_heads d_model",
+            )
+            layer_bias = block.attn.b_O.double()
+            for name in post_norms[layer]:  # each with its scale frozen at this run's
+                norm = FrozenNorm.of(model.get_submodule(name), cache[f"{name}.hook_scale"][0, -1])
+                per_head = norm.linear(per_head)
+                layer_bias = norm.linear(layer_bias) + norm.offset()
+            heads.append(parts.add(per_head))
+            attn_bias.append(parts.add(layer_bias))
             mlp_out = f"blocks.{layer}.hook_mlp_out"  # absent in attention-only models
-            mlps.append(through_final(cache[mlp_out][0, -1]) if mlp_out in cache else zero)
-    return AttributionResult(
+            mlps.append(parts.add(cache[mlp_out][0, -1]) if mlp_out in cache else parts.zero)
+    result = AttributionResult(
         model=cfg.model_name,
         prompt=prompt if isinstance(prompt, str) else "".join(token_strings(model, tokens[0])),
         answer=token_strings(model, [answer_id])[0],
         wrong=None if wrong_id is None else token_strings(model, [wrong_id])[0],
-        embed=through_final(embed).item(),
+        embed=embed_part.item(),
         heads=torch.stack(heads).float(),
         attn_bias=torch.stack(attn_bias).float(),
         mlps=torch.stack(mlps).float(),
         unembed_bias=bias.item(),
         total=total.item(),
     )
+    check_adds_up(result, tolerance=parts.tolerance(cfg.dtype, magnitude))
+    return result

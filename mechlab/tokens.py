@@ -72,7 +72,7 @@ def token_strings(model: HookedTransformer, tokens: Tensor | list[int]) -> list[
 def single_token(model: HookedTransformer, text: str | int, what: str, example: str) -> int:
     """A token given as text must be exactly one token; as an int, a valid token id. `what` names
     it in errors ("target", "answer"), and `example` shows how to pass one ("--target ' Paris'")."""
-    if isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
         raise InputError(f"{what} must be text or a token id, got {text!r}")
     if isinstance(text, int):
         if not 0 <= text < model.cfg.d_vocab:

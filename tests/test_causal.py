@@ -5,9 +5,10 @@ patching module and ActivationCache.logit_attrs, its own loss, and finite differ
 import pytest
 import torch
 
+from conftest import build_hf_gemma3
 from mechlab.ablation import Ablator, ablate_heads, ablation_study
 from mechlab.dla import logit_attribution
-from mechlab.errors import InputError
+from mechlab.errors import DataError, InputError
 from mechlab.heads import repeated_tokens, scan_heads
 from mechlab.loading import load_model
 from mechlab.patching import LogitDiff, agreement, exact_grid, patch, run_with_cache
@@ -26,11 +27,26 @@ def with_random_biases(model, seed: int = 0):
     return model
 
 
-@pytest.fixture(scope="module", params=["random:tiny", "random:llama-tiny"])
-def small(request):
-    """A GPT-2-shaped (LayerNorm, biases) and a Llama-shaped (RMSNorm, rotary, grouped-query)
-    random model."""
-    return with_random_biases(load_model(request.param))
+@pytest.fixture(scope="module", params=["random:tiny", "random:llama-tiny", "gemma3"])
+def small(request, tmp_path_factory):
+    """A GPT-2-shaped (LayerNorm, biases), a Llama-shaped (RMSNorm, rotary, grouped-query) and a
+    Gemma-3-shaped (norms before and after each sublayer, sliding windows) random model; the
+    Gemma one with weights 10x Hugging Face's initial scale, so that its logits differ between
+    the two prompts by more than rounding."""
+    spec = request.param
+    if spec == "gemma3":
+        directory = tmp_path_factory.mktemp("hf-gemma3-loud")
+        spec = str(build_hf_gemma3(directory, initializer_range=0.2))
+    return with_random_biases(load_model(spec))
+
+
+def post_attention_scale(model, cache, layer: int):
+    """What Gemma's ln1_post does to block `layer`'s attention output at the last position, with
+    its scale frozen at the run's: a factor per d_model (1 in models without it)."""
+    if not model.cfg.use_normalization_before_and_after:
+        return torch.ones(model.cfg.d_model)
+    norm = model.blocks[layer].ln1_post
+    return norm.w / cache[f"blocks.{layer}.ln1_post.hook_scale"][0, -1]
 
 
 PROMPT_A, PROMPT_B = "abcdefghij", "abcdxfghij"  # same length in the byte tokenizer
@@ -177,30 +193,45 @@ def test_attribution_patching_is_the_first_order_term(small, over):
 
 def test_logit_attribution_adds_up_and_matches_transformer_lens(small):
     tokens = small.to_tokens(PROMPT_A)
+    _, cache = small.run_with_cache(tokens)
+    n_layers = small.cfg.n_layers
     for wrong in (None, 7):
         result = logit_attribution(small, tokens, answer=3, wrong=wrong)
         assert result.sum_of_parts == pytest.approx(result.total, abs=1e-4)
         # TransformerLens's own: the stacked outputs through its frozen final norm (logit_attrs
-        # applies the norm with the cached scale itself)
-        _, cache = small.run_with_cache(tokens)
-        n_layers = small.cfg.n_layers
+        # applies the norm with the cached scale itself). Its head results are z W_O, before
+        # Gemma's post-attention norm: that is applied here by hand, frozen, per layer.
         incorrect = None if wrong is None else torch.tensor([7])
+        heads = cache.stack_head_results(layer=None, pos_slice=-1)  # [layer*head, 1, d_model]
+        heads = heads.reshape(n_layers, small.cfg.n_heads, 1, -1)
+        heads = torch.stack(
+            [heads[layer] * post_attention_scale(small, cache, layer) for layer in range(n_layers)]
+        ).flatten(0, 1)
         stacks = {
-            "heads": cache.stack_head_results(layer=None, pos_slice=-1),
+            "heads": heads,
             "mlps": torch.stack(
                 [cache[f"blocks.{layer}.hook_mlp_out"][:, -1] for layer in range(n_layers)]
             ),
+            # each layer's heads and bias together are exactly what it added to the residual
+            "layers": torch.stack(
+                [cache[f"blocks.{layer}.hook_attn_out"][:, -1] for layer in range(n_layers)]
+            ),
+        }
+        ours = {
+            "heads": result.heads,
+            "mlps": result.mlps,
+            "layers": result.heads.sum(1) + result.attn_bias,
         }
         for field, stack in stacks.items():
             reference = cache.logit_attrs(
                 stack, tokens=torch.tensor([3]), incorrect_tokens=incorrect, pos_slice=-1
             )
             torch.testing.assert_close(
-                getattr(result, field).flatten(), reference.flatten().float(), atol=1e-5, rtol=1e-5
+                ours[field].flatten(), reference.flatten().float(), atol=1e-5, rtol=1e-5
             )
 
 
-@pytest.mark.parametrize("checkpoint", ["hf_gpt2_dir", "hf_llama_dir"])
+@pytest.mark.parametrize("checkpoint", ["hf_gpt2_dir", "hf_llama_dir", "hf_gemma3_dir"])
 def test_logit_attribution_adds_up_without_weight_processing(checkpoint, request):
     """Unfolded norms keep their weight and bias: the bias goes through W_U into unembed_bias."""
     model = load_model(
@@ -213,6 +244,30 @@ def test_logit_attribution_adds_up_without_weight_processing(checkpoint, request
     result = logit_attribution(model, "hello there", answer=104, wrong=101)
     assert result.sum_of_parts == pytest.approx(result.total, abs=1e-4)
     assert abs(result.unembed_bias) > 1e-3
+
+
+@pytest.mark.parametrize("spec", ["random:tiny", "random:llama-tiny"])
+def test_logit_attribution_adds_up_in_bfloat16(spec):
+    """In bfloat16 the parts (summed in float64) and the model's own rounded logits differ by
+    rounding only: within the tolerance sized from the dtype, and close to float32's answer."""
+    exact = logit_attribution(with_random_biases(load_model(spec)), PROMPT_A, answer=3, wrong=7)
+    half = with_random_biases(load_model(spec, dtype="bfloat16"))
+    result = logit_attribution(half, PROMPT_A, answer=3, wrong=7)
+    assert result.sum_of_parts == pytest.approx(result.total, abs=0.05)
+    assert result.sum_of_parts == pytest.approx(exact.total, abs=0.05)
+    torch.testing.assert_close(result.heads, exact.heads, atol=0.05, rtol=0.05)
+
+
+def test_a_decomposition_that_leaves_a_norm_out_is_refused(hf_gemma3_dir, monkeypatch):
+    """The identity check is what stands between a wrong decomposition and the user: with Gemma's
+    post-attention norm left out (the bug it was written for), the result is refused."""
+    import mechlab.dla
+
+    model = with_random_biases(load_model(str(hf_gemma3_dir)))
+    logit_attribution(model, PROMPT_A, answer=3, wrong=7)  # the real one adds up
+    monkeypatch.setattr(mechlab.dla, "attention_output_norms", lambda model, layer: [])
+    with pytest.raises(DataError, match=r"does not add up .* parts sum to .* \(gap [+-]"):
+        logit_attribution(model, PROMPT_A, answer=3, wrong=7)
 
 
 def test_leaving_a_term_out_breaks_the_sum(small):
@@ -276,6 +331,10 @@ def test_bad_input_is_a_clear_error(small):
         patch(small, "abcd", "abce", answer=3, wrong=7, over="neurons")
     with pytest.raises(InputError, match="same logit difference"):
         patch(small, "abcd", "abcd", answer=3, wrong=7)
+    with pytest.raises(InputError, match="same token"):
+        logit_attribution(small, "abcd", answer=3, wrong=3)
+    with pytest.raises(InputError, match="one prompt, got a batch of 2"):
+        logit_attribution(small, tokens, answer=3)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,9 +352,7 @@ def test_patching_and_dla_run_per_query_head_on_smollm2(smollm2):
     assert dla.sum_of_parts == pytest.approx(dla.total, abs=1e-4)
     assert dla.total == pytest.approx(exact.clean_logit_diff, abs=1e-3)
     # attribution patching ranks the heads as exact patching does (measured: 0.93 and 8/10)
-    estimate = patch(
-        smollm2, CLEAN, CORRUPTED, answer=" Mary", wrong=" John", method="attribution"
-    )
+    estimate = patch(smollm2, CLEAN, CORRUPTED, answer=" Mary", wrong=" John", method="attribution")
     scores = agreement(exact, estimate)
     assert scores["pearson"] > 0.85 and scores["top10_overlap"] >= 0.6, scores
     # the head that carries most of the answer is found by both, and writes it directly
@@ -316,6 +373,7 @@ def test_smollm2_needs_its_induction_heads(smollm2):
     assert [layer for layer, _ in study.control.heads] == [layer for layer, _ in study.joint.heads]
     # one clean run serves every ablation of a batch
     ablator = Ablator(smollm2, scan.tokens, "zero")
-    assert ablator.ablate([(0, 0)]).clean_loss_by_position is ablator.ablate(
-        [(1, 1)]
-    ).clean_loss_by_position
+    assert (
+        ablator.ablate([(0, 0)]).clean_loss_by_position
+        is ablator.ablate([(1, 1)]).clean_loss_by_position
+    )

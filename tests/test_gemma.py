@@ -157,3 +157,29 @@ def test_gemma3_plain_tokenizer_is_gemmas_own(gemma3):
     for name in ["bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "padding_side"]:
         assert getattr(ours, name) == getattr(own, name), name
     assert len(ours) == len(own) == 262144
+
+
+@pytest.mark.slow
+def test_gemma3_direct_logit_attribution_adds_up(gemma3, tmp_path):
+    """The reported case: Gemma's post-attention norm sits between each head and the residual
+    stream. Measured: the parts sum to the total 5.220 (they summed to -0.135 when ln1_post was
+    left out), and each layer's heads and bias are what TransformerLens's hook_attn_out adds."""
+    out = tmp_path / "dla"
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    argv = ["dla", "--model", "gemma3-270m", "--prompt", prompt, "--answer", " Mary"]
+    assert main([*argv, "--wrong", " John", "--out", str(out)]) == 0
+    dla = json.loads((out / "dla.json").read_text())
+    assert dla["total"] == pytest.approx(5.22, abs=0.01)
+    assert dla["sum_of_parts"] == pytest.approx(dla["total"], abs=1e-4)
+    tokens = gemma3.to_tokens(prompt)
+    _, cache = gemma3.run_with_cache(tokens)
+    attn_out = torch.stack([cache[f"blocks.{layer}.hook_attn_out"][:, -1] for layer in range(18)])
+    answer, wrong = gemma3.to_single_token(" Mary"), gemma3.to_single_token(" John")
+    reference = cache.logit_attrs(
+        attn_out,
+        tokens=torch.tensor([answer]),
+        incorrect_tokens=torch.tensor([wrong]),
+        pos_slice=-1,
+    )
+    ours = torch.tensor(dla["heads"]).sum(1) + torch.tensor(dla["attn_bias"])
+    assert_close(ours, reference.flatten().float(), atol=1e-4, rtol=1e-4)
