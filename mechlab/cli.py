@@ -521,9 +521,13 @@ def tuned_lens_for(model, where: str, *, train: bool):
 def run_tune_lens(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
+    from mechlab.defaults import TUNED_LENS_CHECKPOINT_FILES, TUNED_LENS_FILES
+
     float32_only(args, "the tuned lens")
     outputs = ["eval.json", "tuned_vs_logit.png"]
-    check_output_targets(args.out, outputs + ([] if args.eval_only else ["lens.safetensors"]))
+    if not args.eval_only:  # the lens, and the checkpoint written as it trains
+        outputs += [*TUNED_LENS_FILES, *TUNED_LENS_CHECKPOINT_FILES]
+    check_output_targets(args.out, outputs)
     from mechlab.artifacts import tuned_lens_files
     from mechlab.corpus import load_corpus
     from mechlab.io import write_files

@@ -146,3 +146,6 @@ def parse_random_spec(spec: str) -> tuple[str, int]:
 
 # Tokens a tuned lens trains on by default (mechlab.tuned_lens): 128 steps of 8 x 128 tokens.
 TUNED_LENS_TOKENS = 131_072
+# The files of a tuned lens, and of the checkpoint written as it trains (mechlab.tuned_lens)
+TUNED_LENS_FILES = ("lens.safetensors", "manifest.json")
+TUNED_LENS_CHECKPOINT_FILES = ("checkpoint.safetensors",)

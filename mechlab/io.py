@@ -1,16 +1,27 @@
-"""Writing output files safely. Every target is checked before any work starts
-(`check_output_targets`), every file is written to a temporary name in its own directory and renamed
-into place (`atomic_path`), and a command's files are written together (`write_files`): all the
-temporaries first, the renames last, so an error leaves no partial or corrupt output behind."""
+"""Reading and writing mechlab's files safely.
+
+Writing: every target is checked before any work starts (`check_output_targets`), every file is
+written to a temporary name in its own directory and renamed into place (`atomic_path`), and a
+command's files are written together (`write_files`): all the temporaries first, the renames last,
+so an error leaves no partial or corrupt output behind. JSON is strict (`json_text`): NaN and
+infinities, which JSON does not have, are written as null.
+
+Reading what mechlab wrote earlier (a tuned lens, a training checkpoint): one reader per format,
+`read_json_object` and `read_safetensors`, each turning anything wrong with the file (unreadable,
+truncated, not the expected kind, non-finite numbers, wrong shapes) into one DataError that names
+the file and says what to do; `Fields` checks each field read from a JSON object the same way.
+Nothing is ever unpickled.
+"""
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mechlab.errors import InputError
+from mechlab.errors import DataError, InputError
 
 
 def model_slug(spec: str) -> str:
@@ -101,8 +112,126 @@ def write_files(out: str | Path, files: dict[str, bytes | str]) -> list[Path]:
     return [path for _, path in written]
 
 
+def finite_or_null(data):
+    """`data` with every NaN or infinite float replaced by None (null in JSON)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(value) for value in data]
+    return data
+
+
 def json_text(data) -> str:
-    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    """Strict JSON (any parser reads it): NaN and infinities become null."""
+    return json.dumps(finite_or_null(data), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading files mechlab wrote
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json_object(path: str | Path, *, fix: str) -> dict:
+    """The JSON object in `path`. Unreadable, not JSON, NaN or Infinity inside, or not an object:
+    a DataError naming the file, what is wrong, and `fix` (what the user can do)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(
+            f"cannot read {path}: {getattr(error, 'strerror', None) or error}; {fix}"
+        ) from None
+    except ValueError as error:
+        raise DataError(f"{path} is not valid JSON ({error}); {fix}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} holds a JSON {type(data).__name__}, not an object; {fix}")
+    return data
+
+
+class Fields:
+    """Typed reads from a JSON object that came from `path`; a missing or ill-typed field is a
+    DataError naming the file and the field, with `fix`."""
+
+    def __init__(self, record: dict, path: str | Path, fix: str):
+        self.record, self.path, self.fix = record, Path(path), fix
+
+    def _wrong(self, key: str, expected: str) -> DataError:
+        value = self.record.get(key, "missing")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        return DataError(f"{self.path}: {key!r} should be {expected}, got {shown}; {self.fix}")
+
+    def integer(self, key: str, minimum: int | None = None) -> int:
+        value = self.record.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(key, "an integer")
+        if minimum is not None and value < minimum:
+            raise self._wrong(key, f"an integer >= {minimum}")
+        return value
+
+    def number(self, key: str) -> float:
+        value = self.record.get(key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise self._wrong(key, "a finite number")
+        return float(value)
+
+    def text(self, key: str) -> str:
+        value = self.record.get(key)
+        if not isinstance(value, str):
+            raise self._wrong(key, "a string")
+        return value
+
+    def numbers(self, key: str) -> list[float]:
+        value = self.record.get(key)
+        if not isinstance(value, list) or not all(
+            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            for v in value
+        ):
+            raise self._wrong(key, "a list of finite numbers")
+        return [float(v) for v in value]
+
+    def object(self, key: str) -> dict:
+        value = self.record.get(key)
+        if not isinstance(value, dict):
+            raise self._wrong(key, "an object")
+        return value
+
+
+def read_safetensors(
+    path: str | Path, *, fix: str, shapes: dict[str, tuple[int, ...]] | None = None
+) -> tuple[dict, dict]:
+    """The tensors in the safetensors file `path` (safetensors: nothing is unpickled). A file that
+    is missing, truncated, has a bad header, holds NaN or infinities, or (with `shapes`) does not
+    hold exactly those names and shapes: a DataError naming the file, what is wrong, and `fix`.
+    Returns ({name: torch.Tensor}, the file's string metadata)."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            tensors = {name: file.get_tensor(name) for name in file.keys()}
+            metadata = file.metadata() or {}
+    except (OSError, SafetensorError) as error:
+        why = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise DataError(f"cannot read {path} as safetensors ({why}); {fix}") from None
+    if shapes is not None:
+        found = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+        if found != {name: tuple(shape) for name, shape in shapes.items()}:
+            raise DataError(f"{path} holds {found}, not the expected {dict(shapes)}; {fix}")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise DataError(f"{path}: tensor {name!r} holds NaN or infinite values; {fix}")
+    return tensors, metadata
 
 
 def write_text(path: str | Path, text: str) -> Path:

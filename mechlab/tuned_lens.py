@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
-from mechlab.defaults import TUNED_LENS_TOKENS
+from mechlab.defaults import TUNED_LENS_CHECKPOINT_FILES, TUNED_LENS_TOKENS
 from mechlab.errors import DataError, InputError
 
 SUPPORT = 32  # final-distribution tokens decoded exactly, per position
@@ -37,6 +37,7 @@ LEARNING_RATE = 1e-3
 DEFAULT_TOKENS = TUNED_LENS_TOKENS
 CHECKPOINT_EVERY = 20
 FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,24 +96,27 @@ class TunedLens(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         """lens.safetensors and manifest.json in `directory`, each written to a temporary name and
-        renamed."""
+        renamed; the manifest (written last) records the weights' hash, so a kill between the two
+        leaves a pair that `load` refuses, never a mixed one it accepts."""
         from safetensors.torch import save_file
 
-        from mechlab.io import atomic_path
+        from mechlab.io import atomic_path, json_text
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {"weight": self.weight.detach().contiguous(), "bias": self.bias.detach()}
         with atomic_path(directory / "lens.safetensors") as tmp:
             save_file(tensors, str(tmp), metadata={"format": str(FORMAT)})
-        manifest = dict(self.manifest, format=FORMAT)
+            digest = file_sha256(tmp)
+        manifest = dict(self.manifest, format=FORMAT, lens_sha256=digest)
         with atomic_path(directory / "manifest.json") as tmp:
-            tmp.write_text(json.dumps(manifest, indent=1))
+            tmp.write_text(json_text(manifest))
 
     @classmethod
     def load(cls, directory: str | Path, model: HookedTransformer) -> "TunedLens":
-        """The lens saved in `directory`, refusing one trained for another model."""
-        from safetensors import safe_open
+        """The lens saved in `directory`, refusing one trained for another model, and any file
+        that is unreadable, malformed, non-finite or not the one the manifest records."""
+        from mechlab.io import Fields, read_json_object, read_safetensors
 
         directory = Path(directory)
         weights, manifest_path = directory / "lens.safetensors", directory / "manifest.json"
@@ -121,25 +125,30 @@ class TunedLens(nn.Module):
                 f"no tuned lens in {str(directory)!r} (it needs lens.safetensors and "
                 "manifest.json): train one with `mechlab tune-lens --out DIR`"
             )
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as error:
-            raise DataError(f"cannot read {manifest_path}: {error}") from None
+        fix = f"train the lens again with `mechlab tune-lens --out {directory}`"
+        manifest = read_json_object(manifest_path, fix=fix)
+        fields = Fields(manifest, manifest_path, fix)
         identity = lens_identity(model)
-        if manifest.get("weights_sha256") != identity["weights_sha256"]:
+        if fields.text("weights_sha256") != identity["weights_sha256"]:
             raise DataError(
                 f"the tuned lens in {str(directory)!r} was trained for {manifest.get('model')!r} "
                 f"(weights sha256 {str(manifest.get('weights_sha256'))[:12]}...), not for "
                 f"{identity['model']!r} (weights sha256 {identity['weights_sha256'][:12]}...): "
                 "train one for this model with `mechlab tune-lens`"
             )
-        with safe_open(str(weights), framework="pt") as file:
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
-        lens = cls(model.cfg.n_layers, model.cfg.d_model, manifest)
-        if {name: t.shape for name, t in tensors.items()} != {
-            name: p.shape for name, p in lens.named_parameters()
-        }:
-            raise DataError(f"{weights} does not hold a lens of {model.cfg.model_name}'s shape")
+        n_layers, d_model = fields.integer("n_layers", 1), fields.integer("d_model", 1)
+        if (n_layers, d_model) != (identity["n_layers"], identity["d_model"]):
+            raise DataError(
+                f"{manifest_path} describes a lens of {n_layers} layers of {d_model}, but "
+                f"{identity['model']} has {identity['n_layers']} of {identity['d_model']}; {fix}"
+            )
+        fields.integer("tokens_seen", 0)
+        fields.object("corpus")
+        if "lens_sha256" in manifest and fields.text("lens_sha256") != file_sha256(weights):
+            raise DataError(f"{weights} is not the file {manifest_path} records; {fix}")
+        shapes = {"weight": (n_layers, d_model, d_model), "bias": (n_layers, d_model)}
+        tensors, _ = read_safetensors(weights, fix=fix, shapes=shapes)
+        lens = cls(n_layers, d_model, manifest)
         with torch.no_grad():
             lens.weight.copy_(tensors["weight"])
             lens.bias.copy_(tensors["bias"])
@@ -332,20 +341,23 @@ def train_tuned_lens(
 
 @dataclass
 class Checkpoint:
-    """Where a training run is: steps done, the losses so far, seconds spent. Saved as
-    checkpoint.safetensors (the lens and Adam's moments) and checkpoint.json (the rest, and which
-    run it belongs to), each written to a temporary name and renamed."""
+    """Where a training run is: steps done, the losses so far, seconds spent. Saved as one file,
+    checkpoint.safetensors: the lens and Adam's moments as tensors, the rest (and which run it
+    belongs to) as JSON in its metadata, written to a temporary name and renamed, so a kill at any
+    point leaves either the previous checkpoint or this one."""
 
     step: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
-    FILES = ("checkpoint.safetensors", "checkpoint.json")
+    FILES = TUNED_LENS_CHECKPOINT_FILES
+    FILE = FILES[0]
+    OLD_FILES = ("checkpoint.json",)  # the record's own file before format 2
 
     def save(self, directory, plan: dict, lens: TunedLens, optimizer) -> None:
         from safetensors.torch import save_file
 
-        from mechlab.io import atomic_path
+        from mechlab.io import atomic_path, json_text
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -354,47 +366,58 @@ class Checkpoint:
         for index, name in enumerate(["weight", "bias"]):
             for moment in ("exp_avg", "exp_avg_sq"):
                 tensors[f"{moment}.{name}"] = adam[index][moment]
-        with atomic_path(directory / self.FILES[0]) as tmp:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-        record = {
-            "plan": plan,
-            "step": self.step,
-            "losses": self.losses,
-            "seconds": self.seconds,
-            "tensors_sha256": file_sha256(directory / self.FILES[0]),
-        }
-        with atomic_path(directory / self.FILES[1]) as tmp:
-            tmp.write_text(json.dumps(record))
+        record = {"plan": plan, "step": self.step, "losses": self.losses, "seconds": self.seconds}
+        with atomic_path(directory / self.FILE) as tmp:
+            save_file(
+                {k: v.contiguous() for k, v in tensors.items()},
+                str(tmp),
+                metadata={"format": str(CHECKPOINT_FORMAT), "record": json_text(record)},
+            )
 
     @classmethod
     def resume(cls, directory, plan: dict, lens: TunedLens, optimizer) -> "Checkpoint":
         """The state saved in `directory` (loaded into `lens` and `optimizer`), or a fresh start
-        when there is none; a checkpoint of another run is an error."""
-        from safetensors import safe_open
+        when there is none. A checkpoint of another run, or one that cannot be read or trusted
+        (truncated, malformed, non-finite, the wrong shapes), is a DataError saying how to start
+        over: it is never silently reused, nor silently replaced."""
+        from mechlab.io import Fields, read_safetensors
 
-        record_path, tensors_path = Path(directory) / cls.FILES[1], Path(directory) / cls.FILES[0]
-        if not record_path.exists():
+        directory = Path(directory)
+        path = directory / cls.FILE
+        if not path.exists():
             return cls()
-        record = json.loads(record_path.read_text())
-        if record.get("plan") != plan:
+        fix = f"remove {path} to start over, or use another --out"
+        shape = {"weight": tuple(lens.weight.shape), "bias": tuple(lens.bias.shape)}
+        shapes = {
+            f"{moment}.{name}": s
+            for name, s in shape.items()
+            for moment in ("exp_avg", "exp_avg_sq")
+        }
+        tensors, metadata = read_safetensors(path, fix=fix, shapes={**shape, **shapes})
+        try:
+            record = json.loads(metadata.get("record", ""), parse_constant=float)
+        except ValueError:
+            record = None
+        if metadata.get("format") != str(CHECKPOINT_FORMAT) or not isinstance(record, dict):
+            raise DataError(f"{path} is not a tuned-lens checkpoint mechlab can read; {fix}")
+        fields = Fields(record, path, fix)
+        if fields.object("plan") != plan:
             raise DataError(
-                f"{record_path} belongs to another training run (another model, corpus, token "
-                "budget or seed): delete checkpoint.json and checkpoint.safetensors there, or use "
-                "another --out"
+                f"{path} belongs to another training run (another model, corpus, token budget "
+                f"or seed): {fix}"
             )
-        if not tensors_path.exists() or file_sha256(tensors_path) != record["tensors_sha256"]:
-            raise DataError(f"{tensors_path} is missing or does not match {record_path}")
-        with safe_open(str(tensors_path), framework="pt") as file:
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
+        step, losses = fields.integer("step", 1), fields.numbers("losses")
+        seconds = fields.number("seconds")
+        if len(losses) != step:
+            raise DataError(f"{path}: {len(losses)} losses recorded for {step} steps; {fix}")
         with torch.no_grad():
             lens.weight.copy_(tensors["weight"])
             lens.bias.copy_(tensors["bias"])
-        step = torch.tensor(float(record["step"]))
         optimizer.load_state_dict(
             {
                 "state": {
                     index: {
-                        "step": step.clone(),
+                        "step": torch.tensor(float(step)),
                         "exp_avg": tensors[f"exp_avg.{name}"],
                         "exp_avg_sq": tensors[f"exp_avg_sq.{name}"],
                     }
@@ -403,11 +426,11 @@ class Checkpoint:
                 "param_groups": optimizer.state_dict()["param_groups"],
             }
         )
-        return cls(record["step"], record["losses"], record["seconds"])
+        return cls(step, losses, seconds)
 
     @classmethod
     def remove(cls, directory) -> None:
-        for name in cls.FILES:
+        for name in cls.FILES + cls.OLD_FILES:
             (Path(directory) / name).unlink(missing_ok=True)
 
 

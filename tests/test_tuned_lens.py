@@ -229,10 +229,7 @@ def test_an_interrupted_run_continues_from_its_checkpoint_to_the_same_lens(
     monkeypatch.setattr(torch.optim.Adam, "step", interrupt_at_the_second_step)
     first = train_tuned_lens(tiny, [TEXT], tokens=budget, seed=0, checkpoint=tmp_path)
     assert first.manifest["interrupted"] and first.manifest["steps"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint.json",
-        "checkpoint.safetensors",
-    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]
     monkeypatch.setattr(torch.optim.Adam, "step", step)
     resumed = train_tuned_lens(tiny, [TEXT], tokens=budget, seed=0, checkpoint=tmp_path)
     assert resumed.manifest["steps"] == 3 and not resumed.manifest["interrupted"]
@@ -282,3 +279,208 @@ def test_cli_tune_lens_refuses_less_than_one_step_before_loading(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert code == 2 and "must be at least 1024" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Corrupt or foreign files: one reader per format, one line for the user
+
+
+def huge_header(path):
+    path.write_bytes((2**40).to_bytes(8, "little") + b"{}")
+
+
+def bad_header(path):
+    path.write_bytes((12).to_bytes(8, "little") + b"not json!!!!" + b"\0" * 64)
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def rewrite_manifest(directory, **changes):
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest.update(changes)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def nan_weights(directory):
+    """NaN in the weights, with the manifest's hash updated to match: only the values are bad."""
+    from safetensors.torch import save_file
+
+    from mechlab.tuned_lens import file_sha256
+
+    path = directory / "lens.safetensors"
+    lens = TunedLens.for_model(load_model("random:tiny"))
+    weight = lens.weight.detach().fill_(float("nan"))
+    save_file({"weight": weight, "bias": lens.bias.detach()}, path)
+    rewrite_manifest(directory, lens_sha256=file_sha256(path))
+
+
+def wrong_shapes(directory):
+    from safetensors.torch import save_file
+
+    from mechlab.tuned_lens import file_sha256
+
+    path = directory / "lens.safetensors"
+    save_file({"weight": torch.zeros(1, 2, 2), "bias": torch.zeros(1, 2)}, path)
+    rewrite_manifest(directory, lens_sha256=file_sha256(path))
+
+
+LENS_CORRUPTIONS = {
+    "weights truncated": (lambda d: truncate(d / "lens.safetensors"), "lens.safetensors"),
+    "weights header too large": (
+        lambda d: huge_header(d / "lens.safetensors"),
+        "lens.safetensors",
+    ),
+    "weights header invalid": (lambda d: bad_header(d / "lens.safetensors"), "lens.safetensors"),
+    "weights NaN": (nan_weights, "NaN or infinite"),
+    "weights of another shape": (wrong_shapes, "not the expected"),
+    "weights swapped": (
+        lambda d: (d / "lens.safetensors").write_bytes(b"x" * 100),
+        "is not the file",
+    ),
+    "manifest a list": (lambda d: (d / "manifest.json").write_text("[1, 2]"), "not an object"),
+    "manifest truncated": (lambda d: truncate(d / "manifest.json"), "not valid JSON"),
+    "manifest NaN": (
+        lambda d: (d / "manifest.json").write_text('{"n_layers": NaN}'),
+        "not valid JSON",
+    ),
+    "manifest layers not a number": (
+        lambda d: rewrite_manifest(d, n_layers="two"),
+        "'n_layers' should be an integer",
+    ),
+    "manifest hash missing": (
+        lambda d: rewrite_manifest(d, weights_sha256=None),
+        "'weights_sha256' should be a string",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_lens(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("saved-lens")
+    lens = train_tuned_lens(load_model("random:tiny"), [TEXT], tokens=BATCH * SEQ_LEN)
+    lens.save(directory)
+    return directory
+
+
+@pytest.mark.parametrize("case", list(LENS_CORRUPTIONS))
+def test_a_corrupt_lens_is_one_line_in_every_reader(case, saved_lens, tiny, tmp_path, capsys):
+    import shutil
+
+    corrupt, message = LENS_CORRUPTIONS[case]
+    directory = tmp_path / "lens"
+    shutil.copytree(saved_lens, directory)
+    TunedLens.load(directory, tiny)  # the copy is good
+    corrupt(directory)
+    with pytest.raises(DataError, match=message):
+        TunedLens.load(directory, tiny)
+    for argv in [
+        ["lens", "--model", "random:tiny", "--prompt", "Hi", "--tuned", str(directory),
+         "--out", str(tmp_path / "view")],
+        ["tune-lens", "--model", "random:tiny", "--eval-only", "--eval-tokens", "256",
+         "--out", str(directory)],
+    ]:
+        before = sorted(p.name for p in directory.iterdir())
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert message in err and str(directory) in err, err
+        assert not (tmp_path / "view").exists()
+        assert sorted(p.name for p in directory.iterdir()) == before  # nothing written
+
+
+def interrupted_checkpoint(tiny, directory, monkeypatch):
+    """A real checkpoint: a 3-step run interrupted after its first step."""
+    step = torch.optim.Adam.step
+    calls = {"n": 0}
+
+    def interrupt_at_the_second_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.optim.Adam, "step", interrupt_at_the_second_step)
+        train_tuned_lens(tiny, [TEXT], tokens=3 * BATCH * SEQ_LEN, checkpoint=directory)
+    return directory / "checkpoint.safetensors"
+
+
+def rewrite_record(path, change):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as file:
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+        metadata = file.metadata()
+    metadata["record"] = change(metadata["record"])
+    save_file(tensors, str(path), metadata=metadata)
+
+
+CHECKPOINT_CORRUPTIONS = {
+    "truncated": (truncate, "cannot read"),
+    "header invalid": (bad_header, "cannot read"),
+    "record not JSON": (
+        lambda p: rewrite_record(p, lambda r: r[:10]),
+        "not a tuned-lens checkpoint",
+    ),
+    "record a list": (lambda p: rewrite_record(p, lambda r: "[]"), "not a tuned-lens checkpoint"),
+    "record with NaN": (
+        lambda p: rewrite_record(p, lambda r: r.replace('"seconds": ', '"seconds": NaN, "x": ')),
+        "'seconds' should be a finite number",
+    ),
+    "record step a string": (
+        lambda p: rewrite_record(p, lambda r: r.replace('"step": 1', '"step": "1"')),
+        "'step' should be an integer",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tiny, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return interrupted_checkpoint(tiny, tmp_path_factory.mktemp("checkpoint"), monkeypatch)
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_CORRUPTIONS))
+def test_a_corrupt_checkpoint_is_never_reused_and_says_how_to_start_over(
+    case, saved_checkpoint, tiny, tmp_path, capsys
+):
+    path = tmp_path / saved_checkpoint.name
+    path.write_bytes(saved_checkpoint.read_bytes())
+    corrupt, message = CHECKPOINT_CORRUPTIONS[case]
+    corrupt(path)
+    start_over = "remove .*checkpoint.safetensors to start over"
+    with pytest.raises(DataError, match=f"{message}.*{start_over}"):
+        train_tuned_lens(tiny, [TEXT], tokens=3 * BATCH * SEQ_LEN, checkpoint=tmp_path)
+    damaged = path.read_bytes()
+    code = main(["tune-lens", "--model", "random:tiny", "--tokens", str(3 * BATCH * SEQ_LEN),
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "start over" in err, err
+    assert path.read_bytes() == damaged  # neither reused nor replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]
+
+
+def test_the_checkpoint_is_one_file_so_a_kill_leaves_old_or_new(tiny, tmp_path, monkeypatch):
+    """The record travels inside the safetensors file: there is no pair to be caught half
+    renamed. A second save replaces it whole; the resumed run continues from what it says."""
+    path = interrupted_checkpoint(tiny, tmp_path, monkeypatch)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as file:
+        record = json.loads(file.metadata()["record"])
+    assert record["step"] == 1 and len(record["losses"]) == 1
+    resumed = train_tuned_lens(tiny, [TEXT], tokens=3 * BATCH * SEQ_LEN, checkpoint=tmp_path)
+    assert resumed.manifest["steps"] == 3
+
+
+@pytest.mark.parametrize("taken", ["manifest.json", "checkpoint.safetensors"])
+def test_tune_lens_checks_every_target_before_training(taken, tmp_path, capsys):
+    out = tmp_path / "lens"
+    (out / taken).mkdir(parents=True)
+    code = main(["tune-lens", "--model", "random:tiny", "--tokens", "1024", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "a directory of that name is in the way" in err and taken in err, err
+    assert sorted(p.name for p in out.iterdir()) == [taken]
