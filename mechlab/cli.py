@@ -8,6 +8,7 @@ matplotlib are imported by the subcommand that runs.
 
 import argparse
 import sys
+import warnings
 
 from mechlab.defaults import (
     DEFAULT_MODEL,
@@ -18,7 +19,8 @@ from mechlab.defaults import (
     MAX_PROMPTS_FILE_BYTES,
     TUNED_LENS_TOKENS,
 )
-from mechlab.errors import InputError, MechlabError
+from mechlab.errors import InputError, MechlabError, MechlabWarning
+from mechlab.terminal import one_line, visible
 
 
 class UsageError(Exception):
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
-        print(error, file=sys.stderr)
+        print(one_line(str(error)), file=sys.stderr)
         return 2
     except SystemExit as exit:  # --help and --version exit through argparse
         return int(exit.code or 0)
@@ -46,9 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args) or 0
+        with warnings.catch_warnings():
+            # mechlab's own caveats, one line each; other libraries' warnings (matplotlib's
+            # missing glyphs, ...) are not the user's business
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("always", MechlabWarning)
+            warnings.showwarning = lambda message, *_: warn(
+                f"mechlab {args.command}: warning: {message}"
+            )
+            return args.run(args) or 0
     except MechlabError as error:
-        print(f"mechlab {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"mechlab {args.command}: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mechlab {args.command}: interrupted; no files were written", file=sys.stderr)
@@ -404,8 +414,14 @@ def console():
 
 
 def say(text: str) -> None:
-    """Print plain text through rich without reading it as markup (paths and names may hold '[')."""
-    console().print(text, markup=False, highlight=False)
+    """Print plain text through rich without reading it as markup (paths and names may hold '['),
+    control characters shown escaped."""
+    console().print(visible(text), markup=False, highlight=False)
+
+
+def warn(text: str) -> None:
+    """One line on stderr, control characters shown escaped."""
+    print(one_line(text), file=sys.stderr)
 
 
 def read_prompts(path: str) -> list[str]:
@@ -480,10 +496,9 @@ def run_lens(args: argparse.Namespace) -> int:
     curves = None
     if len(prompts) > 1:
         seconds = time.perf_counter() - start
-        print(
+        warn(
             f"mechlab lens: {len(prompts):,} prompts; the first took {seconds:.2f} s, so about "
-            f"{seconds * len(prompts) / 60:.1f} min in all (Ctrl-C stops without writing)",
-            file=sys.stderr,
+            f"{seconds * len(prompts) / 60:.1f} min in all (Ctrl-C stops without writing)"
         )
 
         def results():  # one at a time: only the curves' running sums are kept
@@ -549,11 +564,10 @@ def run_tune_lens(args: argparse.Namespace) -> int:
             checkpoint=args.out,
         )
         if lens.manifest["interrupted"]:
-            print(
+            warn(
                 f"mechlab tune-lens: interrupted after step {lens.manifest['steps']} of "
                 f"{lens.manifest['planned_steps']}; the same command continues from the "
-                f"checkpoint in {args.out}",
-                file=sys.stderr,
+                f"checkpoint in {args.out}"
             )
             return 130
     evaluation = evaluate(model, lens, corpus.held_out, tokens=args.eval_tokens)
@@ -610,7 +624,7 @@ def run_heads(args: argparse.Namespace) -> int:
         files["induction_mosaic.png"] = mosaic_png([result.scan for result in results])
     write_files(args.out, files)
     for spec, why in failures.items():
-        print(f"mechlab heads: {spec} failed on its worker: {why}", file=sys.stderr)
+        warn(f"mechlab heads: {spec} failed on its worker: {why}")
     say(f"wrote {args.out}" + (f" without {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0
 
@@ -662,10 +676,7 @@ def run_train_induction(args: argparse.Namespace) -> int:
     write_files(args.out, formation_files(formation))
     say(repr(formation))
     if formation.interrupted:
-        print(
-            f"mechlab train-induction: interrupted; wrote what was recorded to {args.out}",
-            file=sys.stderr,
-        )
+        warn(f"mechlab train-induction: interrupted; wrote what was recorded to {args.out}")
         return 130
     say(f"wrote {args.out}")
     return 0
@@ -771,17 +782,20 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from rich.markup import escape
+    from mechlab.terminal import markup_safe
     from rich.table import Table
 
     from mechlab.loading import cache_dir, model_availability
 
-    table = Table(title=escape(f"model specs (cache: {cache_dir()})"))
+    table = Table(title=markup_safe(f"model specs (cache: {cache_dir()})"))
     for column in ["spec", "kind", "offline now", "note"]:
         table.add_column(column)
     for spec, kind, offline, note in model_availability():
         table.add_row(
-            escape(spec), escape(kind), "[green]yes[/]" if offline else "[red]no[/]", escape(note)
+            markup_safe(spec),
+            markup_safe(kind),
+            "[green]yes[/]" if offline else "[red]no[/]",
+            markup_safe(note),
         )
     table.caption = (
         "also accepted: any TransformerLens official name, or a local checkpoint directory"
@@ -792,7 +806,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     import torch
-    from rich.markup import escape
+    from mechlab.terminal import markup_safe
     from rich.table import Table
 
     from mechlab.loading import load_model
@@ -808,12 +822,12 @@ def run_predict(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         probs = model(tokens)[0, -1].softmax(-1)
     top = probs.topk(args.top_k)
-    table = Table(title=escape(f"{args.model}: next token after {args.prompt!r}"))
+    table = Table(title=markup_safe(f"{args.model}: next token after {args.prompt!r}"))
     table.add_column("rank", justify="right")
     table.add_column("token")
     table.add_column("probability", justify="right")
     for rank, (p, token) in enumerate(zip(top.values, token_strings(model, top.indices)), start=1):
-        table.add_row(str(rank), escape(repr(token)), f"{p.item():.3f}")
+        table.add_row(str(rank), markup_safe(repr(token)), f"{p.item():.3f}")
     console().print(table)
     return 0
 

@@ -29,3 +29,8 @@ class ResourceError(MechlabError, MemoryError):
 class DataError(MechlabError, RuntimeError):
     """Data mechlab needs that is missing, corrupt or belongs to something else: a corpus that
     fails its hash check, a saved lens for another model."""
+
+
+class MechlabWarning(UserWarning):
+    """A result that needs a caveat (a view that had to drop positions, a check that fell short):
+    the CLI shows these on one line and keeps every other library's warnings off stderr."""

@@ -1,14 +1,14 @@
 """Terminal tables (rich) made from result objects. Nothing here computes; see plots.py for
 figures."""
 
-from rich.markup import escape
+from mechlab.terminal import markup_safe
 from rich.table import Table
 
 from mechlab.parity import ParityReport
 
 
 def parity_table(report: ParityReport, *, title: str) -> Table:
-    table = Table(title=escape(title))
+    table = Table(title=markup_safe(title))
     for column, justify in [
         ("component", "left"),
         ("max abs err", "right"),
@@ -19,7 +19,7 @@ def parity_table(report: ParityReport, *, title: str) -> Table:
         table.add_column(column, justify=justify)
     for c in report.components:
         table.add_row(
-            escape(c.name),
+            markup_safe(c.name),
             f"{c.max_abs_err:.2e}",
             f"{c.max_rel_err:.2e}",
             f"{c.scale:.3g}" if c.scale != 1.0 else "",
@@ -32,7 +32,7 @@ def heads_table(scan, threshold: float, k: int = 5) -> Table:
     """The top k heads for each main score, and which heads pass the induction threshold."""
     names = ["induction", "previous_token", "duplicate_token", "first_token", "copying"]
     table = Table(
-        title=escape(
+        title=markup_safe(
             f"{scan.model}: top heads (seq_len={scan.seq_len}, batch={scan.batch}, "
             f"seed={scan.seed})"
         )
@@ -50,7 +50,7 @@ def heads_table(scan, threshold: float, k: int = 5) -> Table:
             ],
         )
     passing = scan.heads_above("induction", threshold)
-    table.caption = escape(
+    table.caption = markup_safe(
         f"induction heads above {threshold}: "
         + (", ".join(f"L{layer}H{head}" for layer, head, _ in passing) if passing else "none")
         + f"; loss first half {scan.loss_first_half:.2f}, second half {scan.loss_second_half:.2f}"
@@ -62,13 +62,13 @@ def lens_table(result, max_positions: int = 12) -> Table:
     """Layers x positions with each cell's top-1 token (the last `max_positions` positions)."""
     first = max(0, len(result.token_strs) - max_positions)
     table = Table(
-        title=escape(
+        title=markup_safe(
             f"{result.model}: logit lens, top-1 token per layer (rows) and position (columns)"
         )
     )
     table.add_column("layer")
     for token in result.token_strs[first:]:
-        table.add_column(escape(repr(token)[1:-1][:10]), overflow="ellipsis", max_width=10)
+        table.add_column(markup_safe(repr(token)[1:-1][:10]), overflow="ellipsis", max_width=10)
     for row in range(len(result.layers)):
         cells = []
         for position in range(first, len(result.token_strs)):
@@ -78,14 +78,14 @@ def lens_table(result, max_positions: int = 12) -> Table:
             )
             style = "bold" if prob > 0.5 else ("" if prob > 0.1 else "dim")
             cells.append(
-                f"[{style}]{escape(repr(token)[1:-1][:10])}[/]"
+                f"[{style}]{markup_safe(repr(token)[1:-1][:10])}[/]"
                 if style
-                else escape(repr(token)[1:-1][:10])
+                else markup_safe(repr(token)[1:-1][:10])
             )
-        table.add_row(escape(result.layers[row]), *cells)
+        table.add_row(markup_safe(result.layers[row]), *cells)
     if result.target_id is not None:
         layer = result.first_top1_layer
-        table.caption = escape(
+        table.caption = markup_safe(
             f"target {result.target_token!r}: top-1 at the last position from "
             + (
                 f"row {layer} ({result.layers[layer]})"
@@ -102,19 +102,26 @@ def ablation_table(study) -> Table:
 
     joint = study.joint
     table = Table(
-        title=escape(
+        title=markup_safe(
             f"{joint.model}: {joint.method}-ablating the top induction heads (clean second-half "
             f"loss {joint.clean_loss_second_half:.3f} nats)"
         )
     )
-    for column, justify in [("ablated", "left"), ("heads", "left"), ("loss", "right"),
-                            ("delta", "right")]:
+    for column, justify in [
+        ("ablated", "left"),
+        ("heads", "left"),
+        ("loss", "right"),
+        ("delta", "right"),
+    ]:
         table.add_column(column, justify=justify)
     rows = study.to_json()
     for row in rows:
         heads = heads_text(row["heads"])
         table.add_row(
-            row["kind"], escape(heads), f"{row['loss_second_half']:.3f}", f"{row['delta']:+.3f}"
+            row["kind"],
+            markup_safe(heads),
+            f"{row['loss_second_half']:.3f}",
+            f"{row['delta']:+.3f}",
         )
     table.caption = "control: as many non-induction heads of the same layers, drawn at random"
     return table
@@ -123,24 +130,28 @@ def ablation_table(study) -> Table:
 def patch_table(result, k: int = 10) -> Table:
     """The k cells that restore (or destroy) the most of the clean logit difference."""
     table = Table(
-        title=escape(
+        title=markup_safe(
             f"{result.model}: {result.method} patching over {result.over}; logit diff "
             f"{result.answer!r} - {result.wrong!r}: clean {result.clean_logit_diff:.2f}, "
             f"corrupted {result.corrupted_logit_diff:.2f}"
         )
     )
-    for column, justify in [("rank", "right"), ("activation", "left"), ("where", "left"),
-                            ("restored", "right")]:
+    for column, justify in [
+        ("rank", "right"),
+        ("activation", "left"),
+        ("where", "left"),
+        ("restored", "right"),
+    ]:
         table.add_column(column, justify=justify)
     for rank, (row, col, value) in enumerate(result.top(k), start=1):
-        table.add_row(str(rank), escape(row), escape(col), f"{value:.3f}")
+        table.add_row(str(rank), markup_safe(row), markup_safe(col), f"{value:.3f}")
     table.caption = "restored: 0 = the corrupted run's logit difference, 1 = the clean run's"
     return table
 
 
 def dla_table(result, k: int = 10) -> Table:
     """The sum by kind of component, then the k heads with the largest direct contribution."""
-    table = Table(title=escape(f"{result.model}: direct logit attribution of {result.what}"))
+    table = Table(title=markup_safe(f"{result.model}: direct logit attribution of {result.what}"))
     table.add_column("component")
     table.add_column("contribution", justify="right")
     for name, value in [

@@ -4,6 +4,11 @@ when ipywidgets is missing, merely on import)."""
 
 
 def progress_bar(iterable=None, **kwargs):
+    """A tqdm bar; its description (which may name a model) with control characters escaped."""
     from tqdm import tqdm
 
+    from mechlab.terminal import visible
+
+    if kwargs.get("desc"):
+        kwargs["desc"] = visible(kwargs["desc"])
     return tqdm(iterable, **kwargs)

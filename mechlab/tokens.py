@@ -87,8 +87,9 @@ def single_token(model: HookedTransformer, text: str | int, what: str, example: 
     ids = model.to_tokens(text, prepend_bos=False)[0].tolist()
     if len(ids) != 1:
         pieces = token_strings(model, ids)
+        shown = str(pieces[:8])[:-1] + (", ...]" if len(pieces) > 8 else "]")
         raise InputError(
-            f"{what} {text!r} is {len(ids)} tokens {pieces}, not one: pass a single token, e.g. "
+            f"{what} {text!r} is {len(ids)} tokens {shown}, not one: pass a single token, e.g. "
             f"{pieces[0]!r} (mind the leading space), or a token id"
         )
     return ids[0]

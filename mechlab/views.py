@@ -31,6 +31,7 @@ import circuitsvis
 import torch
 from transformer_lens import HookedTransformer
 
+from mechlab.errors import MechlabWarning
 from mechlab.attention import attention_patterns, check_heads, check_layer
 from mechlab.io import write_text
 from mechlab.tokens import PromptOrTokens, to_tokens, token_strings
@@ -98,7 +99,7 @@ def attention_heads_view(
             f"showing the last {MAX_VIEW_TOKENS} of {len(strings)} tokens (queries and keys); "
             "attention to earlier keys is not drawn"
         )
-        warnings.warn(f"attention view: {notes[-1]}", stacklevel=2)
+        warnings.warn(f"attention view: {notes[-1]}", MechlabWarning, stacklevel=2)
         attention, strings = (
             attention[:, -MAX_VIEW_TOKENS:, -MAX_VIEW_TOKENS:],
             strings[-MAX_VIEW_TOKENS:],

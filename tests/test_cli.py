@@ -198,6 +198,78 @@ def test_hostile_markup_in_a_model_name_and_path(tmp_path, capsys, hf_gpt2_dir):
     assert (out / "heads_induction.png").stat().st_size > 0  # '$...$' in the title drew as text
 
 
+CONTROL_SEQUENCES = {
+    "window title": "\x1b]0;pwned\x07",
+    "colour": "\x1b[31m",
+    "hyperlink": "\x1b]8;;https://evil.invalid\x1b\\",
+    "carriage return": "\r",
+    "C1 CSI": "\x9b31m",
+    "bidi override": "\u202e",
+}
+
+
+def raw_controls(text: str) -> list[str]:
+    from mechlab.terminal import CONTROL
+
+    return CONTROL.findall(text)
+
+
+@pytest.mark.parametrize("name", list(CONTROL_SEQUENCES))
+def test_control_characters_reach_the_terminal_escaped(name, tmp_path, capsys, hf_gpt2_dir):
+    """In tables, one-line errors and messages alike, on stdout and stderr."""
+    import shutil
+
+    sequence = CONTROL_SEQUENCES[name]
+    # how each may be shown: \x1b, \x0d, \u202e (or Python's repr: \r, where it is a repr)
+    shown = [
+        {ascii(c)[1:-1], f"\\x{ord(c):02x}" if ord(c) <= 0xFF else f"\\u{ord(c):04x}"}
+        for c in raw_controls(sequence)
+    ]
+    runs = [  # (argv, expected exit status)
+        (["predict", "--model", "random:tiny", "--prompt", f"ab{sequence}c"], 0),  # a table
+        (["dla", "--model", "random:tiny", "--prompt", "abc", "--answer", f"x{sequence}"], 2),
+        (["predict", "--model", str(tmp_path / f"model{sequence}x"), "--prompt", "hi"], 2),
+    ]
+    directory = tmp_path / f"checkpoint{sequence}x"
+    shutil.copytree(hf_gpt2_dir, directory)
+    heads = ["heads", "--model", str(directory), "--seq-len", "4", "--batch", "1"]
+    runs.append(([*heads, "--out", str(tmp_path / f"out{sequence}")], 0))
+    for argv, status in runs:
+        if argv[0] == "dla":
+            argv = [*argv, "--out", str(tmp_path / "dla")]
+        code, stdout, stderr = run_cli(capsys, *argv)
+        assert code == status, stderr
+        bars_redrawn = stderr.replace("\r", "")  # progress bars redraw their line with \r
+        assert raw_controls(stdout) == [] and raw_controls(bars_redrawn) == [], (
+            argv,
+            stdout,
+            stderr,
+        )
+        flat = "".join((stdout + stderr).split())  # rich wraps long titles
+        assert all(any(form in flat for form in forms) for forms in shown), (argv, stdout, stderr)
+        if status == 2:
+            assert len(stderr.strip().splitlines()) == 1, stderr
+        else:  # no library warnings (matplotlib's missing glyphs) on the user's stderr
+            assert "Warning" not in stderr, stderr
+
+
+def test_a_long_pasted_input_is_shortened_in_a_one_line_error(capsys):
+    answer = "x" * 5000
+    code, _, stderr = run_cli(
+        capsys,
+        "dla",
+        "--model",
+        "random:tiny",
+        "--prompt",
+        "abc",
+        "--answer",
+        answer,
+        "--out",
+        "/nonexistent-never-written",
+    )
+    assert code == 2 and "more characters" in stderr and len(stderr) < 600, len(stderr)
+
+
 def test_prompts_file_lines_end_only_at_newline(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_bytes("one\u2028still one\ntwo\r\n\x0cthree\x1cfour\n\n  \nfive".encode())
@@ -258,8 +330,17 @@ def test_causal_commands_write_their_files_with_the_fixed_keys(tmp_path, capsys)
     assert sorted(p.name for p in out.iterdir()) == ["patch.html", "patch.json", "patch_layers.png"]
     report = json.loads((out / "patch.json").read_text())
     assert set(report) >= {
-        "model", "clean", "corrupted", "answer", "wrong", "over", "clean_logit_diff",
-        "corrupted_logit_diff", "grid", "row_labels", "col_labels",
+        "model",
+        "clean",
+        "corrupted",
+        "answer",
+        "wrong",
+        "over",
+        "clean_logit_diff",
+        "corrupted_logit_diff",
+        "grid",
+        "row_labels",
+        "col_labels",
     }
     assert len(report["grid"]) == len(report["row_labels"]) == 4  # 2 layers x (attn, mlp)
     assert len(report["grid"][0]) == len(report["col_labels"]) == 6  # BOS + 5 bytes
@@ -268,7 +349,10 @@ def test_causal_commands_write_their_files_with_the_fixed_keys(tmp_path, capsys)
     args = ["dla", "--model", "random:tiny", "--prompt", "abc", "--answer", "d", "--out", str(out)]
     assert run_cli(capsys, *args)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "dla.html", "dla.json", "dla_heads.png", "dla_layers.png"
+        "dla.html",
+        "dla.json",
+        "dla_heads.png",
+        "dla_layers.png",
     ]
     dla = json.loads((out / "dla.json").read_text())
     assert dla["total"] == pytest.approx(dla["sum_of_parts"], abs=1e-4)
