@@ -547,10 +547,17 @@ def run_tune_lens(args: argparse.Namespace) -> int:
     from mechlab.corpus import load_corpus
     from mechlab.io import write_files
     from mechlab.loading import load_model
-    from mechlab.tuned_lens import Checkpoint, TunedLens, evaluate, train_tuned_lens
+    from mechlab.tuned_lens import (
+        Checkpoint,
+        TunedLens,
+        evaluate,
+        evaluation_sequences,
+        train_tuned_lens,
+    )
 
     corpus = load_corpus(args.corpus)
     model = load_model(args.model, **placement(args))
+    evaluation_sequences(model, corpus.held_out, args.eval_tokens)  # refused before any training
     if args.eval_only:
         lens = TunedLens.load(args.out, model)
     else:
@@ -562,6 +569,11 @@ def run_tune_lens(args: argparse.Namespace) -> int:
             progress=True,
             corpus=corpus.manifest(),
             checkpoint=args.out,
+            repeat=False,
+            announce=lambda plan: say(
+                f"mechlab tune-lens: {plan}, then an evaluation on {args.eval_tokens:,} held-out "
+                f"tokens; Ctrl-C keeps a checkpoint in {args.out}"
+            ),
         )
         if lens.manifest["interrupted"]:
             warn(
@@ -570,7 +582,7 @@ def run_tune_lens(args: argparse.Namespace) -> int:
                 f"checkpoint in {args.out}"
             )
             return 130
-    evaluation = evaluate(model, lens, corpus.held_out, tokens=args.eval_tokens)
+    evaluation = evaluate(model, lens, corpus.held_out, tokens=args.eval_tokens, progress=True)
     lens.manifest["held_out_kl"] = {"logit": evaluation.logit_kl, "tuned": evaluation.tuned_kl}
     say(repr(evaluation))
     write_files(args.out, tuned_lens_files(evaluation))

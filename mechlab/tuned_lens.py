@@ -260,6 +260,8 @@ def train_tuned_lens(
     progress: bool = False,
     corpus: dict | None = None,
     checkpoint: str | Path | None = None,
+    repeat: bool = True,
+    announce=None,
 ) -> TunedLens:
     """Train a tuned lens for `model` on `texts` for about `tokens` tokens (BATCH sequences of
     SEQ_LEN per step, in an order drawn from `seed`), with Adam and a learning rate decaying
@@ -268,12 +270,21 @@ def train_tuned_lens(
     Ctrl-C stops after the current step: the lens comes back with what it learnt and
     ``manifest["interrupted"]`` set. With `checkpoint` (a directory), the training state is saved
     there every CHECKPOINT_EVERY steps and on Ctrl-C, and a run with the same model, corpus,
-    tokens and seed continues from it."""
+    tokens and seed continues from it. A budget beyond the texts goes over them again, or with
+    `repeat` False is refused (InputError, saying how many tokens they hold). `announce`, if
+    given, is called with the plan (steps, tokens, how long the first step took and so about how
+    long the rest will) once everything is checked and the first step is done."""
     from mechlab.progress import progress_bar
 
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < BATCH * SEQ_LEN:
         raise InputError(f"tokens must be an integer >= {BATCH * SEQ_LEN}, got {tokens!r}")
     sequences = token_sequences(model, texts)
+    available = len(sequences) * SEQ_LEN
+    if not repeat and tokens > available:
+        raise InputError(
+            f"{tokens:,} training tokens is more than the training texts hold: {available:,} "
+            f"({len(sequences):,} sequences of {SEQ_LEN}); ask for {available:,} or fewer"
+        )
     generator = torch.Generator().manual_seed(seed)
     steps = math.ceil(tokens / (BATCH * SEQ_LEN))
     order = torch.cat(
@@ -297,6 +308,7 @@ def train_tuned_lens(
         param.requires_grad_(False)
     W_U_T = model.W_U.T.contiguous()  # rows gathered per position: contiguous is 5x faster
     interrupted, started = False, time.perf_counter() - state.seconds
+    first_step, state_seconds = state.step, state.seconds
     bar = progress_bar(total=steps, initial=state.step, desc="tuned lens", disable=not progress)
     try:
         while state.step < steps:
@@ -316,6 +328,13 @@ def train_tuned_lens(
             state.seconds = time.perf_counter() - started
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if announce is not None and state.step == first_step + 1:
+                step_seconds = time.perf_counter() - started - state_seconds
+                announce(
+                    f"{steps - first_step:,} steps of {BATCH} x {SEQ_LEN} tokens "
+                    f"({tokens:,} of the {available:,} the texts hold), about "
+                    f"{step_seconds * (steps - first_step) / 60:.1f} min from the first step"
+                )
             if checkpoint and state.step % CHECKPOINT_EVERY == 0 and state.step < steps:
                 state.save(checkpoint, plan, lens, optimizer)
     except KeyboardInterrupt:
@@ -477,19 +496,43 @@ class LensEvaluation:
         }
 
 
+def evaluation_sequences(
+    model: HookedTransformer, texts: list[str], tokens: int
+) -> Int[Tensor, "batch pos"]:
+    """The first `tokens` tokens' worth of sequences of `texts`; asking for more than they hold is
+    an InputError saying how many they do."""
+    sequences = token_sequences(model, texts)
+    if tokens > len(sequences) * SEQ_LEN:
+        raise InputError(
+            f"{tokens:,} evaluation tokens is more than the held-out texts hold: "
+            f"{len(sequences) * SEQ_LEN:,} ({len(sequences):,} sequences of {SEQ_LEN}); ask for "
+            "that many or fewer"
+        )
+    return sequences[: max(1, tokens // SEQ_LEN)]
+
+
 def evaluate(
-    model: HookedTransformer, lens: TunedLens, texts: list[str], *, tokens: int = 8192
+    model: HookedTransformer,
+    lens: TunedLens,
+    texts: list[str],
+    *,
+    tokens: int = 8192,
+    progress: bool = False,
 ) -> LensEvaluation:
     """Exact per-layer KL and cross-entropy, over the whole vocabulary, on the first `tokens`
-    tokens' worth of sequences of `texts`. One layer's logits ([batch, pos, d_vocab]) at a time."""
-    sequences = token_sequences(model, texts)[: max(1, tokens // SEQ_LEN)]
+    tokens' worth of sequences of `texts` (more than they hold is an InputError). One layer's
+    logits ([batch, pos, d_vocab]) at a time."""
+    from mechlab.progress import progress_bar
+
+    sequences = evaluation_sequences(model, texts, tokens)
     n_layers = model.cfg.n_layers
     kl_sums = {"logit": torch.zeros(n_layers + 1, dtype=torch.float64)}
     kl_sums["tuned"] = kl_sums["logit"].clone()
     cross_entropy_sums = {name: sums.clone() for name, sums in kl_sums.items()}
     positions = predicted = 0
     with torch.inference_mode():
-        for batch in sequences.split(BATCH // 2):
+        batches = sequences.split(BATCH // 2)
+        for batch in progress_bar(batches, desc="evaluating", disable=not progress, leave=False):
             residuals, final_log_probs = layer_inputs_and_final(model, batch)
             next_tokens = batch[:, 1:, None]
             final_probs = final_log_probs.exp()

@@ -114,6 +114,19 @@ BAD_INPUT = [
         "the answer is empty",
     ),
     (
+        ["tune-lens", "--model", "random:tiny", "--tokens", "100000000000000", "--out", "{out}"],
+        "more than the training texts hold: 2,156,544",
+    ),
+    (
+        ["tune-lens", "--model", "random:tiny", "--eval-tokens", "1000000000", "--out", "{out}"],
+        "more than the held-out texts hold: 371,584",
+    ),
+    (
+        ["dla", "--model", "random:tiny", "--prompt", "abc", "--answer", "a", "--wrong", "a"]
+        + ["--out", "{out}"],
+        "the answer and the wrong answer are the same token",
+    ),
+    (
         ["heads", "--model", "random:tiny", "--ablate", "0", "--out", "{out}"],
         "argument --ablate: must be at least 1",
     ),

@@ -134,7 +134,12 @@ def test_ctrl_c_stops_training_and_the_command_writes_what_was_recorded(
         ["train-induction", "--steps", "100", "--eval-every", "10", "--out", str(tmp_path)]
     )
     assert code == 130 and "interrupted; wrote what was recorded" in capsys.readouterr().err
-    report = json.loads((tmp_path / "formation.json").read_text())
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    # strict JSON (what JavaScript's JSON.parse reads): step 0 has no training loss yet: null
+    report = json.loads((tmp_path / "formation.json").read_text(), parse_constant=refuse)
+    assert report["runs"]["2-layer"]["checkpoints"][0]["loss"] is None
     assert report["interrupted"] and list(report["runs"]) == ["2-layer"]  # the control never ran
     assert [c["step"] for c in report["runs"]["2-layer"]["checkpoints"]] == [0, 10, 20]
     assert (tmp_path / "formation.png").exists()
@@ -144,6 +149,9 @@ def test_train_induction_bad_arguments_are_one_line(tmp_path, capsys):
     for args, message in [
         (["--steps", "0"], "argument --steps: must be at least 1"),
         (["--layers", "x"], "expected a whole number"),
+        # shapes that cannot fit are refused before anything is built, with both figures
+        (["--heads", "100000"], "of memory but"),
+        (["--layers", "100000"], "of memory but"),
     ]:
         code = main(["train-induction", *args, "--out", str(tmp_path / "out")])
         err = capsys.readouterr().err.strip()
