@@ -258,7 +258,12 @@ def logit_attribution(
             total = total - logits[0, -1, wrong_id].double()
             magnitude += logits[0, -1, wrong_id].abs().item()
             bias = bias - model.b_U[wrong_id].double()
-        final = FrozenNorm.of(model.ln_final, cache["ln_final.hook_scale"][0, -1])
+        if cfg.normalization_type is None:  # no final norm: the identity
+            final = FrozenNorm(
+                centre=False, scale=torch.ones(1, dtype=torch.float64), weight=None, bias=None
+            )
+        else:
+            final = FrozenNorm.of(model.ln_final, cache["ln_final.hook_scale"][0, -1])
         bias = bias + final.bias_through(direction)
         parts = DirectParts(final, direction)
 

@@ -377,3 +377,25 @@ def test_smollm2_needs_its_induction_heads(smollm2):
         ablator.ablate([(0, 0)]).clean_loss_by_position
         is ablator.ablate([(1, 1)]).clean_loss_by_position
     )
+
+
+def test_logit_attribution_adds_up_without_any_norm():
+    """No final norm (as in Nanda et al.'s grokking model): the parts go straight to W_U."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=16,
+        n_ctx=16,
+        d_head=4,
+        n_heads=4,
+        d_vocab=20,
+        d_mlp=32,
+        act_fn="relu",
+        normalization_type=None,
+        seed=0,
+    )
+    model = with_random_biases(HookedTransformer(cfg))
+    result = logit_attribution(model, [0, 5, 6, 7], answer=3, wrong=4)
+    assert abs(result.total) > 1e-3 and abs(result.unembed_bias) > 1e-3
+    assert result.sum_of_parts == pytest.approx(result.total, abs=1e-5)
