@@ -11,7 +11,7 @@ from mechlab.cli import main
 from mechlab.heads import scan_heads
 from mechlab.lens import logit_lens
 from mechlab.model import Transformer
-from mechlab.parity import ATOL, compare
+from mechlab.parity import component_names, reference_activations
 
 PROMPTS = [
     "The capital of France is",
@@ -53,23 +53,48 @@ def test_bfloat16_lens_agrees_with_float32_on_the_top_token(smollm2, smollm2_bf1
     assert agree / cells >= 0.95  # measured: 0.964 over these 4 prompts' 31 x 53 cells
 
 
+def bfloat16_error_ratios(scratch: Transformer, library, truth) -> dict[str, float]:
+    """For each component, the scratch model's bfloat16 error against float32 `truth` over
+    PROMPTS, divided by the library's own bfloat16 error against the same truth (rms over every
+    element of every prompt)."""
+    squares = {}
+    for prompt in PROMPTS:
+        tokens = library.to_tokens(prompt)
+        with torch.no_grad():
+            exact, _ = reference_activations(truth, tokens)
+            theirs, _ = reference_activations(library, tokens)
+            logits, ours = scratch(tokens, return_activations=True)
+        ours["logits"] = logits
+        for name in component_names(scratch):
+            ours_err = (ours[name].float() - exact[name]).pow(2).sum().item()
+            theirs_err = (theirs[name].float() - exact[name]).pow(2).sum().item()
+            before = squares.get(name, (0.0, 0.0))
+            squares[name] = (before[0] + ours_err, before[1] + theirs_err)
+    return {name: (ours / theirs) ** 0.5 for name, (ours, theirs) in squares.items()}
+
+
 @pytest.mark.slow
-def test_bfloat16_scratch_model_matches_the_library_in_bfloat16(smollm2_bf16):
-    """Both models round the same operations to bfloat16 (8 significant bits: a relative step of
-    2^-8), computing norms in float32 as TransformerLens does; allowing one such rounding of each
-    reference value (rtol = 2^-8) is the tightest tolerance that means anything in bfloat16. They
-    agree exactly today."""
+def test_bfloat16_scratch_model_is_as_accurate_as_the_library_in_bfloat16(smollm2, smollm2_bf16):
+    """In bfloat16 (8 significant bits) the two models round the same operations, but a CPU's
+    kernels choose the order of each sum by the operands' layout (TransformerLens multiplies by a
+    contiguous copy of W_O, fused with b_O), so the two trajectories differ by an ulp in the first
+    layer and drift apart: comparing them to each other measures the hardware, not the model (on
+    one CPU they agreed exactly, on this AMD one they do not). What does not depend on the kernels
+    is how far each lands from the float32 model: the same roundings in another order are a random
+    walk of the same size. Measured over PROMPTS on this CPU: the scratch model's error is 0.90-1.82x
+    the library's (the highest on late layers' attention patterns, whose errors are smallest); a
+    missing 1/sqrt(d_head) makes the first pattern's 200x. The bound is 2.5x."""
     scratch = Transformer.from_hooked(smollm2_bf16)
     assert next(scratch.parameters()).dtype == torch.bfloat16
-    tokens = smollm2_bf16.to_tokens(PROMPTS[3])
-    report = compare(scratch, smollm2_bf16, tokens, atol=ATOL, rtol=2**-8)
-    assert report.passed, report.failures
-    # and a bug still shows at that tolerance: no 1/sqrt(d_head)
+    ratios = bfloat16_error_ratios(scratch, smollm2_bf16, smollm2)
+    assert len(ratios) == len(component_names(scratch))
+    assert ratios["embed"] == ratios["blocks.0.pattern"] == 1.0  # the same rounded weights
+    worse = {name: round(ratio, 2) for name, ratio in ratios.items() if ratio > 2.5}
+    assert not worse, worse
+    # and a bug shows: no 1/sqrt(d_head)
     for block in scratch.blocks:
         block.attn.cfg = dataclasses.replace(block.attn.cfg, attn_scale=1.0)
-    assert compare(scratch, smollm2_bf16, tokens, atol=ATOL, rtol=2**-8).first_failure == (
-        "blocks.0.pattern"
-    )
+    assert bfloat16_error_ratios(scratch, smollm2_bf16, smollm2)["blocks.0.pattern"] > 20
 
 
 def test_devices_and_dtypes_this_machine_lacks_are_refused(tmp_path, capsys):
