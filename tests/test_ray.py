@@ -35,18 +35,31 @@ runs, port = json.loads(sys.argv[1]), 6379
 head = None
 if any("@CLUSTER" in argv for _, argv in runs):
     ray = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen(
-        [str(ray), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--include-dashboard=false", "--num-cpus=2", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    # on a loaded machine `ray start` can give up waiting for its own GCS server and exit: try
+    # again (three times), and say why if it never comes up
+    for attempt in range(3):
+        log = open(f"/tmp/ray-start-{os.getpid()}-{attempt}.log", "w+")
+        head = subprocess.Popen(
+            [str(ray), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+             f"--port={port}", "--include-dashboard=false", "--num-cpus=2",
+             "--disable-usage-stats"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        while head.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        if head.poll() is None:
             break
-        except OSError:
-            assert head.poll() is None, "ray start failed"
-            time.sleep(0.5)
+        try:  # whatever it had started, before starting again
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        log.seek(0)
+        print(f"ray start exited with {head.returncode}:", log.read()[-2000:], file=sys.stderr)
+    assert head.poll() is None, "ray start failed three times"
 codes = []
 for env, argv in runs:
     os.environ.update(env)
