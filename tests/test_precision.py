@@ -81,12 +81,12 @@ def test_bfloat16_scratch_model_is_as_accurate_as_the_library_in_bfloat16(smollm
     """In bfloat16 (8 significant bits) the two models round the same operations, but a CPU's
     kernels choose the order of each sum by the operands' layout (TransformerLens multiplies by a
     contiguous copy of W_O, fused with b_O), so the two trajectories differ by an ulp in the first
-    layer and drift apart: comparing them to each other measures the hardware, not the model (on
-    one CPU they agreed exactly, on this AMD one they do not). What does not depend on the kernels
-    is how far each lands from the float32 model: the same roundings in another order are a random
-    walk of the same size. Measured over PROMPTS on this CPU: the scratch model's error is 0.90-1.82x
-    the library's (the highest on late layers' attention patterns, whose errors are smallest); a
-    missing 1/sqrt(d_head) makes the first pattern's 200x. The bound is 2.5x."""
+    layer and drift apart: comparing them to each other measures the hardware, not the model (on one
+    CPU they agreed exactly, on this AMD one they do not). What does not depend on the kernels is
+    how far each lands from the float32 model: the same roundings in another order are a random walk
+    of the same size. Measured over PROMPTS on this CPU: the scratch model's error is 0.90-1.82x the
+    library's (the highest on late layers' attention patterns, whose errors are smallest); a missing
+    1/sqrt(d_head) makes the first pattern's 200x. The bound is 2.5x."""
     scratch = Transformer.from_hooked(smollm2_bf16)
     assert next(scratch.parameters()).dtype == torch.bfloat16
     ratios = bfloat16_error_ratios(scratch, smollm2_bf16, smollm2)
