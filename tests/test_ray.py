@@ -8,6 +8,7 @@ scenario's script (which also stops the cluster it started, by process id). Linu
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -35,8 +36,8 @@ runs, port = json.loads(sys.argv[1]), 6379
 head = None
 if any("@CLUSTER" in argv for _, argv in runs):
     ray = Path(sys.executable).with_name("ray")
-    # `ray start` exited before its port opened once in CI, cause unknown (its output was not
-    # kept): keep its output, try again up to three times, and print why each attempt ended
+    # `ray start` can exit before its port opens: keep its output, try again up to three times, and
+    # print why each attempt ended (this is how the missing token below was found)
     for _ in range(3):
         log = tempfile.TemporaryFile("w+")
         head = subprocess.Popen(
@@ -81,8 +82,11 @@ def run_isolated(runs: list[tuple[dict, list[str]]]) -> tuple[list[int], str]:
         sys.executable, "-c", SCENARIO, json.dumps(runs),
     ]  # fmt: skip
     # Ray's token authentication, on for the cluster and for the driver alike (`ray start` turns
-    # it on by default since Ray 2.5x, ray.init does not)
-    env = dict(os.environ, RAY_AUTH_MODE="token")
+    # it on by default since Ray 2.5x, ray.init does not), with a token of this run's own: without
+    # one, `ray start` reads ~/.ray/auth_token, which exists only once a local ray.init has written
+    # it, so on a fresh machine the first cluster test failed with "no authentication token was
+    # found" and the same command passed later (the "ray start failed" flake of a fresh clone)
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     result = subprocess.run(command, capture_output=True, text=True, timeout=540, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
@@ -106,7 +110,7 @@ def test_three_models_on_a_ray_cluster_match_the_sequential_run_even_when_a_work
     codes, _ = run_isolated(
         [
             ({}, ["heads", *models, *SCAN, "--ray", "@CLUSTER", "--out", str(there)]),
-            # the first task for random:tiny@1 SIGKILLs its own worker (mechlab.distributed's
+            # the first task for random:tiny@1 SIGKILLs its own worker (mechlab.workflows.distributed's
             # crash_point, as an out-of-memory kill would); Ray restarts it and retries the task
             (
                 {"MECHLAB_TEST_CRASH_ONCE": f"random:tiny@1@{markers}"},
