@@ -1,4 +1,4 @@
-"""Induction heads forming (mechlab.training): the time to the phase change of the two-layer
+"""Induction heads forming (mechlab.scratch.training): the time to the phase change of the two-layer
 attention-only model for three seeds (goal: an induction score >= 0.4 in <= 5 minutes on this
 2-core CPU), and one training step of the from-scratch model against the same model as a
 HookedTransformer (`to_hooked`), side by side."""
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import interleaved_best_times, print_table
-from mechlab.model import Transformer, to_hooked
-from mechlab.training import formation_config, induction_batch, train_formation_run
+from mechlab.scratch.model import Transformer, to_hooked
+from mechlab.scratch.training import formation_config, induction_batch, train_formation_run
 
 SEEDS = (0, 1, 2)
 STEPS = 700  # past the phase change (500 to 525 steps for these seeds)

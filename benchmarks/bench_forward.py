@@ -6,8 +6,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from benchmarks.common import interleaved_best_times, print_table
-from mechlab.loading import load_model
-from mechlab.model import Transformer
+from mechlab.models.loading import load_model
+from mechlab.scratch.model import Transformer
 
 BATCH, POS = 4, 256
 

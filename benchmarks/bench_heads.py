@@ -9,8 +9,8 @@ import torch
 from transformer_lens.head_detector import detect_head
 
 from benchmarks.common import interleaved_best_times, print_table
-from mechlab.heads import copying_scores, pattern_pass, scan_heads
-from mechlab.loading import load_model
+from mechlab.analysis.heads import copying_scores, pattern_pass, scan_heads
+from mechlab.models.loading import load_model
 from mechlab.memory import peak_memory_increase
 
 
@@ -42,8 +42,8 @@ def detect_head_route(model, texts: list[str]) -> None:
 
 SETUP = """
 import torch
-from mechlab.heads import scan_heads, repeated_tokens
-from mechlab.loading import load_model
+from mechlab.analysis.heads import scan_heads, repeated_tokens
+from mechlab.models.loading import load_model
 model = load_model("random:gpt2-small")
 tokens = repeated_tokens(model, seq_len=50, batch=10)
 with torch.inference_mode():

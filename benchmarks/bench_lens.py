@@ -6,8 +6,8 @@ holds 13 x 256 x 50257 floats, 670 MB)."""
 import torch
 
 from benchmarks.common import interleaved_best_times, print_table
-from mechlab.lens import CHUNK_ELEMENTS, decoded_logits, logit_lens
-from mechlab.loading import load_model
+from mechlab.analysis.lens import CHUNK_ELEMENTS, decoded_logits, logit_lens
+from mechlab.models.loading import load_model
 from mechlab.memory import peak_memory_increase
 
 POS = 256
@@ -21,8 +21,8 @@ def floor(model, tokens, residual) -> None:
 
 SETUP = f"""
 import torch
-from mechlab.lens import decoded_logits, logit_lens
-from mechlab.loading import load_model
+from mechlab.analysis.lens import decoded_logits, logit_lens
+from mechlab.models.loading import load_model
 model = load_model("random:gpt2-small")
 tokens = torch.randint(0, 50257, (1, {POS}), generator=torch.Generator().manual_seed(0))
 with torch.inference_mode():

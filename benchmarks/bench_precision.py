@@ -6,9 +6,9 @@ are, including where half precision is slower."""
 import torch
 
 from benchmarks.common import interleaved_best_times, print_table
-from mechlab.heads import scan_heads
-from mechlab.lens import logit_lens
-from mechlab.loading import load_model
+from mechlab.analysis.heads import scan_heads
+from mechlab.analysis.lens import logit_lens
+from mechlab.models.loading import load_model
 
 PROMPT = (
     "When Mary and John went to the store, John gave a drink to Mary. Mechanistic "

@@ -6,7 +6,7 @@ files."""
 import time
 
 from benchmarks.common import print_table
-from mechlab.distributed import scan_model, scan_models_on_ray
+from mechlab.workflows.distributed import scan_model, scan_models_on_ray
 
 SPECS = [f"random:gpt2-small@{seed}" for seed in range(4)]
 OPTIONS = dict(seq_len=50, batch=10)

@@ -1,5 +1,5 @@
-"""The tuned lens on SmolLM2 (mechlab.tuned_lens), trained on the Wikipedia corpus on this CPU:
-tokens per second and minutes for the default budget, held-out KL per layer against the logit
+"""The tuned lens on SmolLM2 (mechlab.analysis.tuned_lens), trained on the Wikipedia corpus on this
+CPU: tokens per second and minutes for the default budget, held-out KL per layer against the logit
 lens (goal: lower at every layer, the mean over layers at most half the logit lens's, in <= 15
 minutes), and how close the support-restricted training loss is to the exact KL, side by side on
 the same batches."""
@@ -10,8 +10,8 @@ import torch
 
 from benchmarks.common import print_table
 from mechlab.corpus import load_corpus
-from mechlab.loading import load_model
-from mechlab.tuned_lens import (
+from mechlab.models.loading import load_model
+from mechlab.analysis.tuned_lens import (
     DEFAULT_TOKENS,
     REST_SAMPLE,
     SEQ_LEN,

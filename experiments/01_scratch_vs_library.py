@@ -1,15 +1,15 @@
 # %% [markdown]
 # # The from-scratch Transformer against TransformerLens
-# `mechlab.model` is a transformer written out in full (einops, jaxtyping shapes). Here it loads the
-# library's weights and every intermediate value is compared with the library's.
+# `mechlab.scratch.model` is a transformer written out in full (einops, jaxtyping shapes). Here it
+# loads the library's weights and every intermediate value is compared with the library's.
 
 # %%
 from _common import parse
 
 from mechlab import load_model
 from mechlab.io import ensure_writable_dir, write_json
-from mechlab.model import Transformer
-from mechlab.parity import compare
+from mechlab.scratch.model import Transformer
+from mechlab.scratch.parity import compare
 
 args = parse(
     __doc__ or "scratch vs library",

@@ -1,17 +1,17 @@
 # %% [markdown]
 # # Induction heads forming in a model you train
-# Train a two-layer attention-only Transformer from scratch (mechlab.model, GPT-2's initialisation)
-# on random tokens where one segment of each sequence repeats, beside a one-layer control that
-# cannot build an induction head (Olsson et al. 2022). Watch the phase change: the loss on the
-# repeats drops, and a head's induction score jumps, at the same step. Then hand the trained model
-# to the library (`to_hooked`) and use the ordinary tools on it.
+# Train a two-layer attention-only Transformer from scratch (mechlab.scratch.model, GPT-2's
+# initialisation) on random tokens where one segment of each sequence repeats, beside a one-layer
+# control that cannot build an induction head (Olsson et al. 2022). Watch the phase change: the loss
+# on the repeats drops, and a head's induction score jumps, at the same step. Then hand the trained
+# model to the library (`to_hooked`) and use the ordinary tools on it.
 
 # %%
 from _common import parse
 
 from mechlab import ablate_heads, scan_heads, to_hooked, train_induction
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.plots import plot_formation, plot_head_scores
+from mechlab.present.plots import plot_formation, plot_head_scores
 
 args = parse(
     __doc__ or "induction formation",

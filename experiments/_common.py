@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from mechlab.loading import DEFAULT_MODEL, hub_cached
+from mechlab.models.loading import DEFAULT_MODEL, hub_cached
 
 
 def default_model() -> str:

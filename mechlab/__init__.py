@@ -30,32 +30,32 @@ _quiet_progress_widgets_warning()
 
 # public name -> the module that defines it
 _LAZY = {
-    "AblationResult": "mechlab.ablation",
-    "ablate_heads": "mechlab.ablation",
-    "ablation_study": "mechlab.ablation",
-    "AttributionResult": "mechlab.dla",
-    "logit_attribution": "mechlab.dla",
-    "check_component": "mechlab.check",
-    "PatchResult": "mechlab.patching",
-    "patch": "mechlab.patching",
-    "HeadScan": "mechlab.heads",
-    "repeated_tokens": "mechlab.heads",
-    "scan_heads": "mechlab.heads",
-    "LensResult": "mechlab.lens",
-    "logit_lens": "mechlab.lens",
-    "load_model": "mechlab.loading",
-    "Transformer": "mechlab.model",
-    "to_hooked": "mechlab.model",
-    "train_induction": "mechlab.training",
-    "TunedLens": "mechlab.tuned_lens",
-    "train_tuned_lens": "mechlab.tuned_lens",
+    "AblationResult": "mechlab.analysis.ablation",
+    "ablate_heads": "mechlab.analysis.ablation",
+    "ablation_study": "mechlab.analysis.ablation",
+    "AttributionResult": "mechlab.analysis.dla",
+    "logit_attribution": "mechlab.analysis.dla",
+    "check_component": "mechlab.scratch.check",
+    "PatchResult": "mechlab.analysis.patching",
+    "patch": "mechlab.analysis.patching",
+    "HeadScan": "mechlab.analysis.heads",
+    "repeated_tokens": "mechlab.analysis.heads",
+    "scan_heads": "mechlab.analysis.heads",
+    "LensResult": "mechlab.analysis.lens",
+    "logit_lens": "mechlab.analysis.lens",
+    "load_model": "mechlab.models.loading",
+    "Transformer": "mechlab.scratch.model",
+    "to_hooked": "mechlab.scratch.model",
+    "train_induction": "mechlab.scratch.training",
+    "TunedLens": "mechlab.analysis.tuned_lens",
+    "train_tuned_lens": "mechlab.analysis.tuned_lens",
     "load_corpus": "mechlab.corpus",
-    "plot_attention": "mechlab.plots",
-    "View": "mechlab.views",
-    "attention_view": "mechlab.views",
-    "save_html": "mechlab.views",
+    "plot_attention": "mechlab.present.plots",
+    "View": "mechlab.present.views",
+    "attention_view": "mechlab.present.views",
+    "save_html": "mechlab.present.views",
 }
-_LAZY_MODULES = {"parity"}
+_LAZY_MODULES = {"parity": "mechlab.scratch.parity"}
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -95,7 +95,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
     elif name in _LAZY_MODULES:
-        value = importlib.import_module(f"mechlab.{name}")
+        value = importlib.import_module(_LAZY_MODULES[name])
     else:
         raise AttributeError(f"module 'mechlab' has no attribute {name!r}")
     globals()[name] = value  # resolve once

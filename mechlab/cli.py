@@ -84,7 +84,8 @@ def positive_int(text: str) -> int:
 
 
 def lens_tokens(text: str) -> int:
-    return whole_number(text, 1024)  # one training step: mechlab.tuned_lens.BATCH * SEQ_LEN
+    # one training step: mechlab.analysis.tuned_lens.BATCH * SEQ_LEN
+    return whole_number(text, 1024)
 
 
 def non_negative_int(text: str) -> int:
@@ -464,7 +465,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     specs = model_specs(args)
     check_output_targets(args.out, ["report.html", "report.json"])
-    from mechlab.report import write_report
+    from mechlab.workflows.report import write_report
 
     page = write_report(specs, args.out, seq_len=args.seq_len, batch=args.batch, **placement(args))
     say(f"wrote {page}")
@@ -480,11 +481,11 @@ def run_lens(args: argparse.Namespace) -> int:
     if args.tuned:
         float32_only(args, "a tuned lens")
     check_output_targets(args.out, ["lens.json", "lens.html", "lens_top1.png"])
-    from mechlab.artifacts import lens_files
+    from mechlab.present.artifacts import lens_files
     from mechlab.io import write_files
-    from mechlab.lens import lens_curves, logit_lens
-    from mechlab.loading import load_model
-    from mechlab.present import lens_table
+    from mechlab.analysis.lens import lens_curves, logit_lens
+    from mechlab.models.loading import load_model
+    from mechlab.present.text import lens_table
     from mechlab.progress import progress_bar
 
     model = load_model(args.model, **placement(args))
@@ -517,7 +518,7 @@ def run_lens(args: argparse.Namespace) -> int:
 def tuned_lens_for(model, where: str, *, train: bool):
     """The tuned lens saved in `where`, or with 'auto' the one cached for the model (trained and
     cached first when `train`)."""
-    from mechlab.tuned_lens import TunedLens, cached_lens_directory, train_default_lens
+    from mechlab.analysis.tuned_lens import TunedLens, cached_lens_directory, train_default_lens
 
     if where != "auto":
         return TunedLens.load(where, model)
@@ -543,11 +544,11 @@ def run_tune_lens(args: argparse.Namespace) -> int:
     if not args.eval_only:  # the lens, and the checkpoint written as it trains
         outputs += [*TUNED_LENS_FILES, *TUNED_LENS_CHECKPOINT_FILES]
     check_output_targets(args.out, outputs)
-    from mechlab.artifacts import tuned_lens_files
+    from mechlab.present.artifacts import tuned_lens_files
     from mechlab.corpus import load_corpus
     from mechlab.io import write_files
-    from mechlab.loading import load_model
-    from mechlab.tuned_lens import (
+    from mechlab.models.loading import load_model
+    from mechlab.analysis.tuned_lens import (
         Checkpoint,
         TunedLens,
         evaluate,
@@ -601,10 +602,10 @@ def run_heads(args: argparse.Namespace) -> int:
     own = ["heads.json", "heads.html"] + (["ablation.png"] if args.ablate else [])
     names = [f"{model_slug(spec)}/{name}" if several else name for spec in specs for name in own]
     check_output_targets(args.out, names + (["induction_mosaic.png"] if several else []))
-    from mechlab.artifacts import model_files, mosaic_png
-    from mechlab.distributed import scan_model, scan_models_on_ray
+    from mechlab.present.artifacts import model_files, mosaic_png
+    from mechlab.workflows.distributed import scan_model, scan_models_on_ray
     from mechlab.io import write_files
-    from mechlab.present import ablation_table, heads_table
+    from mechlab.present.text import ablation_table, heads_table
 
     options = dict(
         seq_len=args.seq_len,
@@ -645,11 +646,11 @@ def run_patch(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     check_output_targets(args.out, ["patch.json", f"patch_{args.over}.png", "patch.html"])
-    from mechlab.artifacts import patch_files
+    from mechlab.present.artifacts import patch_files
     from mechlab.io import write_files
-    from mechlab.loading import load_model
-    from mechlab.patching import patch
-    from mechlab.present import patch_table
+    from mechlab.models.loading import load_model
+    from mechlab.analysis.patching import patch
+    from mechlab.present.text import patch_table
 
     model = load_model(args.model, **placement(args))
     result = patch(
@@ -672,9 +673,9 @@ def run_train_induction(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     check_output_targets(args.out, ["formation.json", "formation.png"])
-    from mechlab.artifacts import formation_files
+    from mechlab.present.artifacts import formation_files
     from mechlab.io import write_files
-    from mechlab.training import train_induction
+    from mechlab.scratch.training import train_induction
 
     formation = train_induction(
         layers=args.layers,
@@ -698,11 +699,11 @@ def run_dla(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     check_output_targets(args.out, ["dla.json", "dla_heads.png", "dla_layers.png", "dla.html"])
-    from mechlab.artifacts import dla_files
-    from mechlab.dla import logit_attribution
+    from mechlab.present.artifacts import dla_files
+    from mechlab.analysis.dla import logit_attribution
     from mechlab.io import write_files
-    from mechlab.loading import load_model
-    from mechlab.present import dla_table
+    from mechlab.models.loading import load_model
+    from mechlab.present.text import dla_table
 
     model = load_model(args.model, **placement(args))
     result = logit_attribution(model, args.prompt, answer=args.answer, wrong=args.wrong)
@@ -720,11 +721,11 @@ def run_attention(args: argparse.Namespace) -> int:
             "the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'"
         )
     check_output_targets(args.out, ["attention.html"])
-    from mechlab.artifacts import attention_files
-    from mechlab.attention import check_head, check_layer
+    from mechlab.present.artifacts import attention_files
+    from mechlab.analysis.attention import check_head, check_layer
     from mechlab.io import write_files
-    from mechlab.loading import load_model
-    from mechlab.tokens import to_tokens
+    from mechlab.models.loading import load_model
+    from mechlab.analysis.tokens import to_tokens
 
     model = load_model(args.model, **placement(args))
     tokens = to_tokens(model, args.prompt)
@@ -752,11 +753,11 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json:
         check_output_targets(Path(args.json).parent, [Path(args.json).name])
     from mechlab.io import json_text, write_files
-    from mechlab.loading import hugging_face_directory, load_hf_model, load_model
-    from mechlab.model import Transformer
-    from mechlab.parity import compare
-    from mechlab.present import parity_table
-    from mechlab.tokens import to_tokens
+    from mechlab.models.loading import hugging_face_directory, load_hf_model, load_model
+    from mechlab.scratch.model import Transformer
+    from mechlab.scratch.parity import compare
+    from mechlab.present.text import parity_table
+    from mechlab.analysis.tokens import to_tokens
 
     model = load_model(args.model, **placement(args))
     tokens = to_tokens(model, args.prompt)
@@ -797,7 +798,7 @@ def run_models(args: argparse.Namespace) -> int:
     from mechlab.terminal import markup_safe
     from rich.table import Table
 
-    from mechlab.loading import cache_dir, model_availability
+    from mechlab.models.loading import cache_dir, model_availability
 
     table = Table(title=markup_safe(f"model specs (cache: {cache_dir()})"))
     for column in ["spec", "kind", "offline now", "note"]:
@@ -821,8 +822,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from mechlab.terminal import markup_safe
     from rich.table import Table
 
-    from mechlab.loading import load_model
-    from mechlab.tokens import to_tokens, token_strings
+    from mechlab.models.loading import load_model
+    from mechlab.analysis.tokens import to_tokens, token_strings
 
     model = load_model(args.model, **placement(args))
     if args.top_k > model.cfg.d_vocab:

@@ -18,14 +18,15 @@ INDUCTION_THRESHOLD = 0.4
 MAX_PROMPTS_FILE_BYTES = 4 << 20  # 4 MiB
 MAX_PROMPTS = 10_000
 
-# random:<preset> shapes; `mechlab.loading` builds the models. SmolLM2's context is capped at 2048,
-# the length it was pre-trained with: HookedTransformer builds an n_ctx x n_ctx mask per layer.
+# random:<preset> shapes; `mechlab.models.loading` builds the models. SmolLM2's context is capped at
+# 2048, the length it was pre-trained with: HookedTransformer builds an n_ctx x n_ctx mask per
+# layer.
 SMOLLM2_N_CTX = 2048
 # Gemma 3 270M was trained on 32k tokens; 2048 keeps its 18 masks small (override with n_ctx).
 GEMMA3_N_CTX = 2048
 # Gemma 3's layers: five local (sliding-window) layers, then one global, three times over.
 GEMMA3_ATTN_TYPES = (["local"] * 5 + ["global"]) * 3
-BYTE_VOCAB = 257  # the 256 bytes plus <|endoftext|>, see mechlab.loading.byte_tokenizer()
+BYTE_VOCAB = 257  # the 256 bytes plus <|endoftext|>, see mechlab.models.loading.byte_tokenizer()
 RANDOM_PRESETS: dict[str, dict] = {
     "tiny": dict(
         n_layers=2,
@@ -144,8 +145,10 @@ def parse_random_spec(spec: str) -> tuple[str, int]:
     return preset, seed
 
 
-# Tokens a tuned lens trains on by default (mechlab.tuned_lens): 128 steps of 8 x 128 tokens.
+# Tokens a tuned lens trains on by default (mechlab.analysis.tuned_lens): 128 steps of 8 x 128
+# tokens.
 TUNED_LENS_TOKENS = 131_072
-# The files of a tuned lens, and of the checkpoint written as it trains (mechlab.tuned_lens)
+# The files of a tuned lens, and of the checkpoint written as it trains
+# (mechlab.analysis.tuned_lens)
 TUNED_LENS_FILES = ("lens.safetensors", "manifest.json")
 TUNED_LENS_CHECKPOINT_FILES = ("checkpoint.safetensors",)

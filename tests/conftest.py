@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechlab.loading import (
+from mechlab.models.loading import (
     gemma3_directory,
     load_hf_model,
     load_model,

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mechlab.cache import cache_dir, pip_download
-from mechlab.loading import SMOLLM2_WHEEL, byte_tokenizer, load_model
+from mechlab.models.loading import SMOLLM2_WHEEL, byte_tokenizer, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,7 +180,7 @@ def test_too_little_room_for_smollm2_is_refused_before_downloading(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # Killing a cold SmolLM2 load at each phase, then loading again
 
-LOAD = "from mechlab.loading import load_model; load_model('smollm2-135m')"
+LOAD = "from mechlab.models.loading import load_model; load_model('smollm2-135m')"
 PROMPT = "The capital of France is"
 
 

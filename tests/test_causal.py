@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from conftest import build_hf_gemma3
-from mechlab.ablation import Ablator, ablate_heads, ablation_study
-from mechlab.dla import logit_attribution
+from mechlab.analysis.ablation import Ablator, ablate_heads, ablation_study
+from mechlab.analysis.dla import logit_attribution
 from mechlab.errors import DataError, InputError
-from mechlab.heads import repeated_tokens, scan_heads
-from mechlab.loading import load_model
-from mechlab.patching import LogitDiff, agreement, exact_grid, patch, run_with_cache
+from mechlab.analysis.heads import repeated_tokens, scan_heads
+from mechlab.models.loading import load_model
+from mechlab.analysis.patching import LogitDiff, agreement, exact_grid, patch, run_with_cache
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When John and Mary went to the store, Mary gave a drink to"
@@ -144,7 +144,7 @@ def test_patching_a_run_into_itself_gives_its_own_end(small, over):
 
 
 def result_names(model, over):
-    from mechlab.patching import hook_names
+    from mechlab.analysis.patching import hook_names
 
     return hook_names(model, over)
 
@@ -261,11 +261,11 @@ def test_logit_attribution_adds_up_in_bfloat16(spec):
 def test_a_decomposition_that_leaves_a_norm_out_is_refused(hf_gemma3_dir, monkeypatch):
     """The identity check is what stands between a wrong decomposition and the user: with Gemma's
     post-attention norm left out (the bug it was written for), the result is refused."""
-    import mechlab.dla
+    import mechlab.analysis.dla
 
     model = with_random_biases(load_model(str(hf_gemma3_dir)))
     logit_attribution(model, PROMPT_A, answer=3, wrong=7)  # the real one adds up
-    monkeypatch.setattr(mechlab.dla, "attention_output_norms", lambda model, layer: [])
+    monkeypatch.setattr(mechlab.analysis.dla, "attention_output_norms", lambda model, layer: [])
     with pytest.raises(DataError, match=r"does not add up .* parts sum to .* \(gap [+-]"):
         logit_attribution(model, PROMPT_A, answer=3, wrong=7)
 

@@ -1,6 +1,6 @@
 """check_component: mechlab's own components pass; a learner's components, written here
-independently of mechlab.model, pass when right and, with each common bug planted, fail with that
-bug named; missing parameters and raising forwards are reported by name."""
+independently of mechlab.scratch.model, pass when right and, with each common bug planted, fail with
+that bug named; missing parameters and raising forwards are reported by name."""
 
 import math
 
@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import mechlab
-from mechlab.check import check_component
+from mechlab.scratch.check import check_component
 from mechlab.errors import InputError
-from mechlab.model import (
+from mechlab.scratch.model import (
     MLP,
     Attention,
     Embed,
@@ -58,7 +58,8 @@ def test_the_default_reference_is_gpt2_small_shaped():
 
 
 # --------------------------------------------------------------------------------------------------
-# A learner's own components, written without mechlab.model; class attributes plant the bugs.
+# A learner's own components, written without mechlab.scratch.model; class attributes plant the
+# bugs.
 
 
 class LearnerAttention(nn.Module):

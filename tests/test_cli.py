@@ -46,7 +46,7 @@ def test_the_checker_sees_a_heavy_import():
 
 
 def test_public_names_resolve_lazily():
-    from mechlab.loading import load_model
+    from mechlab.models.loading import load_model
 
     assert mechlab.load_model is load_model
     assert set(mechlab.__all__) <= set(dir(mechlab))
@@ -318,8 +318,8 @@ def test_lens_over_many_prompts_keeps_memory_flat():
     from mechlab.memory import peak_memory_increase
 
     setup = (
-        "import torch\nfrom mechlab.loading import load_model\nfrom mechlab.lens import "
-        "lens_curves, logit_lens\n"
+        "import torch\nfrom mechlab.models.loading import load_model\n"
+        "from mechlab.analysis.lens import lens_curves, logit_lens\n"
         "model = load_model('random:tiny')\nprompts = [f'prompt number {i} ' * 4 for i in "
         "range(400)]\n"
         "lens_curves(logit_lens(model, p) for p in prompts[:5])"

@@ -14,10 +14,10 @@ from torch.testing import assert_close
 
 from mechlab import ModelUnavailableError, load_model
 from mechlab.cli import main
-from mechlab.heads import scan_heads
-from mechlab.loading import GEMMA3, assemble_gguf
-from mechlab.model import Transformer
-from mechlab.parity import compare
+from mechlab.analysis.heads import scan_heads
+from mechlab.models.loading import GEMMA3, assemble_gguf
+from mechlab.scratch.model import Transformer
+from mechlab.scratch.parity import compare
 
 PROMPTS = [
     "The capital of France is Paris, and the capital of Italy is",
@@ -74,20 +74,21 @@ def test_cli_verify_checks_gemma3_against_both(tmp_path, capsys):
     assert report["passed"] and report["hugging_face"]["passed"]
     assert report["hugging_face"]["reference"] == "Hugging Face Gemma3ForCausalLM"
     assert len(report["components"]) == len(report["hugging_face"]["components"]) == 93
-    # atol grew with the residual stream's rms (about 10^3 by the last layers; see mechlab.parity)
+    # atol grew with the residual stream's rms (about 10^3 by the last layers; see
+    # mechlab.scratch.parity)
     scales = {c["name"]: c["scale"] for c in report["hugging_face"]["components"]}
     assert scales["blocks.17.resid_post"] > 100 and scales["blocks.0.pattern"] == 1
 
 
 @pytest.mark.slow
 def test_gemma3_warm_load_uses_the_cache(gemma3, monkeypatch):
-    import mechlab.loading
+    import mechlab.models.loading
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("a warm load must not dequantize or convert again")
 
-    monkeypatch.setattr(mechlab.loading, "load_hf_model", no_conversion)
-    monkeypatch.setattr(mechlab.loading, "dequantize_gguf", no_conversion)
+    monkeypatch.setattr(mechlab.models.loading, "load_hf_model", no_conversion)
+    monkeypatch.setattr(mechlab.models.loading, "dequantize_gguf", no_conversion)
     again = load_model("gemma3-270m")
     for (name, a), (_, b) in zip(gemma3.named_parameters(), again.named_parameters()):
         assert torch.equal(a, b), name
@@ -143,7 +144,7 @@ def test_gemma3_plain_tokenizer_is_gemmas_own(gemma3):
     AutoTokenizer's GemmaTokenizer); both must tokenize and decode alike."""
     from transformers import AutoTokenizer
 
-    from mechlab.loading import gemma3_directory
+    from mechlab.models.loading import gemma3_directory
 
     own = AutoTokenizer.from_pretrained(gemma3_directory(), local_files_only=True)
     ours = gemma3.tokenizer

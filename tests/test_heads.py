@@ -13,7 +13,7 @@ from transformer_lens.head_detector import (
 )
 
 from mechlab import InputError, load_model
-from mechlab.heads import (
+from mechlab.analysis.heads import (
     SCORE_NAMES,
     copying_scores,
     ordinary_token_ids,
@@ -21,7 +21,7 @@ from mechlab.heads import (
     repeated_tokens,
     scan_heads,
 )
-from mechlab.loading import quiet_hooked_deprecation
+from mechlab.models.loading import quiet_hooked_deprecation
 
 L = 6  # seq_len of the hand-built patterns
 T = 2 * L + 1
@@ -188,8 +188,8 @@ def test_copying_score_of_an_identity_ov_circuit_is_one():
 DEEP_MODEL = """
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
-from mechlab.heads import scan_heads
-from mechlab.attention import attention_patterns
+from mechlab.analysis.heads import scan_heads
+from mechlab.analysis.attention import attention_patterns
 cfg = HookedTransformerConfig(n_layers=24, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=300,
                               n_ctx=1024, act_fn="gelu_new", normalization_type="LN")
 model = HookedTransformer(cfg).eval()
@@ -390,7 +390,7 @@ def test_result_fields_are_shape_checked():
     a loss curve that does not have one entry per predicted position is refused."""
     from jaxtyping import TypeCheckError
 
-    from mechlab.heads import HeadScan
+    from mechlab.analysis.heads import HeadScan
 
     tokens = torch.zeros(2, 9, dtype=torch.long)
     common = dict(model="m", n_layers=1, n_heads=1, seq_len=4, batch=2, seed=0, tokens=tokens)

@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 from mechlab import load_model
 from mechlab.cli import main
-from mechlab.lens import decoded_logits, lens_curves, logit_lens
+from mechlab.analysis.lens import decoded_logits, lens_curves, logit_lens
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)
@@ -282,7 +282,7 @@ def test_a_prompt_too_long_for_the_memory_is_refused_before_the_forward_pass(
     tmp_path, capsys, monkeypatch
 ):
     import mechlab.memory
-    from mechlab.attention import attention_patterns
+    from mechlab.analysis.attention import attention_patterns
     from mechlab.errors import ResourceError
 
     model = load_model("random:gpt2-small")

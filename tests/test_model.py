@@ -10,8 +10,8 @@ from torch.testing import assert_close
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from mechlab import InputError, ModelUnavailableError, load_model
-from mechlab.loading import load_hf_model, quiet_hooked_deprecation
-from mechlab.model import (
+from mechlab.models.loading import load_hf_model, quiet_hooked_deprecation
+from mechlab.scratch.model import (
     MLP,
     Attention,
     Config,
@@ -25,7 +25,7 @@ from mechlab.model import (
     causal_mask,
     load_exactly,
 )
-from mechlab.parity import compare
+from mechlab.scratch.parity import compare
 
 RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)
 PROMPT = "Induction heads copy: abc xyz abc xyz"
@@ -279,7 +279,7 @@ def test_smollm2_scratch_vs_hooked_vs_hugging_face(smollm2, smollm2_raw, smollm2
 
 
 def planted(model: HookedTransformer, monkeypatch, bug: str) -> str | None:
-    import mechlab.model as scratch_module
+    import mechlab.scratch.model as scratch_module
 
     scratch = Transformer.from_hooked(model)
     if bug == "mask off by one":  # lets every query see one token of the future

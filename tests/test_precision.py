@@ -8,10 +8,10 @@ import torch
 
 from mechlab import InputError, load_model
 from mechlab.cli import main
-from mechlab.heads import scan_heads
-from mechlab.lens import logit_lens
-from mechlab.model import Transformer
-from mechlab.parity import component_names, reference_activations
+from mechlab.analysis.heads import scan_heads
+from mechlab.analysis.lens import logit_lens
+from mechlab.scratch.model import Transformer
+from mechlab.scratch.parity import component_names, reference_activations
 
 PROMPTS = [
     "The capital of France is",
@@ -138,7 +138,7 @@ def test_a_model_in_float16_runs_every_reduction_in_float32():
 def test_bfloat16_direct_logit_attribution_adds_up(smollm2, smollm2_bf16):
     """The parts are summed in float64 from bfloat16 activations; the total is the model's own
     bfloat16 logit difference. Measured: 5.303 against 5.3125 (float32: 5.287 for both)."""
-    from mechlab.dla import logit_attribution
+    from mechlab.analysis.dla import logit_attribution
 
     prompt = PROMPTS[2]
     full = logit_attribution(smollm2, prompt, answer=" Mary", wrong=" John")

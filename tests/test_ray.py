@@ -110,8 +110,9 @@ def test_three_models_on_a_ray_cluster_match_the_sequential_run_even_when_a_work
     codes, _ = run_isolated(
         [
             ({}, ["heads", *models, *SCAN, "--ray", "@CLUSTER", "--out", str(there)]),
-            # the first task for random:tiny@1 SIGKILLs its own worker (mechlab.workflows.distributed's
-            # crash_point, as an out-of-memory kill would); Ray restarts it and retries the task
+            # the first task for random:tiny@1 SIGKILLs its own worker
+            # (mechlab.workflows.distributed's crash_point, as an out-of-memory kill would); Ray
+            # restarts it and retries the task
             (
                 {"MECHLAB_TEST_CRASH_ONCE": f"random:tiny@1@{markers}"},
                 ["heads", *models, *SCAN, "--ray", "@CLUSTER", "--out", str(crashed)],

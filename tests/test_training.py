@@ -10,11 +10,11 @@ import torch
 
 import mechlab
 from mechlab.cli import main
-from mechlab.heads import scan_heads
-from mechlab.model import Config, Transformer, to_hooked
-from mechlab.parity import compare
-from mechlab.patching import patch
-from mechlab.training import induction_batch, token_losses
+from mechlab.analysis.heads import scan_heads
+from mechlab.scratch.model import Config, Transformer, to_hooked
+from mechlab.scratch.parity import compare
+from mechlab.analysis.patching import patch
+from mechlab.scratch.training import induction_batch, token_losses
 
 CONFIGS = {
     "gpt2-like": Config(

@@ -14,7 +14,7 @@ from mechlab import load_model, logit_lens
 from mechlab.cli import main
 from mechlab.corpus import WIKI_MEMBER, load_corpus, plain_text, read_member
 from mechlab.errors import DataError, InputError
-from mechlab.tuned_lens import (
+from mechlab.analysis.tuned_lens import (
     BATCH,
     REST_SAMPLE,
     SEQ_LEN,
@@ -252,8 +252,8 @@ def test_cli_tune_lens_interrupted_writes_only_its_checkpoint(tmp_path, monkeypa
 
 
 def test_the_report_shows_the_cached_tuned_lens_beside_the_logit_lens(tmp_path, monkeypatch):
-    from mechlab.report import build_report
-    from mechlab.tuned_lens import cached_lens_directory
+    from mechlab.workflows.report import build_report
+    from mechlab.analysis.tuned_lens import cached_lens_directory
 
     monkeypatch.setenv("MECHLAB_CACHE", str(tmp_path / "cache"))
     without = build_report("random:tiny", seq_len=10, batch=2)
@@ -307,7 +307,7 @@ def nan_weights(directory):
     """NaN in the weights, with the manifest's hash updated to match: only the values are bad."""
     from safetensors.torch import save_file
 
-    from mechlab.tuned_lens import file_sha256
+    from mechlab.analysis.tuned_lens import file_sha256
 
     path = directory / "lens.safetensors"
     lens = TunedLens.for_model(load_model("random:tiny"))
@@ -319,7 +319,7 @@ def nan_weights(directory):
 def wrong_shapes(directory):
     from safetensors.torch import save_file
 
-    from mechlab.tuned_lens import file_sha256
+    from mechlab.analysis.tuned_lens import file_sha256
 
     path = directory / "lens.safetensors"
     save_file({"weight": torch.zeros(1, 2, 2), "bias": torch.zeros(1, 2)}, path)

@@ -9,9 +9,9 @@ import pytest
 from chromium import render
 from mechlab import InputError, load_model
 from mechlab.cli import heads_list, main
-from mechlab.plots import plot_attention
-from mechlab.tokens import token_strings
-from mechlab.views import (
+from mechlab.present.plots import plot_attention
+from mechlab.analysis.tokens import token_strings
+from mechlab.present.views import (
     FALLBACK_HINT,
     MAX_VIEW_TOKENS,
     View,
@@ -254,7 +254,7 @@ def test_cli_unwritable_out(tmp_path, capsys):
 def test_results_introduce_themselves_in_one_line_and_a_table(tiny):
     """repr() is one short line; _repr_html_ is a plain table, readable with styles stripped."""
     import mechlab
-    from mechlab.parity import compare
+    from mechlab.scratch.parity import compare
 
     lens = mechlab.logit_lens(tiny, "The capital of France is", target=" ")
     scan = mechlab.scan_heads(tiny, seq_len=5, batch=2)

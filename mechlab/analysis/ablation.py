@@ -12,8 +12,8 @@ contribution and leaves the layer's output bias alone. Three replacements:
   sequence b+1's, the last gets the first's), same positions: a plausible output for a different
   input (Chan et al. 2022, causal scrubbing).
 
-The loss is measured on ``[BOS] + r + r`` batches (see mechlab.heads), where induction heads are
-what make the second copy predictable; ``loss_second_half`` averages the second copy's
+The loss is measured on ``[BOS] + r + r`` batches (see mechlab.analysis.heads), where induction
+heads are what make the second copy predictable; ``loss_second_half`` averages the second copy's
 predictions as `HeadScan.loss_second_half` does.
 """
 
@@ -25,9 +25,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.attention import check_heads
+from mechlab.analysis.attention import check_heads
 from mechlab.errors import InputError
-from mechlab.heads import check_repeated, next_token_loss
+from mechlab.analysis.heads import check_repeated, next_token_loss
 
 METHODS = ("zero", "mean", "resample")
 Head = tuple[int, int]
@@ -194,7 +194,7 @@ class AblationStudy:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.views import ablation_html
+        from mechlab.present.views import ablation_html
 
         return ablation_html(self)
 

@@ -1,5 +1,6 @@
 """Attention patterns: computing them, and checking the layer and head indices that select them.
-The views (mechlab.views) and figures (mechlab.plots) draw what this module computes."""
+The views (mechlab.present.views) and figures (mechlab.present.plots) draw what this module
+computes."""
 
 import torch
 from jaxtyping import Float

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
 from mechlab.errors import DataError, InputError
-from mechlab.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
 
 # How far the parts may differ from the model's own total (DirectParts.tolerance): the logits'
 # rounding, ADD_UP_ULPS of the dtype's epsilon on the spread of what was summed, and ADD_UP_ATOL.
@@ -89,7 +89,7 @@ class AttributionResult:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.views import dla_html
+        from mechlab.present.views import dla_html
 
         return dla_html(self)
 

@@ -21,7 +21,7 @@ from transformer_lens import HookedTransformer
 
 from mechlab.errors import InputError
 from mechlab.memory import check_fits
-from mechlab.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
 
 # Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab).
 # 64 MB: 25 positions of GPT-2 small's 13 rows; the naive [13, 256, 50257] for 256 tokens is 670 MB.
@@ -50,7 +50,8 @@ class LensResult:
     target_id: int | None = None
     target_prob: Float[Tensor, "row pos"] | None = None
     target_rank: Int[Tensor, "row pos"] | None = None
-    lens: str = "logit"  # "tuned": every row but the output translated first (mechlab.tuned_lens)
+    # "tuned": every row but the output translated first (mechlab.analysis.tuned_lens)
+    lens: str = "logit"
 
     def __repr__(self) -> str:
         rows, pos = self.kl_to_final.shape
@@ -66,7 +67,7 @@ class LensResult:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.views import lens_summary_html
+        from mechlab.present.views import lens_summary_html
 
         return lens_summary_html(self)
 
@@ -144,8 +145,8 @@ def logit_lens(
     lens=None,
 ) -> LensResult:
     """Decode every layer's residual stream (see the module docstring) for one prompt; with `lens`
-    (a `mechlab.tuned_lens.TunedLens` for this model), translate each layer's input first: the
-    tuned lens.
+    (a `mechlab.analysis.tuned_lens.TunedLens` for this model), translate each layer's input first:
+    the tuned lens.
 
     `chunk_size` positions are decoded at a time (default: CHUNK_ELEMENTS logits per chunk).
     """
@@ -202,7 +203,7 @@ def check_lens_fits(model: HookedTransformer, pos: int, include_mid: bool) -> No
     n_heads x pos^2), the cached residual streams (rows x pos x d_model) and the two decoding
     buffers (CHUNK_ELEMENTS float32 each, whatever the vocabulary: the chunk of positions shrinks as
     it grows), plus a float32 copy of the unembedding for a half-precision model."""
-    from mechlab.attention import forward_pattern_bytes
+    from mechlab.analysis.attention import forward_pattern_bytes
 
     cfg = model.cfg
     rows = cfg.n_layers * (2 if include_mid else 1) + 1

@@ -28,7 +28,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechlab.errors import InputError
-from mechlab.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
 
 OVER = ("heads", "resid", "layers")
 PATCH_METHODS = ("exact", "attribution")
@@ -63,7 +63,7 @@ class PatchResult:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.views import patch_grid_html
+        from mechlab.present.views import patch_grid_html
 
         return patch_grid_html(self)
 

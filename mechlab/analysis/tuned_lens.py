@@ -183,7 +183,7 @@ def token_sequences(
 ) -> Int[Tensor, "batch pos"]:
     """Every text tokenised, cut into sequences of seq_len - 1 tokens, each with BOS in front (a
     document's tail shorter than that is dropped)."""
-    from mechlab.heads import bos_token_id
+    from mechlab.analysis.heads import bos_token_id
 
     bos, pieces = bos_token_id(model), []
     for text in texts:

@@ -41,7 +41,7 @@ LENS_FIGURES = ["lens_top1.png", "lens_rank.png", "lens_kl.png"]
 
 def lens_figures(result, prefix: str = "lens") -> dict[str, bytes]:
     """nostalgebraist's three heatmaps as PNG bytes: top-1 token, rank of the next token, KL."""
-    from mechlab.plots import plot_lens_kl, plot_lens_rank, plot_lens_top1
+    from mechlab.present.plots import plot_lens_kl, plot_lens_rank, plot_lens_top1
 
     return {
         f"{prefix}_top1.png": figure_png(plot_lens_top1(result)),
@@ -71,8 +71,8 @@ def lens_caption(result) -> str:
 def lens_files(result, curves=None, prompts: list[str] | None = None) -> Files:
     """lens.json, the three heatmaps, lens.html; with `curves` (many prompts) also
     lens_curves.png."""
-    from mechlab.plots import plot_lens_curves
-    from mechlab.views import lens_grid_html, render_page
+    from mechlab.present.plots import plot_lens_curves
+    from mechlab.present.views import lens_grid_html, render_page
 
     report = result.to_json()
     files: Files = dict(lens_figures(result))
@@ -101,7 +101,7 @@ HEAD_FIGURE_SCORES = [
 
 def head_figures(scan, names=HEAD_FIGURE_SCORES) -> dict[str, bytes]:
     """One heatmap per score and the loss along the repeated sequences, as PNG bytes."""
-    from mechlab.plots import plot_head_scores, plot_loss_by_position
+    from mechlab.present.plots import plot_head_scores, plot_loss_by_position
 
     figures = {f"heads_{name}.png": figure_png(plot_head_scores(scan, name)) for name in names}
     figures["loss_by_position.png"] = figure_png(plot_loss_by_position(scan))
@@ -132,7 +132,7 @@ def loss_caption(scan) -> str:
 def induction_views(model, scan) -> list:
     """Attention views of the top induction heads and the top previous-token heads on one of the
     scan's sequences: the two halves of the induction circuit."""
-    from mechlab.views import attention_heads_view
+    from mechlab.present.views import attention_heads_view
 
     induction, previous = scan.top("induction", 4), scan.top("previous_token", 3)
     name = scan.model
@@ -164,13 +164,13 @@ def induction_views(model, scan) -> list:
 def heads_files(model, scan, threshold: float = INDUCTION_THRESHOLD, study=None) -> Files:
     """heads.json, a heatmap per score, loss_by_position.png and heads.html (attention views);
     with an ablation `study`, also ablation.png and heads.json's "ablation" list."""
-    from mechlab.views import render_page
+    from mechlab.present.views import render_page
 
     files: Files = dict(head_figures(scan))
     report = scan.to_json(threshold)
     items = induction_views(model, scan)
     if study is not None:
-        from mechlab.plots import plot_ablation
+        from mechlab.present.plots import plot_ablation
 
         report["ablation"] = study.to_json()
         files["ablation.png"] = figure_png(plot_ablation(study))
@@ -183,7 +183,7 @@ def heads_files(model, scan, threshold: float = INDUCTION_THRESHOLD, study=None)
 
 
 def mosaic_png(scans) -> bytes:
-    from mechlab.plots import plot_induction_mosaic
+    from mechlab.present.plots import plot_induction_mosaic
 
     return figure_png(plot_induction_mosaic(scans))
 
@@ -194,8 +194,8 @@ def mosaic_png(scans) -> bytes:
 
 def attention_files(model, tokens, selected: dict[int, list[int]]) -> Files:
     """attention.html with one view per selected layer, and attention_L{layer}.png for each."""
-    from mechlab.plots import plot_attention
-    from mechlab.views import attention_view, render_page
+    from mechlab.present.plots import plot_attention
+    from mechlab.present.views import attention_view, render_page
 
     layers = sorted(selected)
     files: Files = {
@@ -242,8 +242,8 @@ def patch_caption(result) -> str:
 
 def patch_files(result) -> Files:
     """patch.json, patch_<over>.png and patch.html (the grid as a table with hover values)."""
-    from mechlab.plots import plot_patch_grid
-    from mechlab.views import patch_grid_html, render_page
+    from mechlab.present.plots import plot_patch_grid
+    from mechlab.present.views import patch_grid_html, render_page
 
     return {
         "patch.json": json_text(result.to_json()),
@@ -266,8 +266,8 @@ def dla_caption(result) -> str:
 
 def dla_files(result) -> Files:
     """dla.json, dla_heads.png, dla_layers.png and dla.html."""
-    from mechlab.plots import plot_dla_heads, plot_dla_layers
-    from mechlab.views import dla_html, render_page
+    from mechlab.present.plots import plot_dla_heads, plot_dla_layers
+    from mechlab.present.views import dla_html, render_page
 
     heads_png = figure_png(plot_dla_heads(result))
     layers_png = figure_png(plot_dla_layers(result))
@@ -291,7 +291,7 @@ def dla_files(result) -> Files:
 
 def formation_files(formation) -> Files:
     """formation.json and formation.png."""
-    from mechlab.plots import plot_formation
+    from mechlab.present.plots import plot_formation
 
     return {
         "formation.json": json_text(formation.to_json()),
@@ -301,7 +301,7 @@ def formation_files(formation) -> Files:
 
 def tuned_lens_files(evaluation) -> Files:
     """eval.json and tuned_vs_logit.png."""
-    from mechlab.plots import plot_tuned_vs_logit
+    from mechlab.present.plots import plot_tuned_vs_logit
 
     return {
         "eval.json": json_text(evaluation.to_json()),

@@ -13,8 +13,8 @@ import matplotlib.figure
 import numpy as np
 from transformer_lens import HookedTransformer
 
-from mechlab.attention import attention_patterns, check_head, check_layer
-from mechlab.tokens import PromptOrTokens, to_tokens, token_strings
+from mechlab.analysis.attention import attention_patterns, check_head, check_layer
+from mechlab.analysis.tokens import PromptOrTokens, to_tokens, token_strings
 
 
 class Figure(matplotlib.figure.Figure):
@@ -328,7 +328,7 @@ def plot_patch_grid(result) -> Figure:
 def plot_ablation(study) -> Figure:
     """Loss along [BOS] + r + r: clean, with the top induction heads ablated together, and with as
     many non-induction heads of the same layers ablated (the control)."""
-    from mechlab.ablation import heads_text
+    from mechlab.analysis.ablation import heads_text
 
     joint, control = study.joint, study.control
     figure = new_figure(figsize=(8, 3.8))

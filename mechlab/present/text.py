@@ -4,7 +4,7 @@ figures."""
 from mechlab.terminal import markup_safe
 from rich.table import Table
 
-from mechlab.parity import ParityReport
+from mechlab.scratch.parity import ParityReport
 
 
 def parity_table(report: ParityReport, *, title: str) -> Table:
@@ -13,7 +13,7 @@ def parity_table(report: ParityReport, *, title: str) -> Table:
         ("component", "left"),
         ("max abs err", "right"),
         ("max rel err", "right"),
-        ("atol x", "right"),  # the component's rms, where above one (see mechlab.parity)
+        ("atol x", "right"),  # the component's rms, where above one (see mechlab.scratch.parity)
         ("", "center"),
     ]:
         table.add_column(column, justify=justify)
@@ -98,7 +98,7 @@ def lens_table(result, max_positions: int = 12) -> Table:
 
 def ablation_table(study) -> Table:
     """Each ablation's second-half loss and its rise over the clean run."""
-    from mechlab.ablation import heads_text
+    from mechlab.analysis.ablation import heads_text
 
     joint = study.joint
     table = Table(

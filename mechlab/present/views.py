@@ -32,9 +32,9 @@ import torch
 from transformer_lens import HookedTransformer
 
 from mechlab.errors import MechlabWarning
-from mechlab.attention import attention_patterns, check_heads, check_layer
+from mechlab.analysis.attention import attention_patterns, check_heads, check_layer
 from mechlab.io import write_text
-from mechlab.tokens import PromptOrTokens, to_tokens, token_strings
+from mechlab.analysis.tokens import PromptOrTokens, to_tokens, token_strings
 
 # Beyond this many tokens an attention view shows only the last MAX_VIEW_TOKENS positions: the
 # component draws every head as a pos x pos grid of cells, which freezes a browser tab at a few
@@ -508,7 +508,7 @@ def dla_html(result) -> str:
 
 def ablation_html(study) -> str:
     """Each ablation of a study as a table row: which heads, the second-half loss, its rise."""
-    from mechlab.ablation import heads_text
+    from mechlab.analysis.ablation import heads_text
 
     rows = "".join(
         f"<tr><td>{row['kind']}</td><td>"

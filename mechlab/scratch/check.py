@@ -1,6 +1,6 @@
 """Check your own component against the library: build the learner's class with the reference
 model's config, copy the reference component's weights into it by TransformerLens's names, run it
-on the very input the reference component saw, and compare the outputs (mechlab.parity's
+on the very input the reference component saw, and compare the outputs (mechlab.scratch.parity's
 tolerances).
 
 When the outputs differ, the checker tries to say why: it recomputes the component with each common
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mechlab.errors import InputError
-from mechlab.model import (
+from mechlab.scratch.model import (
     ACTIVATIONS,
     MLP,
     Attention,
@@ -30,7 +30,7 @@ from mechlab.model import (
     apply_rotary,
     config_from_hooked,
 )
-from mechlab.parity import ATOL, RTOL, ParityReport, compare_tensors
+from mechlab.scratch.parity import ATOL, RTOL, ParityReport, compare_tensors
 
 KINDS = ("layernorm", "embed", "pos_embed", "attention", "mlp", "block", "unembed", "transformer")
 SEQ_LEN, BATCH = 24, 2  # the reference's input: random ordinary tokens, drawn from seed 0
@@ -39,10 +39,10 @@ SEQ_LEN, BATCH = 24, 2  # the reference's input: random ordinary tokens, drawn f
 def check_component(
     cls, kind: str, *, model: str = "random:gpt2-small", layer: int = 0
 ) -> ParityReport:
-    """Build ``cls(cfg)`` (cfg: the `mechlab.model.Config` of `model`), copy in the parameters of
-    `model`'s component of this `kind` (in block `layer` for the per-block kinds) by their
-    TransformerLens names (W_Q, b_Q, ..., w, b), run it on that component's input in a forward pass
-    of `model`, and compare its output (and an attention class's pattern, when it returns
+    """Build ``cls(cfg)`` (cfg: the `mechlab.scratch.model.Config` of `model`), copy in the
+    parameters of `model`'s component of this `kind` (in block `layer` for the per-block kinds) by
+    their TransformerLens names (W_Q, b_Q, ..., w, b), run it on that component's input in a forward
+    pass of `model`, and compare its output (and an attention class's pattern, when it returns
     ``(output, pattern)``) with the reference's.
 
     What `forward` takes is what the reference component takes: the normalised residual stream
@@ -111,7 +111,7 @@ def reference_model(spec: str):
     """The model `spec` with its raw weights (no folding: the components are the textbook ones).
     TransformerLens initialises every bias at zero, so in a random model a forgotten bias would go
     unnoticed: there they are drawn from normal(0, 0.02). Cached, and never changed after."""
-    from mechlab.loading import load_model
+    from mechlab.models.loading import load_model
 
     model = load_model(spec, fold_ln=False, center_writing_weights=False, center_unembed=False)
     if spec.startswith("random:"):
@@ -131,7 +131,7 @@ class Site:
     layer: int
     module: nn.Module  # the reference's component
     module_name: str  # e.g. "blocks.0.attn"
-    output_name: str  # its output, named as mechlab.parity names it
+    output_name: str  # its output, named as mechlab.scratch.parity names it
 
     @classmethod
     def find(cls, reference, kind: str, layer: int, model: str) -> "Site":
@@ -190,7 +190,7 @@ class Site:
 
 
 def reference_tokens(reference) -> Tensor:
-    from mechlab.heads import bos_token_id, ordinary_token_ids
+    from mechlab.analysis.heads import bos_token_id, ordinary_token_ids
 
     candidates = ordinary_token_ids(reference)
     generator = torch.Generator().manual_seed(0)
@@ -446,8 +446,8 @@ def planted_attention(
     softmax_dim: int = -1,
     rotary: Callable = apply_rotary,
 ) -> Tensor:
-    """mechlab's attention (mechlab.model.Attention, without grouped-query sharing shortcuts) with
-    one of its steps changed."""
+    """mechlab's attention (mechlab.scratch.model.Attention, without grouped-query sharing
+    shortcuts) with one of its steps changed."""
     cfg = attn.cfg
     q = (
         einops.einsum(

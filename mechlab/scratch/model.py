@@ -8,7 +8,7 @@ W_Q/K/V/O, b_Q, W_in/W_out, W_U, b_U, ln1/ln2/ln_final with w/b), so importing i
 copy.
 
 There are no hooks: `Transformer.forward(tokens, return_activations=True)` returns the intermediate
-values the parity check (mechlab.parity) compares against TransformerLens and Hugging Face.
+values the parity check (mechlab.scratch.parity) compares against TransformerLens and Hugging Face.
 """
 
 import math

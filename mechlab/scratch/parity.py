@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from mechlab.model import Transformer
+from mechlab.scratch.model import Transformer
 
 ATOL, RTOL = 1e-4, 1e-3
 
@@ -50,8 +50,8 @@ class ParityReport:
     atol: float = ATOL
     rtol: float = RTOL
     components: list[ComponentResult] = field(default_factory=list)
-    # mechlab.check: why nothing could be compared (a missing parameter, forward raised), and the
-    # likely bug behind a difference
+    # mechlab.scratch.check: why nothing could be compared (a missing parameter, forward raised),
+    # and the likely bug behind a difference
     problem: str | None = None
     hint: str | None = None
 
@@ -80,7 +80,7 @@ class ParityReport:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.views import parity_html
+        from mechlab.present.views import parity_html
 
         return parity_html(self)
 

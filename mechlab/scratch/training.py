@@ -1,5 +1,6 @@
-"""Watch induction heads form: train small attention-only Transformers (mechlab.model) from scratch
-on data where copying from earlier in the context pays, and score every head as training goes.
+"""Watch induction heads form: train small attention-only Transformers (mechlab.scratch.model) from
+scratch on data where copying from earlier in the context pays, and score every head as training
+goes.
 
 The data (`induction_batch`): sequences of SEQ_LEN tokens, BOS first, the rest drawn uniformly from
 the other VOCAB - 1 tokens, and one segment of each repeated: a length
@@ -36,7 +37,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from mechlab.defaults import INDUCTION_THRESHOLD
-from mechlab.model import Config, Transformer, to_hooked
+from mechlab.scratch.model import Config, Transformer, to_hooked
 
 VOCAB = 256
 SEQ_LEN = 64
@@ -194,7 +195,7 @@ class Formation:
 
 def evaluate(model: Transformer, held_out, scan_tokens: Tensor) -> dict:
     """In-context losses on the held-out batch and every head's scores on [BOS] + r + r."""
-    from mechlab.heads import scan_heads
+    from mechlab.analysis.heads import scan_heads
 
     tokens, repeat, first = held_out
     model.eval()
@@ -229,7 +230,7 @@ def train_formation_run(
     and cross the induction threshold at the same checkpoint; after it, the order of torch's
     multi-threaded floating-point sums makes their scores differ in the second decimal. Training
     runs on `device` in float32; checkpoints are scored on a CPU copy."""
-    from mechlab.heads import repeated_tokens
+    from mechlab.analysis.heads import repeated_tokens
     from mechlab.progress import progress_bar
 
     torch.manual_seed(seed)  # nothing random in training draws from it, but be safe
@@ -302,7 +303,7 @@ def train_induction(
     """Train an attention-only model with `layers` layers and its one-layer control (skipped when
     `layers` is 1) on the same data for the same steps; see the module docstring. A shape that
     cannot fit in memory is refused before anything is built (ResourceError, with both figures)."""
-    from mechlab.loading import resolve_device
+    from mechlab.models.loading import resolve_device
     from mechlab.memory import check_fits
 
     check_fits(

@@ -31,8 +31,8 @@ class ModelScan:
     """What one model's job returns: its scan, its ablation study (or None) and its files."""
 
     spec: str
-    scan: object  # mechlab.heads.HeadScan
-    study: object | None = None  # mechlab.ablation.AblationStudy
+    scan: object  # mechlab.analysis.heads.HeadScan
+    study: object | None = None  # mechlab.analysis.ablation.AblationStudy
     files: dict[str, bytes | str] = field(default_factory=dict)
     worker: str = "here"  # the host and process the job ran in
 
@@ -52,14 +52,14 @@ def scan_model(
 ) -> ModelScan:
     """Load `spec`, scan its heads, ablate the top `ablate` induction heads (0: none), render its
     files. The same for the sequential run and for each Ray task."""
-    from mechlab.artifacts import heads_files
-    from mechlab.heads import scan_heads
-    from mechlab.loading import load_model
+    from mechlab.present.artifacts import heads_files
+    from mechlab.analysis.heads import scan_heads
+    from mechlab.models.loading import load_model
 
     model = load_model(spec, device=device, dtype=dtype)
     study = None
     if ablate:
-        from mechlab.ablation import ablation_study, check_ablation_count
+        from mechlab.analysis.ablation import ablation_study, check_ablation_count
 
         check_ablation_count(model, ablate)
     scan = scan_heads(model, seq_len=seq_len, batch=batch, seed=seed, progress=progress)

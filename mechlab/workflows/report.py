@@ -6,8 +6,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mechlab.ablation import AblationStudy, ablation_study
-from mechlab.artifacts import (
+from mechlab.analysis.ablation import AblationStudy, ablation_study
+from mechlab.present.artifacts import (
     Files,
     ablation_caption,
     dla_caption,
@@ -23,19 +23,19 @@ from mechlab.artifacts import (
     patch_caption,
 )
 from mechlab.defaults import INDUCTION_THRESHOLD
-from mechlab.dla import AttributionResult, logit_attribution
+from mechlab.analysis.dla import AttributionResult, logit_attribution
 from mechlab.errors import InputError
-from mechlab.heads import HeadScan, scan_heads
+from mechlab.analysis.heads import HeadScan, scan_heads
 from mechlab.io import figure_png, json_text, write_files
-from mechlab.lens import LensResult, logit_lens, resolve_target
-from mechlab.loading import load_model
-from mechlab.model import Transformer
-from mechlab.parity import ParityReport, compare
-from mechlab.patching import PatchResult, patch
-from mechlab.plots import plot_ablation, plot_dla_heads, plot_dla_layers, plot_patch_grid
+from mechlab.analysis.lens import LensResult, logit_lens, resolve_target
+from mechlab.models.loading import load_model
+from mechlab.scratch.model import Transformer
+from mechlab.scratch.parity import ParityReport, compare
+from mechlab.analysis.patching import PatchResult, patch
+from mechlab.present.plots import plot_ablation, plot_dla_heads, plot_dla_layers, plot_patch_grid
 from mechlab.progress import progress_bar
-from mechlab.tokens import to_tokens
-from mechlab.views import View, parity_html, render_page
+from mechlab.analysis.tokens import to_tokens
+from mechlab.present.views import View, parity_html, render_page
 
 LENS_PROMPTS = [  # (prompt, target) pairs; the first two are classics of the logit-lens posts
     ("The capital of France is", " Paris"),
@@ -146,7 +146,7 @@ def build_report(
 def tuned_lens_check(model, report: ModelReport) -> None:
     """The first lens prompt through the tuned lens cached for this model (`mechlab lens --tuned
     auto --train-if-missing` or `mechlab tune-lens` make one); none is trained here."""
-    from mechlab.tuned_lens import TunedLens, cached_lens_directory
+    from mechlab.analysis.tuned_lens import TunedLens, cached_lens_directory
 
     directory = cached_lens_directory(model)
     if not (directory / "manifest.json").exists():
@@ -229,9 +229,9 @@ def model_section(report: ModelReport) -> list:
     spec, scan, figures = report.spec, report.scan, report.figures
     items = [
         (
-            f"{spec}: the from-scratch Transformer (mechlab.model) against TransformerLens's "
-            f"HookedTransformer on {PARITY_PROMPT!r}, component by component: every intermediate "
-            "value of the readable reimplementation matches the library's.",
+            f"{spec}: the from-scratch Transformer (mechlab.scratch.model) against "
+            f"TransformerLens's HookedTransformer on {PARITY_PROMPT!r}, component by component: "
+            "every intermediate value of the readable reimplementation matches the library's.",
             f"<h2>{html.escape(spec)}</h2>" + parity_html(report.parity),
         )
     ]
