@@ -21,6 +21,7 @@ from mechlab.defaults import (
 )
 from mechlab.errors import InputError, MechlabError, MechlabWarning
 from mechlab.terminal import one_line, visible
+from mechlab.labels import parse_heads
 
 
 class UsageError(Exception):
@@ -117,18 +118,11 @@ def model_spec(text: str) -> str:
 
 
 def heads_list(text: str) -> list[tuple[int, int]]:
-    """'5.1,5.5' -> [(5, 1), (5, 5)]."""
-    heads = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        layer, dot, head = item.partition(".")
-        if not dot or not layer.isdigit() or not head.isdigit():
-            raise argparse.ArgumentTypeError(
-                f"head {item!r} is not LAYER.HEAD: write heads like 5.1,5.5"
-            )
-        heads.append((int(layer), int(head)))
-    if not heads:
-        raise argparse.ArgumentTypeError(f"no heads in {text!r}: write heads like 5.1,5.5")
-    return heads
+    """'5.1,5.5' -> [(5, 1), (5, 5)] (mechlab.labels.parse_heads), as an argparse type."""
+    try:
+        return parse_heads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_model_option(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:

@@ -17,7 +17,6 @@ heads are what make the second copy predictable; ``loss_second_half`` averages t
 predictions as `HeadScan.loss_second_half` does.
 """
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +27,7 @@ from transformer_lens import HookedTransformer
 from mechlab.analysis.attention import check_heads
 from mechlab.errors import InputError
 from mechlab.analysis.heads import check_repeated, next_token_loss
+from mechlab.labels import heads_label
 
 METHODS = ("zero", "mean", "resample")
 Head = tuple[int, int]
@@ -60,7 +60,7 @@ class AblationResult:
 
     def __repr__(self) -> str:
         return (
-            f"AblationResult({self.model}: {self.method}-ablating {heads_text(self.heads)}; "
+            f"AblationResult({self.model}: {self.method}-ablating {heads_label(self.heads)}; "
             f"second-half loss {self.clean_loss_second_half:.3f} -> {self.loss_second_half:.3f} "
             f"nats, delta {self.delta_second_half:+.3f})"
         )
@@ -79,11 +79,6 @@ class AblationResult:
             "delta": self.delta_second_half,
             "loss_by_position": self.loss_by_position.tolist(),
         }
-
-
-def heads_text(heads: Iterable[Sequence[int]]) -> str:
-    """(layer, head) pairs, as tuples or JSON lists, as "L18H6, L17H3"."""
-    return ", ".join(f"L{layer}H{head}" for layer, head in heads)
 
 
 def ablate_heads(
@@ -188,9 +183,9 @@ class AblationStudy:
     def __repr__(self) -> str:
         return (
             f"AblationStudy({self.joint.model}: {self.joint.method}-ablating "
-            f"{heads_text(self.joint.heads)} raises the second-half loss by "
+            f"{heads_label(self.joint.heads)} raises the second-half loss by "
             f"{self.joint.delta_second_half:+.3f} nats; the control "
-            f"({heads_text(self.control.heads)}) by {self.control.delta_second_half:+.3f})"
+            f"({heads_label(self.control.heads)}) by {self.control.delta_second_half:+.3f})"
         )
 
     def _repr_html_(self) -> str:

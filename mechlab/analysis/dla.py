@@ -31,6 +31,7 @@ from transformer_lens import HookedTransformer
 
 from mechlab.errors import DataError, InputError
 from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.labels import head_label
 
 # How far the parts may differ from the model's own total (DirectParts.tolerance): the logits'
 # rounding, ADD_UP_ULPS of the dtype's epsilon on the spread of what was summed, and ADD_UP_ATOL.
@@ -84,8 +85,8 @@ class AttributionResult:
         layer, head, value = self.top_heads(1)[0]
         return (
             f"AttributionResult({self.model}: {self.what} = {self.total:.3f} at the last "
-            f"position; largest head L{layer}H{head} {value:+.3f}, MLPs {self.mlps.sum():+.3f}, "
-            f"embed {self.embed:+.3f})"
+            f"position; largest head {head_label(layer, head)} {value:+.3f}, "
+            f"MLPs {self.mlps.sum():+.3f}, embed {self.embed:+.3f})"
         )
 
     def _repr_html_(self) -> str:

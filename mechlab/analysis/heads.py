@@ -21,6 +21,7 @@ from transformer_lens import FactoredMatrix, HookedTransformer
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
 from mechlab.memory import available_bytes, check_fits
+from mechlab.labels import scored_heads_label
 
 PATTERN_SCORES = ["induction", "previous_token", "duplicate_token", "current_token", "first_token"]
 # TransformerLens's head_detector scores, computed its way (see tl_scores below).
@@ -129,7 +130,7 @@ class HeadScan:
 
     def __repr__(self) -> str:
         best = self.top("induction", 1)[0] if self.scores else None
-        headline = f", best induction head L{best[0]}H{best[1]} {best[2]:.2f}" if best else ""
+        headline = f", best induction head {scored_heads_label([best])}" if best else ""
         return (
             f"HeadScan({self.model}: {self.n_layers} layers x {self.n_heads} heads on "
             f"{self.batch} x "

@@ -9,6 +9,7 @@ import html
 
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.io import figure_png, json_text
+from mechlab.labels import head_label, heads_label
 
 Files = dict[str, bytes | str]  # file name (relative to the output directory) -> content
 
@@ -27,10 +28,6 @@ def image_html(png: bytes, alt: str) -> str:
     return (
         f'<img class="mechlab-figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
     )
-
-
-def heads_list(heads) -> str:
-    return ", ".join(f"L{layer}H{head}" for layer, head, *_ in heads)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,7 +108,7 @@ def head_figures(scan, names=HEAD_FIGURE_SCORES) -> dict[str, bytes]:
 def induction_caption(scan, threshold: float = INDUCTION_THRESHOLD) -> str:
     found = scan.heads_above("induction", threshold)[:6]
     heads = (
-        ", ".join(f"L{layer}H{head} ({score:.2f})" for layer, head, score in found)
+        ", ".join(f"{head_label(layer, head)} ({score:.2f})" for layer, head, score in found)
         or f"none above {threshold}"
     )
     return (
@@ -143,7 +140,7 @@ def induction_views(model, scan) -> list:
             [(layer, head) for layer, head, _ in induction],
             caption=(
                 f"{name}: the four heads with the highest induction scores "
-                f"({heads_list(induction)}), on one sequence [BOS] + r + r. In the second half an "
+                f"({heads_label(induction)}), on one sequence [BOS] + r + r. In the second half an "
                 "induction head attends along a stripe one position to the right of the earlier "
                 "copy of the current token, and so predicts that the sequence repeats."
             ),
@@ -154,7 +151,7 @@ def induction_views(model, scan) -> list:
             [(layer, head) for layer, head, _ in previous],
             caption=(
                 f"{name}: the three heads with the highest previous-token scores "
-                f"({heads_list(previous)}): each position attends to the one before it, which "
+                f"({heads_label(previous)}): each position attends to the one before it, which "
                 "lets a later induction head find 'the token after the earlier copy'."
             ),
         ),
@@ -219,9 +216,9 @@ def ablation_caption(study) -> str:
     joint, control = study.joint, study.control
     return (
         f"{joint.model}: the loss along [BOS] + r + r with the top induction heads "
-        f"({heads_list(joint.heads)}) {joint.method}-ablated together: the second-half loss rises "
+        f"({heads_label(joint.heads)}) {joint.method}-ablated together: the second-half loss rises "
         f"by {joint.delta_second_half:+.2f} nats, against {control.delta_second_half:+.2f} for "
-        f"as many non-induction heads of the same layers ({heads_list(control.heads)})."
+        f"as many non-induction heads of the same layers ({heads_label(control.heads)})."
         + (
             " The model needs its induction heads to predict the repeat."
             if joint.delta_second_half > max(3 * control.delta_second_half, 0.5)

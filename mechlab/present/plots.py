@@ -15,6 +15,7 @@ from transformer_lens import HookedTransformer
 
 from mechlab.analysis.attention import attention_patterns, check_head, check_layer
 from mechlab.analysis.tokens import PromptOrTokens, to_tokens, token_strings
+from mechlab.labels import head_label, heads_label
 
 
 class Figure(matplotlib.figure.Figure):
@@ -68,7 +69,7 @@ def plot_attention(
     step = max(1, len(labels) // 40)  # at most about 40 labels per axis stay readable
     for ax, head in zip(axes.flat, heads):
         ax.imshow(pattern[head], cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"L{layer}H{head}")
+        ax.set_title(head_label(layer, head))
         ticks = np.arange(0, len(labels), step)
         ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=7)
         ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=7)
@@ -328,7 +329,6 @@ def plot_patch_grid(result) -> Figure:
 def plot_ablation(study) -> Figure:
     """Loss along [BOS] + r + r: clean, with the top induction heads ablated together, and with as
     many non-induction heads of the same layers ablated (the control)."""
-    from mechlab.analysis.ablation import heads_text
 
     joint, control = study.joint, study.control
     figure = new_figure(figsize=(8, 3.8))
@@ -336,8 +336,8 @@ def plot_ablation(study) -> Figure:
     x = np.arange(len(joint.loss_by_position))
     for loss, label, colour in [
         (joint.clean_loss_by_position, "clean", "#444444"),
-        (joint.loss_by_position, f"ablated: {heads_text(joint.heads)}", "#d62728"),
-        (control.loss_by_position, f"control: {heads_text(control.heads)}", "#1f77b4"),
+        (joint.loss_by_position, f"ablated: {heads_label(joint.heads)}", "#d62728"),
+        (control.loss_by_position, f"control: {heads_label(control.heads)}", "#1f77b4"),
     ]:
         ax.plot(x, loss.numpy(), label=label, color=colour, linewidth=1.2)
     ax.axvline(joint.seq_len - 0.5, color="gray", linestyle="--")

@@ -5,6 +5,7 @@ from mechlab.terminal import markup_safe
 from rich.table import Table
 
 from mechlab.scratch.parity import ParityReport
+from mechlab.labels import head_label, heads_label, scored_heads_label
 
 
 def parity_table(report: ParityReport, *, title: str) -> Table:
@@ -45,14 +46,14 @@ def heads_table(scan, threshold: float, k: int = 5) -> Table:
         table.add_row(
             str(rank + 1),
             *[
-                f"L{layer}H{head} {score:.2f}"
-                for layer, head, score in (tops[name][rank] for name in names)
+                scored_heads_label([row])
+                for row in (tops[name][rank] for name in names)
             ],
         )
     passing = scan.heads_above("induction", threshold)
     table.caption = markup_safe(
         f"induction heads above {threshold}: "
-        + (", ".join(f"L{layer}H{head}" for layer, head, _ in passing) if passing else "none")
+        + (heads_label(passing) if passing else "none")
         + f"; loss first half {scan.loss_first_half:.2f}, second half {scan.loss_second_half:.2f}"
     )
     return table
@@ -98,7 +99,6 @@ def lens_table(result, max_positions: int = 12) -> Table:
 
 def ablation_table(study) -> Table:
     """Each ablation's second-half loss and its rise over the clean run."""
-    from mechlab.analysis.ablation import heads_text
 
     joint = study.joint
     table = Table(
@@ -116,7 +116,7 @@ def ablation_table(study) -> Table:
         table.add_column(column, justify=justify)
     rows = study.to_json()
     for row in rows:
-        heads = heads_text(row["heads"])
+        heads = heads_label(row["heads"])
         table.add_row(
             row["kind"],
             markup_safe(heads),
@@ -164,6 +164,6 @@ def dla_table(result, k: int = 10) -> Table:
         table.add_row(name, f"{value:+.3f}")
     table.add_row("[b]total[/] (the model's own)", f"[b]{result.total:+.3f}[/]")
     for layer, head, value in result.top_heads(k):
-        table.add_row(f"L{layer}H{head}", f"{value:+.3f}")
+        table.add_row(head_label(layer, head), f"{value:+.3f}")
     table.caption = "through the final norm with its scale frozen at the final residual's own"
     return table

@@ -35,6 +35,7 @@ from mechlab.errors import MechlabWarning
 from mechlab.analysis.attention import attention_patterns, check_heads, check_layer
 from mechlab.io import write_text
 from mechlab.analysis.tokens import PromptOrTokens, to_tokens, token_strings
+from mechlab.labels import head_label, heads_label, scored_heads_label
 
 # Beyond this many tokens an attention view shows only the last MAX_VIEW_TOKENS positions: the
 # component draws every head as a pos x pos grid of cells, which freezes a browser tab at a few
@@ -104,7 +105,7 @@ def attention_heads_view(
             attention[:, -MAX_VIEW_TOKENS:, -MAX_VIEW_TOKENS:],
             strings[-MAX_VIEW_TOKENS:],
         )
-    names = [f"L{layer}H{head}" for layer, head in heads]
+    names = [head_label(layer, head) for layer, head in heads]
     if caption is None:
         caption = (
             f"{model.cfg.model_name}: attention patterns of {', '.join(names)}. Each row is a "
@@ -412,7 +413,7 @@ def head_scan_html(scan, threshold: float | None = None) -> str:
         rows.append(f"<tr><th>L{layer}</th>{cells}</tr>")
     tops = "".join(
         f"<li>{name.replace('_', ' ')}: "
-        + ", ".join(f"L{layer}H{h} {v:.2f}" for layer, h, v in scan.top(name, 3))
+        + scored_heads_label(scan.top(name, 3))
         + "</li>"
         for name in ["previous_token", "duplicate_token", "copying"]
     )
@@ -488,7 +489,7 @@ def patch_grid_html(result) -> str:
 
 def dla_html(result) -> str:
     """The headline numbers, the top heads, and the layers x heads contributions as a table."""
-    top = ", ".join(f"L{layer}H{head} {value:+.2f}" for layer, head, value in result.top_heads(5))
+    top = scored_heads_label(result.top_heads(5), "+.2f")
     n_layers, n_heads = result.heads.shape
     limit = max(float(result.heads.abs().max()), 1e-6)
     return (
@@ -508,11 +509,10 @@ def dla_html(result) -> str:
 
 def ablation_html(study) -> str:
     """Each ablation of a study as a table row: which heads, the second-half loss, its rise."""
-    from mechlab.analysis.ablation import heads_text
 
     rows = "".join(
         f"<tr><td>{row['kind']}</td><td>"
-        + html.escape(heads_text(row["heads"]))
+        + html.escape(heads_label(row["heads"]))
         + f"</td><td>{row['loss_second_half']:.3f}</td><td>{row['delta']:+.3f}</td></tr>"
         for row in study.to_json()
     )
