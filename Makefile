@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed browser
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 venv: $(VENV)/.installed

@@ -1,0 +1,109 @@
+"""The layers of docs/architecture.md, enforced: import-linter's layers contract (pyproject.toml)
+passes on mechlab, fails on a copy with a forbidden import planted, and its one exemption (a
+result's `_repr_html_` importing its view) is used inside that method only."""
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from mechlab.labels import head_label, heads_label, parse_heads, scored_heads_label
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def contract() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        return tomllib.load(file)["tool"]["importlinter"]["contracts"][0]
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """`lint-imports` on the `mechlab` package under `root`, with the project's contract."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--config", str(ROOT / "pyproject.toml")],
+        cwd=root, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def exemptions_outside_repr_html(package: Path) -> list[str]:
+    """Each ignored import of the contract that is written anywhere but inside `_repr_html_`."""
+    wrong = []
+    for rule in contract()["ignore_imports"]:
+        importer, imported = (name.strip() for name in rule.split("->"))
+        path = package.parent / (importer.replace(".", "/") + ".py")
+        tree = ast.parse(path.read_text())
+        inside = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "_repr_html_":
+                inside |= {id(child) for child in ast.walk(node)}
+        found = 0
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == imported:
+                found += 1
+                if id(node) not in inside:
+                    wrong.append(f"{importer}:{node.lineno} imports {imported}")
+        if not found:
+            wrong.append(f"{rule} is listed but no longer written: remove it from the contract")
+    return wrong
+
+
+def planted_copy(tmp_path: Path, module: str, line: str) -> Path:
+    shutil.copytree(ROOT / "mechlab", tmp_path / "mechlab", ignore=shutil.ignore_patterns("*.pyc"))
+    path = tmp_path / "mechlab" / module
+    path.write_text(path.read_text() + f"\n{line}\n")
+    return tmp_path
+
+
+def test_the_layers_are_kept():
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_a_forbidden_import_breaks_the_contract(tmp_path):
+    """Compute importing the CLI (two layers up) is refused, and the message names the edge."""
+    root = planted_copy(tmp_path, "analysis/tokens.py", "from mechlab.cli import main  # noqa")
+    result = lint_imports(root)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "mechlab.analysis is not allowed to import mechlab.cli" in result.stdout
+    assert "mechlab.analysis.tokens -> mechlab.cli" in result.stdout
+
+
+def test_a_base_module_importing_a_layer_breaks_the_contract(tmp_path):
+    root = planted_copy(tmp_path, "io.py", "import mechlab.models.loading  # noqa")
+    result = lint_imports(root)
+    assert result.returncode == 1 and "mechlab.io -> mechlab.models.loading" in result.stdout
+
+
+def test_views_are_imported_upwards_only_inside_repr_html():
+    assert exemptions_outside_repr_html(ROOT / "mechlab") == []
+
+
+def test_an_exempt_import_outside_repr_html_is_caught(tmp_path):
+    """The contract ignores analysis.heads -> present.views wherever it is written; this check does
+    not: at module level it is an upward import like any other."""
+    root = planted_copy(tmp_path, "analysis/heads.py", "from mechlab.present.views import View")
+    assert lint_imports(root).returncode == 0  # what import-linter alone would let through
+    wrong = exemptions_outside_repr_html(root / "mechlab")
+    assert len(wrong) == 1 and wrong[0].startswith("mechlab.analysis.heads:")
+
+
+def test_head_labels_round_trip():
+    heads = [(18, 6), (0, 11)]
+    assert [head_label(*head) for head in heads] == ["L18H6", "L0H11"]
+    assert heads_label([[18, 6, 0.5], (0, 11)]) == "L18H6, L0H11"
+    assert scored_heads_label([(18, 6, 0.912), (2, 3, -1.0)], "+.2f") == "L18H6 +0.91, L2H3 -1.00"
+    assert parse_heads(" 18.6,0.11, ") == heads
+    for bad in ("18", "18.x", "L18H6", ","):
+        with pytest.raises(ValueError, match="LAYER.HEAD|no heads"):
+            parse_heads(bad)
