@@ -25,7 +25,7 @@ RUNS = {
     ),
     "attention view of all 270 heads, L tokens": (
         [250, 500, 1000, 2000],
-        "from mechlab.present.views import attention_heads_view; "
+        "from mechlab.workflows.attention import attention_heads_view; "
         "attention_heads_view(model, torch.randint(100, 40000, (1, {n})), "
         "[(layer, head) for layer in range(30) for head in range(9)])",
         lambda n: n,

@@ -50,9 +50,9 @@ _LAZY = {
     "TunedLens": "mechlab.analysis.tuned_lens",
     "train_tuned_lens": "mechlab.analysis.tuned_lens",
     "load_corpus": "mechlab.corpus",
-    "plot_attention": "mechlab.present.plots",
+    "plot_attention": "mechlab.workflows.attention",
     "View": "mechlab.present.views",
-    "attention_view": "mechlab.present.views",
+    "attention_view": "mechlab.workflows.attention",
     "save_html": "mechlab.present.views",
 }
 _LAZY_MODULES = {"parity": "mechlab.scratch.parity"}

@@ -715,26 +715,16 @@ def run_attention(args: argparse.Namespace) -> int:
             "the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'"
         )
     check_output_targets(args.out, ["attention.html"])
-    from mechlab.present.artifacts import attention_files
-    from mechlab.analysis.attention import check_head, check_layer
+    from mechlab.analysis.attention import head_patterns, select_heads
     from mechlab.io import write_files
     from mechlab.models.loading import load_model
-    from mechlab.analysis.tokens import to_tokens
+    from mechlab.present.artifacts import attention_files
+    from mechlab.present.views import MAX_VIEW_TOKENS
 
     model = load_model(args.model, **placement(args))
-    tokens = to_tokens(model, args.prompt)
-    selected: dict[int, list[int]] = {}
-    for layer in args.layer or []:
-        check_layer(model, layer)
-        selected[layer] = list(range(model.cfg.n_heads))
-    for layer, head in args.heads or []:
-        check_layer(model, layer)
-        check_head(model, layer, head)
-        if head not in selected.setdefault(layer, []):
-            selected[layer].append(head)
-    if not selected:
-        selected = {layer: list(range(model.cfg.n_heads)) for layer in range(model.cfg.n_layers)}
-    write_files(args.out, attention_files(model, tokens, selected))
+    selected = select_heads(model, layers=args.layer or [], heads=args.heads or [])
+    layers = [head_patterns(model, args.prompt, heads, last=MAX_VIEW_TOKENS) for heads in selected]
+    write_files(args.out, attention_files(model.cfg.model_name, layers))
     say(f"wrote {args.out}/attention.html and {len(selected)} PNGs")
     return 0
 

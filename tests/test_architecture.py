@@ -67,7 +67,7 @@ def planted_copy(tmp_path: Path, module: str, line: str) -> Path:
 def test_the_layers_are_kept():
     result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "1 kept, 0 broken" in result.stdout
+    assert "2 kept, 0 broken" in result.stdout
 
 
 def test_a_forbidden_import_breaks_the_contract(tmp_path):
@@ -83,6 +83,15 @@ def test_a_base_module_importing_a_layer_breaks_the_contract(tmp_path):
     root = planted_copy(tmp_path, "io.py", "import mechlab.models.loading  # noqa")
     result = lint_imports(root)
     assert result.returncode == 1 and "mechlab.io -> mechlab.models.loading" in result.stdout
+
+
+def test_presentation_importing_transformer_lens_breaks_the_contract(tmp_path):
+    """Views and figures take results and data: a model class in present/ is a sign that
+    presentation has started to run the model again."""
+    root = planted_copy(tmp_path, "present/plots.py", "from transformer_lens import HookedTransformer")
+    result = lint_imports(root)
+    assert result.returncode == 1
+    assert "mechlab.present is not allowed to import transformer_lens" in result.stdout
 
 
 def test_views_are_imported_upwards_only_inside_repr_html():

@@ -9,18 +9,17 @@ import pytest
 from chromium import render
 from mechlab import InputError, load_model
 from mechlab.cli import heads_list, main
-from mechlab.present.plots import plot_attention
 from mechlab.analysis.tokens import token_strings
 from mechlab.present.views import (
     FALLBACK_HINT,
     MAX_VIEW_TOKENS,
     View,
-    attention_view,
     circuitsvis_bundle,
     circuitsvis_bundle_gzip_base64,
     patterns_png,
     save_html,
 )
+from mechlab.workflows.attention import attention_view, plot_attention
 
 HOSTILE = [
     "</script>",

@@ -2,12 +2,16 @@
 The views (mechlab.present.views) and figures (mechlab.present.plots) draw what this module
 computes."""
 
+from dataclasses import dataclass
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.analysis.tokens import PromptOrTokens, to_tokens, token_strings
 from mechlab.errors import InputError
+from mechlab.labels import heads_label
 from mechlab.memory import check_fits
 
 
@@ -34,6 +38,71 @@ def check_heads(model: HookedTransformer, heads: list[tuple[int, int]]) -> None:
     for layer, head in heads:
         check_layer(model, layer)
         check_head(model, layer, head)
+
+
+@dataclass
+class HeadPatterns:
+    """Some heads' attention patterns on one sequence: what an attention view or figure draws."""
+
+    model: str  # the model's name
+    heads: list[tuple[int, int]]  # (layer, head), in the order drawn
+    tokens: list[str]  # the tokens drawn (the last `len(tokens)` of `n_tokens`)
+    pattern: Float[Tensor, "head query key"]  # float32, rows sum to one over every key
+    n_tokens: int  # the sequence's length; more than len(tokens) when only the last were kept
+
+    def __repr__(self) -> str:
+        return (
+            f"HeadPatterns({self.model}: {heads_label(self.heads)} on {len(self.tokens)} of "
+            f"{self.n_tokens} tokens)"
+        )
+
+
+def layer_heads(model: HookedTransformer, layer: int, heads: list[int] | None) -> list:
+    """(layer, head) pairs of one layer: its heads in `heads` (checked), or all of them."""
+    check_layer(model, layer)
+    return [(layer, head) for head in (range(model.cfg.n_heads) if heads is None else heads)]
+
+
+def select_heads(
+    model: HookedTransformer, *, layers: list[int], heads: list[tuple[int, int]]
+) -> list[list[tuple[int, int]]]:
+    """The heads `mechlab attention` draws, one list per layer in layer order: every head of each
+    of `layers`, and each of `heads` (layer, head); every head of every layer when both are empty.
+    """
+    selected: dict[int, list[int]] = {}
+    for layer in layers:
+        check_layer(model, layer)
+        selected[layer] = list(range(model.cfg.n_heads))
+    for layer, head in heads:
+        check_layer(model, layer)
+        check_head(model, layer, head)
+        if head not in selected.setdefault(layer, []):
+            selected[layer].append(head)
+    if not selected:
+        selected = {layer: list(range(model.cfg.n_heads)) for layer in range(model.cfg.n_layers)}
+    return [[(layer, head) for head in selected[layer]] for layer in sorted(selected)]
+
+
+def head_patterns(
+    model: HookedTransformer,
+    prompt_or_tokens: PromptOrTokens,
+    heads: list[tuple[int, int]],
+    *,
+    last: int | None = None,
+) -> HeadPatterns:
+    """The attention patterns of any (layer, head) pairs on the first sequence, from one forward
+    pass; with `last`, only the last `last` queries and keys are kept (see attention_patterns)."""
+    check_heads(model, heads)
+    tokens = to_tokens(model, prompt_or_tokens)[:1]
+    patterns = attention_patterns(model, tokens, sorted({layer for layer, _ in heads}), last=last)
+    strings = token_strings(model, tokens[0])
+    return HeadPatterns(
+        model=model.cfg.model_name,
+        heads=[(layer, head) for layer, head in heads],
+        tokens=strings[-last:] if last else strings,
+        pattern=torch.stack([patterns[layer][head] for layer, head in heads]),
+        n_tokens=len(strings),
+    )
 
 
 def attention_patterns(

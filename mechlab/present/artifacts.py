@@ -126,46 +126,44 @@ def loss_caption(scan) -> str:
     )
 
 
-def induction_views(model, scan) -> list:
+def induction_views(scan, patterns: list) -> list:
     """Attention views of the top induction heads and the top previous-token heads on one of the
-    scan's sequences: the two halves of the induction circuit."""
-    from mechlab.present.views import attention_heads_view
+    scan's sequences, the two halves of the induction circuit (`patterns`: their HeadPatterns, as
+    mechlab.workflows.attention.induction_patterns computes them)."""
+    from mechlab.present.views import patterns_view
 
-    induction, previous = scan.top("induction", 4), scan.top("previous_token", 3)
+    induction, previous = patterns
     name = scan.model
     return [
-        attention_heads_view(
-            model,
-            scan.tokens[:1],
-            [(layer, head) for layer, head, _ in induction],
+        patterns_view(
+            induction,
             caption=(
                 f"{name}: the four heads with the highest induction scores "
-                f"({heads_label(induction)}), on one sequence [BOS] + r + r. In the second half an "
-                "induction head attends along a stripe one position to the right of the earlier "
-                "copy of the current token, and so predicts that the sequence repeats."
+                f"({heads_label(induction.heads)}), on one sequence [BOS] + r + r. In the second "
+                "half an induction head attends along a stripe one position to the right of the "
+                "earlier copy of the current token, and so predicts that the sequence repeats."
             ),
         ),
-        attention_heads_view(
-            model,
-            scan.tokens[:1],
-            [(layer, head) for layer, head, _ in previous],
+        patterns_view(
+            previous,
             caption=(
                 f"{name}: the three heads with the highest previous-token scores "
-                f"({heads_label(previous)}): each position attends to the one before it, which "
-                "lets a later induction head find 'the token after the earlier copy'."
+                f"({heads_label(previous.heads)}): each position attends to the one before it, "
+                "which lets a later induction head find 'the token after the earlier copy'."
             ),
         ),
     ]
 
 
-def heads_files(model, scan, threshold: float = INDUCTION_THRESHOLD, study=None) -> Files:
-    """heads.json, a heatmap per score, loss_by_position.png and heads.html (attention views);
-    with an ablation `study`, also ablation.png and heads.json's "ablation" list."""
+def heads_files(scan, patterns: list, threshold: float = INDUCTION_THRESHOLD, study=None) -> Files:
+    """heads.json, a heatmap per score, loss_by_position.png and heads.html (attention views of
+    `patterns`, see induction_views); with an ablation `study`, also ablation.png and heads.json's
+    "ablation" list."""
     from mechlab.present.views import render_page
 
     files: Files = dict(head_figures(scan))
     report = scan.to_json(threshold)
-    items = induction_views(model, scan)
+    items = induction_views(scan, patterns)
     if study is not None:
         from mechlab.present.plots import plot_ablation
 
@@ -189,22 +187,21 @@ def mosaic_png(scans) -> bytes:
 # Attention
 
 
-def attention_files(model, tokens, selected: dict[int, list[int]]) -> Files:
-    """attention.html with one view per selected layer, and attention_L{layer}.png for each."""
-    from mechlab.present.plots import plot_attention
-    from mechlab.present.views import attention_view, render_page
+def attention_files(model_name: str, layers: list) -> Files:
+    """attention.html with one view per layer, and attention_L{layer}.png for each (`layers`: one
+    HeadPatterns per layer, in order)."""
+    from mechlab.present.plots import plot_patterns
+    from mechlab.present.views import patterns_view, render_page
 
-    layers = sorted(selected)
     files: Files = {
         "attention.html": render_page(
-            [attention_view(model, tokens, layer=layer, heads=selected[layer]) for layer in layers],
-            title=f"{model.cfg.model_name}: attention patterns",
+            [patterns_view(patterns) for patterns in layers],
+            title=f"{model_name}: attention patterns",
         )
     }
-    for layer in layers:
-        files[f"attention_L{layer}.png"] = figure_png(
-            plot_attention(model, tokens, layer=layer, heads=selected[layer])
-        )
+    for patterns in layers:
+        layer = patterns.heads[0][0]
+        files[f"attention_L{layer}.png"] = figure_png(plot_patterns(patterns))
     return files
 
 

@@ -11,10 +11,8 @@ import math
 
 import matplotlib.figure
 import numpy as np
-from transformer_lens import HookedTransformer
 
-from mechlab.analysis.attention import attention_patterns, check_head, check_layer
-from mechlab.analysis.tokens import PromptOrTokens, to_tokens, token_strings
+from mechlab.analysis.attention import HeadPatterns
 from mechlab.labels import head_label, heads_label
 
 
@@ -46,38 +44,29 @@ def short(token: str, width: int = 10) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def plot_attention(
-    model: HookedTransformer,
-    prompt_or_tokens: PromptOrTokens,
-    *,
-    layer: int,
-    heads: list[int] | None = None,
-) -> Figure:
-    """A grid of one layer's head patterns (rows: query tokens, columns: key tokens)."""
-    check_layer(model, layer)
-    heads = list(range(model.cfg.n_heads)) if heads is None else list(heads)
-    for head in heads:
-        check_head(model, layer, head)
-    tokens = to_tokens(model, prompt_or_tokens)[:1]
-    pattern = attention_patterns(model, tokens, [layer])[layer].numpy()
-    labels = [short(t) for t in token_strings(model, tokens[0])]
+def plot_patterns(patterns: HeadPatterns) -> Figure:
+    """A grid of heads' patterns (rows: query tokens, columns: key tokens)."""
+    labels = [short(t) for t in patterns.tokens]
+    heads = patterns.heads
     n_cols = min(4, len(heads))
     n_rows = math.ceil(len(heads) / n_cols)
     side = 2.2 + 0.12 * min(len(labels), 40)
     figure = new_figure(figsize=(side * n_cols, side * n_rows))
     axes = figure.subplots(n_rows, n_cols, squeeze=False)
     step = max(1, len(labels) // 40)  # at most about 40 labels per axis stay readable
-    for ax, head in zip(axes.flat, heads):
-        ax.imshow(pattern[head], cmap="Blues", vmin=0, vmax=1)
+    for ax, (layer, head), pattern in zip(axes.flat, heads, patterns.pattern.numpy()):
+        ax.imshow(pattern, cmap="Blues", vmin=0, vmax=1)
         ax.set_title(head_label(layer, head))
         ticks = np.arange(0, len(labels), step)
         ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=7)
         ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=7)
     for ax in list(axes.flat)[len(heads) :]:
         ax.axis("off")
-    figure.suptitle(
-        f"{plain(model.cfg.model_name)}: layer {layer} attention (row = query, column = key)"
-    )
+    layers = sorted({layer for layer, _ in heads})
+    where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {', '.join(map(str, layers))}"
+    if patterns.n_tokens > len(patterns.tokens):
+        where += f", the last {len(patterns.tokens)} of {patterns.n_tokens} tokens"
+    figure.suptitle(f"{plain(patterns.model)}: {where} attention (row = query, column = key)")
     figure.tight_layout()
     return figure
 

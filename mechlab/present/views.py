@@ -29,12 +29,10 @@ from pathlib import Path
 
 import circuitsvis
 import torch
-from transformer_lens import HookedTransformer
 
 from mechlab.errors import MechlabWarning
-from mechlab.analysis.attention import attention_patterns, check_heads, check_layer
+from mechlab.analysis.attention import HeadPatterns
 from mechlab.io import write_text
-from mechlab.analysis.tokens import PromptOrTokens, to_tokens, token_strings
 from mechlab.labels import head_label, heads_label, scored_heads_label
 
 # Beyond this many tokens an attention view shows only the last MAX_VIEW_TOKENS positions: the
@@ -66,54 +64,27 @@ class View:
     __str__ = __repr__
 
 
-def attention_view(
-    model: HookedTransformer,
-    prompt_or_tokens: PromptOrTokens,
-    *,
-    layer: int,
-    heads: list[int] | None = None,
-) -> View:
-    """The attention patterns of one layer's heads (all by default) on a prompt, as circuitsvis's
-    AttentionHeads component; heads are named ``L{layer}H{head}``."""
-    check_layer(model, layer)
-    heads = list(range(model.cfg.n_heads)) if heads is None else list(heads)
-    return attention_heads_view(model, prompt_or_tokens, [(layer, head) for head in heads])
-
-
-def attention_heads_view(
-    model: HookedTransformer,
-    prompt_or_tokens: PromptOrTokens,
-    heads: list[tuple[int, int]],
-    *,
-    caption: str | None = None,
-) -> View:
-    """Attention patterns of any (layer, head) pairs, from one forward pass, in one view."""
-    check_heads(model, heads)
-    tokens = to_tokens(model, prompt_or_tokens)[:1]
-    layers = sorted({layer for layer, _ in heads})
-    patterns = attention_patterns(model, tokens, layers, last=MAX_VIEW_TOKENS)
-    attention = torch.stack([patterns[layer][head] for layer, head in heads])
-    strings = token_strings(model, tokens[0])
+def patterns_view(patterns: HeadPatterns, *, caption: str | None = None) -> View:
+    """Heads' attention patterns as circuitsvis's AttentionHeads component, heads named L18H6.
+    When only the last tokens were kept, the view says so (and warns)."""
     notes = []
-    if len(strings) > MAX_VIEW_TOKENS:
+    if patterns.n_tokens > len(patterns.tokens):
         notes.append(
-            f"showing the last {MAX_VIEW_TOKENS} of {len(strings)} tokens (queries and keys); "
-            "attention to earlier keys is not drawn"
+            f"showing the last {len(patterns.tokens)} of {patterns.n_tokens} tokens (queries and "
+            "keys); attention to earlier keys is not drawn"
         )
-        warnings.warn(f"attention view: {notes[-1]}", MechlabWarning, stacklevel=2)
-        attention, strings = (
-            attention[:, -MAX_VIEW_TOKENS:, -MAX_VIEW_TOKENS:],
-            strings[-MAX_VIEW_TOKENS:],
-        )
-    names = [head_label(layer, head) for layer, head in heads]
+        warnings.warn(f"attention view: {notes[-1]}", MechlabWarning, stacklevel=3)
+    names = [head_label(layer, head) for layer, head in patterns.heads]
     if caption is None:
         caption = (
-            f"{model.cfg.model_name}: attention patterns of {', '.join(names)}. Each row is a "
-            "query token, each column a key token it can attend to; hover a head to enlarge it."
+            f"{patterns.model}: attention patterns of {', '.join(names)}. Each row is a query "
+            "token, each column a key token it can attend to; hover a head to enlarge it."
         )
     props = {
-        "attention": [[[round(x, 5) for x in row] for row in head] for head in attention.tolist()],
-        "tokens": strings,
+        "attention": [
+            [[round(x, 5) for x in row] for row in head] for head in patterns.pattern.tolist()
+        ],
+        "tokens": patterns.tokens,
         "attentionHeadNames": names,
         "maskUpperTri": True,
     }

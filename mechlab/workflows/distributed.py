@@ -53,6 +53,7 @@ def scan_model(
     """Load `spec`, scan its heads, ablate the top `ablate` induction heads (0: none), render its
     files. The same for the sequential run and for each Ray task."""
     from mechlab.present.artifacts import heads_files
+    from mechlab.workflows.attention import induction_patterns
     from mechlab.analysis.heads import scan_heads
     from mechlab.models.loading import load_model
 
@@ -65,7 +66,7 @@ def scan_model(
     scan = scan_heads(model, seq_len=seq_len, batch=batch, seed=seed, progress=progress)
     if ablate:
         study = ablation_study(model, scan, ablate, method=ablate_method, threshold=threshold)
-    files = heads_files(model, scan, threshold, study)
+    files = heads_files(scan, induction_patterns(model, scan), threshold, study)
     return ModelScan(spec, scan, study, files, worker=f"{socket.gethostname()}:{os.getpid()}")
 
 

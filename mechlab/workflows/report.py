@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mechlab.analysis.ablation import AblationStudy, ablation_study
+from mechlab.workflows.attention import induction_patterns
 from mechlab.present.artifacts import (
     Files,
     ablation_caption,
@@ -131,7 +132,8 @@ def build_report(
     step(1)
     scan = scan_heads(model, seq_len=min(seq_len, (model.cfg.n_ctx - 1) // 2), batch=batch)
     step(1)
-    report = ModelReport(spec, parity, lenses, scan, induction_views(model, scan))
+    views = induction_views(scan, induction_patterns(model, scan))
+    report = ModelReport(spec, parity, lenses, scan, views)
     tuned_lens_check(model, report)
     causal_checks(model, report)
     for index, lens in enumerate(lenses):
