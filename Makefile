@@ -9,15 +9,21 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 OUT    ?= out/demo
 
-.PHONY: demo test venv browser notebooks clean
+.PHONY: demo test test-fast lint venv browser notebooks clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/mechlab report --model smollm2-135m --out $(OUT)
 
-test: $(VENV)/.installed browser
+test: lint browser
+	$(PY) -m pytest
+
+# For contributors: every test that needs no real model, browser, notebook or Ray cluster.
+test-fast: lint
+	$(PY) -m pytest -m "not slow and not browser and not notebook"
+
+lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest
 
 venv: $(VENV)/.installed
 

@@ -16,6 +16,19 @@ from mechlab.models.loading import (
 )
 
 
+# The fixtures that load a real pretrained model (and test_precision's smollm2_bf16): any test that
+# uses one is marked slow automatically, so `make test-fast` (-m "not slow ...") never builds them.
+REAL_MODEL_FIXTURES = {
+    "smollm2", "smollm2_raw", "smollm2_hf", "gemma3", "gemma3_hf", "smollm2_bf16"
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The real pretrained SmolLM2-135M-Instruct as a (processed) HookedTransformer."""

@@ -88,7 +88,8 @@ def test_a_base_module_importing_a_layer_breaks_the_contract(tmp_path):
 def test_presentation_importing_transformer_lens_breaks_the_contract(tmp_path):
     """Views and figures take results and data: a model class in present/ is a sign that
     presentation has started to run the model again."""
-    root = planted_copy(tmp_path, "present/plots.py", "from transformer_lens import HookedTransformer")
+    planted = "from transformer_lens import HookedTransformer"
+    root = planted_copy(tmp_path, "present/plots.py", planted)
     result = lint_imports(root)
     assert result.returncode == 1
     assert "mechlab.present is not allowed to import transformer_lens" in result.stdout

@@ -127,8 +127,8 @@ def test_head_and_resid_patching_match_transformer_lens_own(small):
 
 @pytest.mark.parametrize("over", ["heads", "resid", "layers"])
 def test_patching_a_run_into_itself_gives_its_own_end(small, over):
-    """Clean into clean gives 1 in every cell and corrupted into corrupted 0; and patching the
-    whole last position's stream before the last layer is the clean run's last-layer input."""
+    """Patching a run's activations into that same run changes nothing, in every cell: clean into
+    clean gives 1 and corrupted into corrupted 0 (the normalisation's two ends, exactly)."""
     clean, corrupted = small.to_tokens(PROMPT_A), small.to_tokens(PROMPT_B)
     result = patch(small, clean, corrupted, answer=3, wrong=7, over=over)
     metric = LogitDiff(small, 3, 7)

@@ -79,18 +79,41 @@ def test_smollm2_warm_load_uses_the_cache(smollm2, monkeypatch):
         assert torch.equal(a, b), name
 
 
+def hooked_parameter_count(
+    *, vocab, ctx, d, heads, kv_heads, d_head, d_mlp, layers, gated=False, learned_pos=True
+) -> int:
+    """Parameters of a processed HookedTransformer (norm weights folded away, unembedding untied
+    and with a bias), counted by hand from its shapes."""
+    attn = (2 * heads + 2 * kv_heads) * d * d_head + (heads + 2 * kv_heads) * d_head + d
+    mlp = (3 if gated else 2) * d * d_mlp + d_mlp + d
+    return vocab * d + (ctx * d if learned_pos else 0) + layers * (attn + mlp) + vocab * d + vocab
+
+
 @pytest.mark.parametrize(
-    "spec,layers,d_model",
+    "spec,layers,d_model,parameters",
     [
-        ("random:tiny", 2, 64),
-        ("random:llama-tiny", 2, 64),
-        ("random:gpt2-small", 12, 768),
+        ("random:tiny", 2, 64, hooked_parameter_count(
+            vocab=257, ctx=256, d=64, heads=4, kv_heads=4, d_head=16, d_mlp=256, layers=2
+        )),
+        ("random:llama-tiny", 2, 64, hooked_parameter_count(
+            vocab=257, ctx=256, d=64, heads=4, kv_heads=2, d_head=16, d_mlp=128, layers=2,
+            gated=True, learned_pos=False,
+        )),
+        # GPT-2 small's published 124,439,808 (tied embeddings, with its LayerNorms), less the 25
+        # LayerNorms' weights and biases folded away, plus the untied unembedding and its bias
+        ("random:gpt2-small", 12, 768, 124_439_808 - 25 * 2 * 768 + 50257 * 768 + 50257),
     ],
-)
-def test_random_presets_take_effect(spec, layers, d_model):
+)  # fmt: skip
+def test_random_presets_take_effect(spec, layers, d_model, parameters):
     model = load_model(spec)
     assert (model.cfg.n_layers, model.cfg.d_model) == (layers, d_model)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    assert parameters == hooked_parameter_count(
+        vocab=model.cfg.d_vocab, ctx=model.cfg.n_ctx, d=d_model, heads=model.cfg.n_heads,
+        kv_heads=model.cfg.n_key_value_heads or model.cfg.n_heads, d_head=model.cfg.d_head,
+        d_mlp=model.cfg.d_mlp, layers=layers, gated=model.cfg.gated_mlp,
+        learned_pos=model.cfg.positional_embedding_type == "standard",
+    )  # fmt: skip
 
 
 def test_random_seed_is_reproducible_and_changes_weights():
