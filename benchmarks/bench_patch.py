@@ -37,9 +37,7 @@ def main(repeat: int = 3) -> None:
         return patch(model, CLEAN, CORRUPTED, answer=" Mary", wrong=" John", over="heads")
 
     def attribution():
-        return patch(
-            model, CLEAN, CORRUPTED, answer=" Mary", wrong=" John", method="attribution"
-        )
+        return patch(model, CLEAN, CORRUPTED, answer=" Mary", wrong=" John", method="attribution")
 
     def transformer_lens():
         # its progress bar (270 lines in a log) goes to a buffer

@@ -51,22 +51,44 @@ class MyAttention(nn.Module):
 # Stuck? The next cell (collapsed in Jupyter) is one answer; running it replaces your class. Skip
 # it to check your own.
 
+
 # %% jupyter={"source_hidden": true}
 class MyAttention(MyAttention):  # noqa: F811 (the answer replaces the exercise)
     def forward(self, x):
-        q = einops.einsum(x, self.W_Q, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head") + self.b_Q  # noqa: E501
-        k = einops.einsum(x, self.W_K, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head") + self.b_K  # noqa: E501
-        v = einops.einsum(x, self.W_V, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head") + self.b_V  # noqa: E501
+        q = (
+            einops.einsum(
+                x, self.W_Q, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
+            )
+            + self.b_Q
+        )  # noqa: E501
+        k = (
+            einops.einsum(
+                x, self.W_K, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
+            )
+            + self.b_K
+        )  # noqa: E501
+        v = (
+            einops.einsum(
+                x, self.W_V, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
+            )
+            + self.b_V
+        )  # noqa: E501
         scores = einops.einsum(
-            q, k, "batch query_pos n_heads d_head, batch key_pos n_heads d_head -> batch n_heads query_pos key_pos"  # noqa: E501
+            q,
+            k,
+            "batch query_pos n_heads d_head, batch key_pos n_heads d_head -> batch n_heads query_pos key_pos",  # noqa: E501
         ) / math.sqrt(self.cfg.d_head)
         pos = x.shape[1]
         future = torch.ones(pos, pos, dtype=torch.bool).triu(diagonal=1)
         pattern = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
         z = einops.einsum(
-            pattern, v, "batch n_heads query_pos key_pos, batch key_pos n_heads d_head -> batch query_pos n_heads d_head"  # noqa: E501
+            pattern,
+            v,
+            "batch n_heads query_pos key_pos, batch key_pos n_heads d_head -> batch query_pos n_heads d_head",  # noqa: E501
         )
-        out = einops.einsum(z, self.W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos d_model")  # noqa: E501
+        out = einops.einsum(
+            z, self.W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos d_model"
+        )  # noqa: E501
         return out + self.b_O, pattern
 
 
@@ -82,6 +104,7 @@ report
 
 # %% [markdown]
 # ## What the checker says about a bug: forget the output bias
+
 
 # %%
 class ForgotOutputBias(MyAttention):

@@ -177,9 +177,7 @@ def directory_verified(directory: Path, skip: Collection[str] = ()) -> bool:
             manifest["format"] == CACHE_FORMAT
             and bool(manifest["sha256"])
             and all(
-                (directory / name).is_file()
-                if name in skip
-                else sha256(directory / name) == digest
+                (directory / name).is_file() if name in skip else sha256(directory / name) == digest
                 for name, digest in manifest["sha256"].items()
             )
         )

@@ -41,8 +41,14 @@ GENSIM_WHEEL = PinnedWheel(
     sha256="91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
     # one platform's wheel, whatever this machine is: the file read from it is the same in all
     pip_args=(
-        "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
-        "--implementation", "cp", "--abi", "cp311",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp311",
     ),
 )
 WIKI_MEMBER = (

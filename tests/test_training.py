@@ -21,12 +21,29 @@ CONFIGS = {
         d_model=48, n_layers=3, n_heads=4, d_head=12, d_mlp=96, d_vocab=50, n_ctx=32
     ),
     "llama-like": Config(
-        d_model=48, n_layers=2, n_heads=4, d_head=12, d_mlp=96, d_vocab=50, n_ctx=32,
-        normalization="RMS", positional="rotary", n_kv_heads=2, gated_mlp=True, act_fn="silu",
+        d_model=48,
+        n_layers=2,
+        n_heads=4,
+        d_head=12,
+        d_mlp=96,
+        d_vocab=50,
+        n_ctx=32,
+        normalization="RMS",
+        positional="rotary",
+        n_kv_heads=2,
+        gated_mlp=True,
+        act_fn="silu",
     ),
     "attn-only": Config(
-        d_model=48, n_layers=2, n_heads=4, d_head=12, d_mlp=1, d_vocab=50, n_ctx=32,
-        attn_only=True, positional="rotary",
+        d_model=48,
+        n_layers=2,
+        n_heads=4,
+        d_head=12,
+        d_mlp=1,
+        d_vocab=50,
+        n_ctx=32,
+        attn_only=True,
+        positional="rotary",
     ),
 }
 
@@ -111,9 +128,7 @@ def test_the_training_data_repeats_segments_where_the_masks_say():
     assert not (repeat & first).any() and first.any(1).equal(repeat.any(1))
     for row, position in torch.nonzero(repeat).tolist():
         sequence = tokens[row].tolist()
-        earlier = [
-            j for j in range(position - 1) if sequence[j] == sequence[position - 1]
-        ]
+        earlier = [j for j in range(position - 1) if sequence[j] == sequence[position - 1]]
         assert any(sequence[j + 1] == sequence[position] for j in earlier), (row, position)
 
 
@@ -130,10 +145,9 @@ def test_ctrl_c_stops_training_and_the_command_writes_what_was_recorded(
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", interrupt_at_step_30)
-    code = main(
-        ["train-induction", "--steps", "100", "--eval-every", "10", "--out", str(tmp_path)]
-    )
+    code = main(["train-induction", "--steps", "100", "--eval-every", "10", "--out", str(tmp_path)])
     assert code == 130 and "interrupted; wrote what was recorded" in capsys.readouterr().err
+
     def refuse(constant):
         raise ValueError(f"{constant} is not JSON")
 

@@ -181,22 +181,67 @@ def test_a_short_training_beats_the_logit_lens_at_every_layer_on_smollm2(smollm2
 
 def test_cli_tune_lens_then_lens_through_it(tmp_path, capsys):
     out = tmp_path / "lens"
-    assert main(["tune-lens", "--model", "random:tiny", "--tokens", "1024", "--eval-tokens",
-                 "256", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "tune-lens",
+                "--model",
+                "random:tiny",
+                "--tokens",
+                "1024",
+                "--eval-tokens",
+                "256",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in out.iterdir()} == {
-        "lens.safetensors", "manifest.json", "eval.json", "tuned_vs_logit.png"
+        "lens.safetensors",
+        "manifest.json",
+        "eval.json",
+        "tuned_vs_logit.png",
     }
     report = json.loads((out / "eval.json").read_text())
     assert set(report) == {"model", "tokens", "layers", "logit", "tuned"}
     assert set(report["tuned"]) == {"kl", "cross_entropy"} and len(report["layers"]) == 3
-    assert json.loads((out / "manifest.json").read_text())["held_out_kl"]["tuned"] == (
-        report["tuned"]["kl"]
+    assert (
+        json.loads((out / "manifest.json").read_text())["held_out_kl"]["tuned"]
+        == (report["tuned"]["kl"])
     )
-    assert main(["tune-lens", "--model", "random:tiny", "--eval-only", "--eval-tokens", "256",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "tune-lens",
+                "--model",
+                "random:tiny",
+                "--eval-only",
+                "--eval-tokens",
+                "256",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     view = tmp_path / "view"
-    assert main(["lens", "--model", "random:tiny", "--prompt", "Hello", "--tuned", str(out),
-                 "--out", str(view)]) == 0
+    assert (
+        main(
+            [
+                "lens",
+                "--model",
+                "random:tiny",
+                "--prompt",
+                "Hello",
+                "--tuned",
+                str(out),
+                "--out",
+                str(view),
+            ]
+        )
+        == 0
+    )
     assert json.loads((view / "lens.json").read_text())["lens"] == "tuned"
 
 
@@ -205,8 +250,19 @@ def test_cli_lens_with_a_missing_or_foreign_lens_is_one_line(tmp_path, capsys):
         (str(tmp_path / "nothing"), "no tuned lens in"),
         ("auto", "no tuned lens cached for random:tiny@3: add --train-if-missing"),
     ]:
-        code = main(["lens", "--model", "random:tiny@3", "--prompt", "Hi", "--tuned", tuned,
-                     "--out", str(tmp_path / "out")])
+        code = main(
+            [
+                "lens",
+                "--model",
+                "random:tiny@3",
+                "--prompt",
+                "Hi",
+                "--tuned",
+                tuned,
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1, err
         assert not (tmp_path / "out").exists()
@@ -376,10 +432,27 @@ def test_a_corrupt_lens_is_one_line_in_every_reader(case, saved_lens, tiny, tmp_
     with pytest.raises(DataError, match=message):
         TunedLens.load(directory, tiny)
     for argv in [
-        ["lens", "--model", "random:tiny", "--prompt", "Hi", "--tuned", str(directory),
-         "--out", str(tmp_path / "view")],
-        ["tune-lens", "--model", "random:tiny", "--eval-only", "--eval-tokens", "256",
-         "--out", str(directory)],
+        [
+            "lens",
+            "--model",
+            "random:tiny",
+            "--prompt",
+            "Hi",
+            "--tuned",
+            str(directory),
+            "--out",
+            str(tmp_path / "view"),
+        ],
+        [
+            "tune-lens",
+            "--model",
+            "random:tiny",
+            "--eval-only",
+            "--eval-tokens",
+            "256",
+            "--out",
+            str(directory),
+        ],
     ]:
         before = sorted(p.name for p in directory.iterdir())
         code = main(argv)
@@ -455,8 +528,17 @@ def test_a_corrupt_checkpoint_is_never_reused_and_says_how_to_start_over(
     with pytest.raises(DataError, match=f"{message}.*{start_over}"):
         train_tuned_lens(tiny, [TEXT], tokens=3 * BATCH * SEQ_LEN, checkpoint=tmp_path)
     damaged = path.read_bytes()
-    code = main(["tune-lens", "--model", "random:tiny", "--tokens", str(3 * BATCH * SEQ_LEN),
-                 "--out", str(tmp_path)])
+    code = main(
+        [
+            "tune-lens",
+            "--model",
+            "random:tiny",
+            "--tokens",
+            str(3 * BATCH * SEQ_LEN),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "start over" in err, err
     assert path.read_bytes() == damaged  # neither reused nor replaced

@@ -405,20 +405,34 @@ def plot_formation(formation, threshold: float = 0.4) -> Figure:
     colours = ["#d62728", "#1f77b4", "#2ca02c"]
     for run, colour in zip(formation.runs, colours):
         steps = [c.step for c in run.checkpoints]
-        loss_ax.plot(steps, [c.loss for c in run.checkpoints], color=colour,
-                     label=f"{run.name}: training loss")
-        loss_ax.plot(steps, [c.repeat_loss for c in run.checkpoints], color=colour,
-                     linestyle="--", label=f"{run.name}: loss on repeated tokens (held out)")
-        loss_ax.plot(steps, [c.first_loss for c in run.checkpoints], color=colour,
-                     linestyle=":", label=f"{run.name}: loss on their first occurrences")
-        score_ax.plot(steps, [c.max_induction for c in run.checkpoints], color=colour,
-                      label=run.name)
+        loss_ax.plot(
+            steps,
+            [c.loss for c in run.checkpoints],
+            color=colour,
+            label=f"{run.name}: training loss",
+        )
+        loss_ax.plot(
+            steps,
+            [c.repeat_loss for c in run.checkpoints],
+            color=colour,
+            linestyle="--",
+            label=f"{run.name}: loss on repeated tokens (held out)",
+        )
+        loss_ax.plot(
+            steps,
+            [c.first_loss for c in run.checkpoints],
+            color=colour,
+            linestyle=":",
+            label=f"{run.name}: loss on their first occurrences",
+        )
+        score_ax.plot(
+            steps, [c.max_induction for c in run.checkpoints], color=colour, label=run.name
+        )
         phase = run.phase_change_step(threshold)
         if phase is not None:
             for ax in (loss_ax, score_ax):
                 ax.axvline(phase, color=colour, linestyle=":", linewidth=1)
-            score_ax.text(phase, threshold, f" step {phase}", color=colour, fontsize=8,
-                          va="bottom")
+            score_ax.text(phase, threshold, f" step {phase}", color=colour, fontsize=8, va="bottom")
     score_ax.axhline(threshold, color="gray", linewidth=0.8)
     score_ax.set_ylim(0, 1)
     loss_ax.set_xlabel("step")
@@ -446,8 +460,12 @@ def plot_tuned_vs_logit(evaluation) -> Figure:
     ]:
         kl_ax.plot(rows, kl[:-1], color=colour, marker=".", label=name)
         ce_ax.plot(rows, cross_entropy[:-1], color=colour, marker=".", label=name)
-    ce_ax.axhline(evaluation.logit_cross_entropy[-1], color="gray", linestyle="--",
-                  label="the model's own output")
+    ce_ax.axhline(
+        evaluation.logit_cross_entropy[-1],
+        color="gray",
+        linestyle="--",
+        label="the model's own output",
+    )
     kl_ax.set_yscale("log")
     kl_ax.set_ylabel("KL(final || lens), nats (log scale)")
     ce_ax.set_ylabel("cross-entropy with the next token, nats")

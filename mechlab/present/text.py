@@ -45,10 +45,7 @@ def heads_table(scan, threshold: float, k: int = 5) -> Table:
     for rank in range(min(k, scan.n_layers * scan.n_heads)):
         table.add_row(
             str(rank + 1),
-            *[
-                scored_heads_label([row])
-                for row in (tops[name][rank] for name in names)
-            ],
+            *[scored_heads_label([row]) for row in (tops[name][rank] for name in names)],
         )
     passing = scan.heads_above("induction", threshold)
     table.caption = markup_safe(

@@ -383,9 +383,7 @@ def head_scan_html(scan, threshold: float | None = None) -> str:
         )
         rows.append(f"<tr><th>L{layer}</th>{cells}</tr>")
     tops = "".join(
-        f"<li>{name.replace('_', ' ')}: "
-        + scored_heads_label(scan.top(name, 3))
-        + "</li>"
+        f"<li>{name.replace('_', ' ')}: " + scored_heads_label(scan.top(name, 3)) + "</li>"
         for name in ["previous_token", "duplicate_token", "copying"]
     )
     return (
@@ -442,9 +440,8 @@ def grid_table_html(values, row_labels, col_labels, *, limit: float, fmt: str = 
             for col, v in zip(col_labels, row)
         )
         rows.append(f"<tr><th>{html.escape(str(row_label))}</th>{cells}</tr>")
-    body = f'<tr><th></th>{head}</tr>{"".join(rows)}'
+    body = f"<tr><th></th>{head}</tr>{''.join(rows)}"
     return f'<table class="mechlab-grid" style="{GRID_STYLE}">{body}</table>'
-
 
 
 def patch_grid_html(result) -> str:

@@ -57,5 +57,3 @@ def induction_patterns(model: HookedTransformer, scan: HeadScan) -> list[HeadPat
         )
         for top in (scan.top("induction", 4), scan.top("previous_token", 3))
     ]
-
-
