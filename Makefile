@@ -23,6 +23,7 @@ test-fast: lint
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 
 venv: $(VENV)/.installed

@@ -10,8 +10,8 @@ from transformer_lens.head_detector import detect_head
 
 from benchmarks.common import interleaved_best_times, print_table
 from mechlab.analysis.heads import copying_scores, pattern_pass, scan_heads
-from mechlab.models.loading import load_model
 from mechlab.memory import peak_memory_increase
+from mechlab.models.loading import load_model
 
 
 def printable_repeats(

@@ -7,8 +7,8 @@ import torch
 
 from benchmarks.common import interleaved_best_times, print_table
 from mechlab.analysis.lens import CHUNK_ELEMENTS, decoded_logits, logit_lens
-from mechlab.models.loading import load_model
 from mechlab.memory import peak_memory_increase
+from mechlab.models.loading import load_model
 
 POS = 256
 

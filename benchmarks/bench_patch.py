@@ -13,8 +13,8 @@ import torch
 from transformer_lens import patching as tl_patching
 
 from benchmarks.common import interleaved_best_times, print_table
-from mechlab.models.loading import load_model
 from mechlab.analysis.patching import agreement, patch
+from mechlab.models.loading import load_model
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When John and Mary went to the store, Mary gave a drink to"

@@ -31,7 +31,7 @@ def main() -> None:
     ]:
         with torch.inference_mode():
             times = interleaved_best_times(
-                {dtype: (lambda m=models[dtype]: run(m)) for dtype in dtypes}, repeat=3
+                {dtype: (lambda m=models[dtype], run=run: run(m)) for dtype in dtypes}, repeat=3
             )
         rows.append(
             [task, *[times[d] for d in dtypes], *[times[d] / times["float32"] for d in dtypes[1:]]]

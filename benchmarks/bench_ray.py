@@ -20,7 +20,7 @@ def main() -> None:
     on_ray, failures = scan_models_on_ray(SPECS, **OPTIONS)
     there = time.perf_counter() - start
     assert not failures, failures
-    for a, b in zip(sequential, on_ray):
+    for a, b in zip(sequential, on_ray, strict=True):
         assert all((a.scan.scores[k] == b.scan.scores[k]).all() for k in a.scan.scores)
     workers = len({result.worker for result in on_ray})
     print_table(

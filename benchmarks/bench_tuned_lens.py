@@ -9,8 +9,6 @@ import time
 import torch
 
 from benchmarks.common import print_table
-from mechlab.corpus import load_corpus
-from mechlab.models.loading import load_model
 from mechlab.analysis.tuned_lens import (
     DEFAULT_TOKENS,
     REST_SAMPLE,
@@ -21,6 +19,8 @@ from mechlab.analysis.tuned_lens import (
     token_sequences,
     train_tuned_lens,
 )
+from mechlab.corpus import load_corpus
+from mechlab.models.loading import load_model
 
 EVAL_TOKENS = 4096
 
@@ -60,7 +60,9 @@ def main() -> None:
     )
     rows = [
         [label, logit, tuned, tuned / logit if logit else float("nan")]
-        for label, logit, tuned in zip(evaluation.layers, evaluation.logit_kl, evaluation.tuned_kl)
+        for label, logit, tuned in zip(
+            evaluation.layers, evaluation.logit_kl, evaluation.tuned_kl, strict=True
+        )
     ][:-1]
     mean_logit = sum(evaluation.logit_kl[:-1]) / len(rows)
     mean_tuned = sum(evaluation.tuned_kl[:-1]) / len(rows)

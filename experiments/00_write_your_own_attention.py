@@ -53,26 +53,26 @@ class MyAttention(nn.Module):
 
 
 # %% jupyter={"source_hidden": true}
-class MyAttention(MyAttention):  # noqa: F811 (the answer replaces the exercise)
+class MyAttention(MyAttention):
     def forward(self, x):
         q = (
             einops.einsum(
                 x, self.W_Q, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
             )
             + self.b_Q
-        )  # noqa: E501
+        )
         k = (
             einops.einsum(
                 x, self.W_K, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
             )
             + self.b_K
-        )  # noqa: E501
+        )
         v = (
             einops.einsum(
                 x, self.W_V, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
             )
             + self.b_V
-        )  # noqa: E501
+        )
         scores = einops.einsum(
             q,
             k,
@@ -88,7 +88,7 @@ class MyAttention(MyAttention):  # noqa: F811 (the answer replaces the exercise)
         )
         out = einops.einsum(
             z, self.W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos d_model"
-        )  # noqa: E501
+        )
         return out + self.b_O, pattern
 
 
@@ -100,7 +100,7 @@ report = check_component(MyAttention, "attention")
 write_json(out / "check_attention.json", report.to_json())
 print(report)
 assert report.passed, report.problem or report.hint
-report
+report  # noqa: B018 (a notebook cell displays its last value)
 
 # %% [markdown]
 # ## What the checker says about a bug: forget the output bias

@@ -19,7 +19,7 @@ model = load_model(args.model[0])
 
 # %%
 view = attention_view(model, args.prompt, layer=args.layer)
-view  # in a notebook this line displays the view
+view  # noqa: B018 (a notebook cell displays its last value)
 
 # %%
 save_html([view], out / "attention.html", title=f"{args.model[0]}: layer {args.layer}")

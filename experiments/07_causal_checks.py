@@ -8,8 +8,8 @@
 from _common import parse
 
 from mechlab import ablation_study, load_model, logit_attribution, patch, scan_heads
-from mechlab.io import ensure_writable_dir, save_figure, write_json
 from mechlab.analysis.patching import agreement
+from mechlab.io import ensure_writable_dir, save_figure, write_json
 from mechlab.present.plots import plot_ablation, plot_dla_heads, plot_patch_grid
 
 args = parse(

@@ -20,8 +20,8 @@ from mechlab.defaults import (
     TUNED_LENS_TOKENS,
 )
 from mechlab.errors import InputError, MechlabError, MechlabWarning
-from mechlab.terminal import one_line, visible
 from mechlab.labels import parse_heads
+from mechlab.terminal import one_line, visible
 
 
 class UsageError(Exception):
@@ -475,10 +475,10 @@ def run_lens(args: argparse.Namespace) -> int:
     if args.tuned:
         float32_only(args, "a tuned lens")
     check_output_targets(args.out, ["lens.json", "lens.html", "lens_top1.png"])
-    from mechlab.present.artifacts import lens_files
-    from mechlab.io import write_files
     from mechlab.analysis.lens import lens_curves, logit_lens
+    from mechlab.io import write_files
     from mechlab.models.loading import load_model
+    from mechlab.present.artifacts import lens_files
     from mechlab.present.text import lens_table
     from mechlab.progress import progress_bar
 
@@ -529,19 +529,14 @@ def tuned_lens_for(model, where: str, *, train: bool):
 
 
 def run_tune_lens(args: argparse.Namespace) -> int:
-    from mechlab.io import check_output_targets
-
     from mechlab.defaults import TUNED_LENS_CHECKPOINT_FILES, TUNED_LENS_FILES
+    from mechlab.io import check_output_targets
 
     float32_only(args, "the tuned lens")
     outputs = ["eval.json", "tuned_vs_logit.png"]
     if not args.eval_only:  # the lens, and the checkpoint written as it trains
         outputs += [*TUNED_LENS_FILES, *TUNED_LENS_CHECKPOINT_FILES]
     check_output_targets(args.out, outputs)
-    from mechlab.present.artifacts import tuned_lens_files
-    from mechlab.corpus import load_corpus
-    from mechlab.io import write_files
-    from mechlab.models.loading import load_model
     from mechlab.analysis.tuned_lens import (
         Checkpoint,
         TunedLens,
@@ -549,6 +544,10 @@ def run_tune_lens(args: argparse.Namespace) -> int:
         evaluation_sequences,
         train_tuned_lens,
     )
+    from mechlab.corpus import load_corpus
+    from mechlab.io import write_files
+    from mechlab.models.loading import load_model
+    from mechlab.present.artifacts import tuned_lens_files
 
     corpus = load_corpus(args.corpus)
     model = load_model(args.model, **placement(args))
@@ -596,10 +595,10 @@ def run_heads(args: argparse.Namespace) -> int:
     own = ["heads.json", "heads.html"] + (["ablation.png"] if args.ablate else [])
     names = [f"{model_slug(spec)}/{name}" if several else name for spec in specs for name in own]
     check_output_targets(args.out, names + (["induction_mosaic.png"] if several else []))
-    from mechlab.present.artifacts import model_files, mosaic_png
-    from mechlab.workflows.distributed import scan_model, scan_models_on_ray
     from mechlab.io import write_files
+    from mechlab.present.artifacts import model_files, mosaic_png
     from mechlab.present.text import ablation_table, heads_table
+    from mechlab.workflows.distributed import scan_model, scan_models_on_ray
 
     options = dict(
         seq_len=args.seq_len,
@@ -640,10 +639,10 @@ def run_patch(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     check_output_targets(args.out, ["patch.json", f"patch_{args.over}.png", "patch.html"])
-    from mechlab.present.artifacts import patch_files
+    from mechlab.analysis.patching import patch
     from mechlab.io import write_files
     from mechlab.models.loading import load_model
-    from mechlab.analysis.patching import patch
+    from mechlab.present.artifacts import patch_files
     from mechlab.present.text import patch_table
 
     model = load_model(args.model, **placement(args))
@@ -667,8 +666,8 @@ def run_train_induction(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     check_output_targets(args.out, ["formation.json", "formation.png"])
-    from mechlab.present.artifacts import formation_files
     from mechlab.io import write_files
+    from mechlab.present.artifacts import formation_files
     from mechlab.scratch.training import train_induction
 
     formation = train_induction(
@@ -693,10 +692,10 @@ def run_dla(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     check_output_targets(args.out, ["dla.json", "dla_heads.png", "dla_layers.png", "dla.html"])
-    from mechlab.present.artifacts import dla_files
     from mechlab.analysis.dla import logit_attribution
     from mechlab.io import write_files
     from mechlab.models.loading import load_model
+    from mechlab.present.artifacts import dla_files
     from mechlab.present.text import dla_table
 
     model = load_model(args.model, **placement(args))
@@ -736,12 +735,12 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if args.json:
         check_output_targets(Path(args.json).parent, [Path(args.json).name])
+    from mechlab.analysis.tokens import to_tokens
     from mechlab.io import json_text, write_files
     from mechlab.models.loading import hugging_face_directory, load_hf_model, load_model
+    from mechlab.present.text import parity_table
     from mechlab.scratch.model import Transformer
     from mechlab.scratch.parity import compare
-    from mechlab.present.text import parity_table
-    from mechlab.analysis.tokens import to_tokens
 
     model = load_model(args.model, **placement(args))
     tokens = to_tokens(model, args.prompt)
@@ -779,10 +778,10 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from mechlab.terminal import markup_safe
     from rich.table import Table
 
     from mechlab.models.loading import cache_dir, model_availability
+    from mechlab.terminal import markup_safe
 
     table = Table(title=markup_safe(f"model specs (cache: {cache_dir()})"))
     for column in ["spec", "kind", "offline now", "note"]:
@@ -803,11 +802,11 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     import torch
-    from mechlab.terminal import markup_safe
     from rich.table import Table
 
-    from mechlab.models.loading import load_model
     from mechlab.analysis.tokens import to_tokens, token_strings
+    from mechlab.models.loading import load_model
+    from mechlab.terminal import markup_safe
 
     model = load_model(args.model, **placement(args))
     if args.top_k > model.cfg.d_vocab:
@@ -823,7 +822,9 @@ def run_predict(args: argparse.Namespace) -> int:
     table.add_column("rank", justify="right")
     table.add_column("token")
     table.add_column("probability", justify="right")
-    for rank, (p, token) in enumerate(zip(top.values, token_strings(model, top.indices)), start=1):
+    for rank, (p, token) in enumerate(
+        zip(top.values, token_strings(model, top.indices), strict=True), start=1
+    ):
         table.add_row(str(rank), markup_safe(repr(token)), f"{p.item():.3f}")
     console().print(table)
     return 0

@@ -141,7 +141,9 @@ def parse_random_spec(spec: str) -> tuple[str, int]:
     try:
         seed = int(seed_text) if seed_text else 0
     except ValueError:
-        raise ModelSpecError(f"the seed in {spec!r} must be an integer, e.g. 'random:{preset}@1'.")
+        raise ModelSpecError(
+            f"the seed in {spec!r} must be an integer, e.g. 'random:{preset}@1'."
+        ) from None
     return preset, seed
 
 

@@ -219,7 +219,7 @@ def read_safetensors(
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as file:
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118 (safe_open is not iterable)
             metadata = file.metadata() or {}
     except (OSError, SafetensorError) as error:
         why = getattr(error, "strerror", None) or str(error) or type(error).__name__

@@ -86,7 +86,7 @@ def page_requests(log: dict) -> list[str]:
     for event in log["events"]:
         params = event.get("params", {})
         url = params.get("url", "")  # the event's end phase carries no parameters
-        if event["type"] == start_job and url and params.get("initiator") != "not an origin":
-            if not url.startswith(("file:", "data:", "blob:", "about:")):
-                urls.append(url)
+        started = event["type"] == start_job and params.get("initiator") != "not an origin"
+        if started and url and not url.startswith(("file:", "data:", "blob:", "about:")):
+            urls.append(url)
     return urls

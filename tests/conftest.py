@@ -15,7 +15,6 @@ from mechlab.models.loading import (
     smollm2_directory,
 )
 
-
 # The fixtures that load a real pretrained model (and test_precision's smollm2_bf16): any test that
 # uses one is marked slow automatically, so `make test-fast` (-m "not slow ...") never builds them.
 REAL_MODEL_FIXTURES = {

@@ -53,7 +53,7 @@ def jupyterlab(root: Path, home: Path) -> Iterator[Lab]:
     ]:
         (settings / extension).mkdir(parents=True, exist_ok=True)
         (settings / extension / f"{name}.jupyterlab-settings").write_text(value)
-    log = open(home / "server.log", "w")
+    log = open(home / "server.log", "w")  # noqa: SIM115 (open while the server runs)
     server = subprocess.Popen(
         [
             sys.executable,

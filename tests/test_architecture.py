@@ -115,5 +115,5 @@ def test_head_labels_round_trip():
     assert scored_heads_label([(18, 6, 0.912), (2, 3, -1.0)], "+.2f") == "L18H6 +0.91, L2H3 -1.00"
     assert parse_heads(" 18.6,0.11, ") == heads
     for bad in ("18", "18.x", "L18H6", ","):
-        with pytest.raises(ValueError, match="LAYER.HEAD|no heads"):
+        with pytest.raises(ValueError, match=r"LAYER.HEAD|no heads"):
             parse_heads(bad)

@@ -4,14 +4,14 @@ patching module and ActivationCache.logit_attrs, its own loss, and finite differ
 
 import pytest
 import torch
-
 from conftest import build_hf_gemma3
+
 from mechlab.analysis.ablation import Ablator, ablate_heads, ablation_study
 from mechlab.analysis.dla import logit_attribution
-from mechlab.errors import DataError, InputError
 from mechlab.analysis.heads import repeated_tokens, scan_heads
-from mechlab.models.loading import load_model
 from mechlab.analysis.patching import LogitDiff, agreement, exact_grid, patch, run_with_cache
+from mechlab.errors import DataError, InputError
+from mechlab.models.loading import load_model
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When John and Mary went to the store, Mary gave a drink to"
@@ -176,7 +176,7 @@ def test_attribution_patching_is_the_first_order_term(small, over):
         col = int(result.grid[row].abs().argmax())
         name = result_names(small, over)[row]
 
-        def run(alpha):
+        def run(alpha, name=name, col=col):
             def hook(activation, hook):
                 delta = clean_cache[name] - corrupted_cache[name]
                 if over == "heads":

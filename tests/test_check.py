@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import mechlab
-from mechlab.scratch.check import check_component
 from mechlab.errors import InputError
+from mechlab.scratch.check import check_component
 from mechlab.scratch.model import (
     MLP,
     Attention,

@@ -122,8 +122,19 @@ BAD_INPUT = [
         "more than the held-out texts hold: 371,584",
     ),
     (
-        ["dla", "--model", "random:tiny", "--prompt", "abc", "--answer", "a", "--wrong", "a"]
-        + ["--out", "{out}"],
+        [
+            "dla",
+            "--model",
+            "random:tiny",
+            "--prompt",
+            "abc",
+            "--answer",
+            "a",
+            "--wrong",
+            "a",
+            "--out",
+            "{out}",
+        ],
         "the answer and the wrong answer are the same token",
     ),
     (

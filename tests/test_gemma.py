@@ -13,8 +13,8 @@ import torch
 from torch.testing import assert_close
 
 from mechlab import ModelUnavailableError, load_model
-from mechlab.cli import main
 from mechlab.analysis.heads import scan_heads
+from mechlab.cli import main
 from mechlab.models.loading import GEMMA3, assemble_gguf
 from mechlab.scratch.model import Transformer
 from mechlab.scratch.parity import compare
@@ -90,7 +90,7 @@ def test_gemma3_warm_load_uses_the_cache(gemma3, monkeypatch):
     monkeypatch.setattr(mechlab.models.loading, "load_hf_model", no_conversion)
     monkeypatch.setattr(mechlab.models.loading, "dequantize_gguf", no_conversion)
     again = load_model("gemma3-270m")
-    for (name, a), (_, b) in zip(gemma3.named_parameters(), again.named_parameters()):
+    for (name, a), (_, b) in zip(gemma3.named_parameters(), again.named_parameters(), strict=True):
         assert torch.equal(a, b), name
 
 

@@ -244,7 +244,7 @@ def test_bad_scan_shapes(kwargs, message):
 def test_unknown_score_name_and_unrepeated_tokens():
     model = load_model("random:tiny")
     scan = scan_heads(model, seq_len=5, batch=2)
-    with pytest.raises(InputError, match="unknown score 'inductoin'.*induction"):
+    with pytest.raises(InputError, match=r"unknown score 'inductoin'.*induction"):
         scan.top("inductoin")
     tokens = repeated_tokens(model, seq_len=5, batch=2)
     tokens[0, -1] = (tokens[0, -1] + 1) % 256

@@ -8,8 +8,8 @@ import torch
 from torch.testing import assert_close
 
 from mechlab import load_model
-from mechlab.cli import main
 from mechlab.analysis.lens import decoded_logits, lens_curves, logit_lens
+from mechlab.cli import main
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)

@@ -8,7 +8,6 @@ import torch
 from torch.testing import assert_close
 
 from mechlab import ModelSpecError, ModelUnavailableError, load_model
-from mechlab.cli import main
 from mechlab.cache import (
     cache_dir,
     directory_verified,
@@ -16,6 +15,7 @@ from mechlab.cache import (
     write_manifest,
     write_verified_safetensors,
 )
+from mechlab.cli import main
 from mechlab.models.loading import SMOLLM2_WHEEL, fetch_smollm2_wheel, load_hf_model
 
 RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)
@@ -75,7 +75,7 @@ def test_smollm2_warm_load_uses_the_cache(smollm2, monkeypatch):
     monkeypatch.setattr(mechlab.models.loading, "load_hf_model", no_conversion)
     monkeypatch.setattr(mechlab.models.loading, "dequantize_gguf", no_conversion)
     again = load_model("smollm2-135m")
-    for (name, a), (_, b) in zip(smollm2.named_parameters(), again.named_parameters()):
+    for (name, a), (_, b) in zip(smollm2.named_parameters(), again.named_parameters(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -124,7 +124,7 @@ def test_random_seed_is_reproducible_and_changes_weights():
 
 @pytest.mark.parametrize("spec", ["nonsense-model", "random:huge", "random:tiny@x", ""])
 def test_unknown_specs_list_the_accepted_forms(spec):
-    with pytest.raises(ModelSpecError, match="random:|Accepted forms"):
+    with pytest.raises(ModelSpecError, match=r"random:|Accepted forms"):
         load_model(spec)
 
 

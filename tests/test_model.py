@@ -61,7 +61,7 @@ def raw_model(request):
 
 
 def test_norm(raw_model):
-    tokens, cache = cached(raw_model)
+    _tokens, cache = cached(raw_model)
     cfg = Transformer.from_hooked(raw_model).cfg
     Norm = LayerNorm if cfg.normalization == "LN" else RMSNorm
     ln1 = component(Norm, cfg, raw_model.blocks[0].ln1)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from jupyterlab import jupyterlab, open_notebook
 from nbclient import NotebookClient
 
-from jupyterlab import jupyterlab, open_notebook
 from mechlab.present.views import FALLBACK_HINT
 
 ROOT = Path(__file__).resolve().parents[1]

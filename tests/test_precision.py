@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mechlab import InputError, load_model
-from mechlab.cli import main
 from mechlab.analysis.heads import scan_heads
 from mechlab.analysis.lens import logit_lens
+from mechlab.cli import main
 from mechlab.scratch.model import Transformer
 from mechlab.scratch.parity import component_names, reference_activations
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from chromium import render
+
 from mechlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import mechlab
-from mechlab.cli import main
 from mechlab.analysis.heads import scan_heads
+from mechlab.analysis.patching import patch
+from mechlab.cli import main
 from mechlab.scratch.model import Config, Transformer, to_hooked
 from mechlab.scratch.parity import compare
-from mechlab.analysis.patching import patch
 from mechlab.scratch.training import induction_batch, token_losses
 
 CONFIGS = {

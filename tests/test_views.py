@@ -5,11 +5,11 @@ import argparse
 import re
 
 import pytest
-
 from chromium import render
+
 from mechlab import InputError, load_model
-from mechlab.cli import heads_list, main
 from mechlab.analysis.tokens import token_strings
+from mechlab.cli import heads_list, main
 from mechlab.present.views import (
     FALLBACK_HINT,
     MAX_VIEW_TOKENS,
@@ -191,7 +191,7 @@ def test_empty_prompt(tiny):
 
 def test_parse_heads():
     assert heads_list("5.1, 5.5") == [(5, 1), (5, 5)]
-    with pytest.raises(argparse.ArgumentTypeError, match="LAYER.HEAD"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"LAYER.HEAD"):
         heads_list("5")
 
 

@@ -25,8 +25,8 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechlab.analysis.attention import check_heads
-from mechlab.errors import InputError
 from mechlab.analysis.heads import check_repeated, next_token_loss
+from mechlab.errors import InputError
 from mechlab.labels import heads_label
 
 METHODS = ("zero", "mean", "resample")

@@ -29,8 +29,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
-from mechlab.errors import DataError, InputError
 from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.errors import DataError, InputError
 from mechlab.labels import head_label
 
 # How far the parts may differ from the model's own total (DirectParts.tolerance): the logits'

@@ -15,13 +15,13 @@ import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from mechlab.progress import progress_bar
 from transformer_lens import FactoredMatrix, HookedTransformer
 
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
-from mechlab.memory import available_bytes, check_fits
 from mechlab.labels import scored_heads_label
+from mechlab.memory import available_bytes, check_fits
+from mechlab.progress import progress_bar
 
 PATTERN_SCORES = ["induction", "previous_token", "duplicate_token", "current_token", "first_token"]
 # TransformerLens's head_detector scores, computed its way (see tl_scores below).
@@ -30,7 +30,7 @@ TL_SCORES = [
     for head in ["previous_token", "duplicate_token", "induction"]
     for measure in ["mul", "abs"]
 ]
-SCORE_NAMES = PATTERN_SCORES + ["copying"] + TL_SCORES
+SCORE_NAMES = [*PATTERN_SCORES, "copying", *TL_SCORES]
 
 
 def ordinary_token_ids(model: HookedTransformer) -> Tensor:
@@ -242,7 +242,7 @@ def pattern_pass(
     ):
         chunk = chunk.to(cfg.device)
 
-        def reduce_pattern(pattern: Tensor, hook) -> None:
+        def reduce_pattern(pattern: Tensor, hook, chunk: Tensor = chunk) -> None:
             layer = hook.layer()
             pattern = pattern.float()  # scores are averaged in float32 whatever the model's dtype
             for name, value in pattern_scores(pattern, seq_len).items():
@@ -366,14 +366,14 @@ def next_token_loss(
     float32 whatever the model's dtype."""
     losses = []
     for sequence_logits, sequence in zip(
-        logits, tokens
+        logits, tokens, strict=True
     ):  # logits[b, :-1] is contiguous; logits[:, :-1] is not
         rows, targets = sequence_logits[:-1], sequence[1:]
         losses.append(
             torch.cat(
                 [
                     block.float().logsumexp(-1) - block.gather(-1, target[:, None])[:, 0].float()
-                    for block, target in zip(rows.split(64), targets.split(64))
+                    for block, target in zip(rows.split(64), targets.split(64), strict=True)
                 ]
             )
         )

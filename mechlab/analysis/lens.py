@@ -19,9 +19,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
 from mechlab.errors import InputError
 from mechlab.memory import check_fits
-from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
 
 # Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab).
 # 64 MB: 25 positions of GPT-2 small's 13 rows; the naive [13, 256, 50257] for 256 tokens is 670 MB.
@@ -89,7 +89,7 @@ class LensResult:
         def table(tensor: Tensor, missing_last: bool = False) -> list:
             rows = tensor.tolist()
             if missing_last:  # the last position has no next token
-                rows = [row[:-1] + [None] for row in rows]
+                rows = [[*row[:-1], None] for row in rows]
             return rows
 
         target = None
@@ -168,7 +168,9 @@ def logit_lens(
     vocabulary = {
         i: s
         for i, s in zip(
-            stats["top_ids"].unique().tolist(), token_strings(model, stats["top_ids"].unique())
+            stats["top_ids"].unique().tolist(),
+            token_strings(model, stats["top_ids"].unique()),
+            strict=True,
         )
     }
     top_tokens = [

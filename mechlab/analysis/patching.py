@@ -27,8 +27,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.errors import InputError
 from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.errors import InputError
 
 OVER = ("heads", "resid", "layers")
 PATCH_METHODS = ("exact", "attribution")
@@ -208,7 +208,7 @@ def exact_grid(
                 residual[range(len(cells)), cells] = clean[0, cells]
             else:
 
-                def patch(activation: Tensor, hook, cells=cells) -> Tensor:
+                def patch(activation: Tensor, hook, cells=cells, clean=clean) -> Tensor:
                     # copy i gets cell i patched: head i at every position, or position i
                     if over == "heads":
                         activation[range(len(cells)), :, cells] = clean[0, :, cells].transpose(0, 1)
@@ -244,7 +244,7 @@ def attribution_grid(
         logit_diff = metric(final)[0]
         grads = torch.autograd.grad(logit_diff, [activations[name] for name in names])
     rows = []
-    for name, grad in zip(names, grads):
+    for name, grad in zip(names, grads, strict=True):
         change = (clean_cache[name] - activations[name].detach()) * grad
         # heads: [1, pos, head, d_head] -> per head; the rest: [1, pos, d_model] -> per position
         rows.append(change[0].sum((0, 2)) if over == "heads" else change[0].sum(-1))

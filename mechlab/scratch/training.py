@@ -303,8 +303,8 @@ def train_induction(
     """Train an attention-only model with `layers` layers and its one-layer control (skipped when
     `layers` is 1) on the same data for the same steps; see the module docstring. A shape that
     cannot fit in memory is refused before anything is built (ResourceError, with both figures)."""
-    from mechlab.models.loading import resolve_device
     from mechlab.memory import check_fits
+    from mechlab.models.loading import resolve_device
 
     check_fits(
         formation_bytes(layers, heads),

@@ -52,10 +52,10 @@ def scan_model(
 ) -> ModelScan:
     """Load `spec`, scan its heads, ablate the top `ablate` induction heads (0: none), render its
     files. The same for the sequential run and for each Ray task."""
-    from mechlab.present.artifacts import heads_files
-    from mechlab.workflows.attention import induction_patterns
     from mechlab.analysis.heads import scan_heads
     from mechlab.models.loading import load_model
+    from mechlab.present.artifacts import heads_files
+    from mechlab.workflows.attention import induction_patterns
 
     model = load_model(spec, device=device, dtype=dtype)
     study = None

@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mechlab.analysis.ablation import AblationStudy, ablation_study
-from mechlab.workflows.attention import induction_patterns
+from mechlab.analysis.dla import AttributionResult, logit_attribution
+from mechlab.analysis.heads import HeadScan, scan_heads
+from mechlab.analysis.lens import LensResult, logit_lens, resolve_target
+from mechlab.analysis.patching import PatchResult, patch
+from mechlab.analysis.tokens import to_tokens
+from mechlab.defaults import INDUCTION_THRESHOLD
+from mechlab.errors import InputError
+from mechlab.io import figure_png, json_text, write_files
+from mechlab.models.loading import load_model
 from mechlab.present.artifacts import (
     Files,
     ablation_caption,
@@ -23,20 +31,12 @@ from mechlab.present.artifacts import (
     mosaic_png,
     patch_caption,
 )
-from mechlab.defaults import INDUCTION_THRESHOLD
-from mechlab.analysis.dla import AttributionResult, logit_attribution
-from mechlab.errors import InputError
-from mechlab.analysis.heads import HeadScan, scan_heads
-from mechlab.io import figure_png, json_text, write_files
-from mechlab.analysis.lens import LensResult, logit_lens, resolve_target
-from mechlab.models.loading import load_model
+from mechlab.present.plots import plot_ablation, plot_dla_heads, plot_dla_layers, plot_patch_grid
+from mechlab.present.views import View, parity_html, render_page
+from mechlab.progress import progress_bar
 from mechlab.scratch.model import Transformer
 from mechlab.scratch.parity import ParityReport, compare
-from mechlab.analysis.patching import PatchResult, patch
-from mechlab.present.plots import plot_ablation, plot_dla_heads, plot_dla_layers, plot_patch_grid
-from mechlab.progress import progress_bar
-from mechlab.analysis.tokens import to_tokens
-from mechlab.present.views import View, parity_html, render_page
+from mechlab.workflows.attention import induction_patterns
 
 LENS_PROMPTS = [  # (prompt, target) pairs; the first two are classics of the logit-lens posts
     ("The capital of France is", " Paris"),
