@@ -2,6 +2,7 @@
 run end to end; the README's two commands are the ones the Makefile and CI run."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -148,9 +149,12 @@ def test_every_experiment_is_tested_and_in_cell_format():
 
 def make_dry_run(target: str) -> list[str]:
     """The commands `make TARGET` would run here (make -n resolves the prerequisites)."""
+    # as a user would type it, not as a sub-make of `make test` (which adds its own flags)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     result = subprocess.run(
-        ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
-    )
+        ["make", "--no-print-directory", "-n", target],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
     return result.stdout.splitlines()
 
 
