@@ -72,6 +72,32 @@ def test_report_writes_json_beside_the_page(tiny_report):
     assert (tiny_report / "induction_mosaic.png").exists()
 
 
+SECTIONS = [
+    "from-scratch-against-the-library", "logit-lens", "head-scores",
+    "the-induction-circuit-s-attention", "causal-checks",
+]  # fmt: skip
+
+
+def test_report_opens_with_contents_linking_every_section(tiny_report):
+    """A heading per model and per section, each with a unique anchor, and the contents at the top
+    link to every one of them, in page order, sections nested under their model."""
+    page = (tiny_report / "report.html").read_text()
+    nav = re.search(r'<nav class="mechlab-contents">(.*?)</nav>', page, re.S)
+    ids = re.findall(r'<h[23] id="([^"]+)"', page)
+    assert nav and re.findall(r'href="#([^"]+)"', nav[1]) == ids
+    assert len(set(ids)) == len(ids)
+    assert page.index("mechlab-contents") < page.index('<h2 id="random-tiny"')
+    assert ids == [
+        *["random-tiny", *(f"random-tiny-{section}" for section in SECTIONS)],
+        *["random-llama-tiny", *(f"random-llama-tiny-{section}" for section in SECTIONS)],
+        "all-models-side-by-side",
+    ]
+    # nested: the model's entry holds its sections' list
+    assert re.search(
+        r'<li><a href="#random-tiny">random:tiny</a><ul><li><a href="#random-tiny-', nav[1]
+    )
+
+
 @pytest.mark.slow
 def test_report_on_smollm2(tmp_path):
     assert main(["report", "--model", "smollm2-135m", "--batch", "4", "--out", str(tmp_path)]) == 0

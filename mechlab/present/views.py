@@ -20,6 +20,7 @@ import functools
 import gzip
 import html
 import json
+import re
 import struct
 import uuid
 import warnings
@@ -119,6 +120,7 @@ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; 
 figure.mechlab-view { margin: 2em 0; } figcaption { margin: 0.4em 0; color: #444; }
 .mechlab-note { color: #a15c00; font-size: 0.9em; }
 img.mechlab-figure { max-width: 100%; }
+nav.mechlab-contents ul { margin: 0.2em 0; } nav.mechlab-contents li { margin: 0.1em 0; }
 """
 
 
@@ -162,14 +164,61 @@ def view_body(view: "View", view_id: str, fallback: bool = False) -> str:
     )
 
 
+@dataclass
+class Heading:
+    """A section heading in a page (level 2: a model or a part of the page; 3: a section in it).
+    A page with headings opens with a table of contents linking to each."""
+
+    text: str
+    level: int = 2
+
+
+def heading_anchor(text: str, taken: set) -> str:
+    """A readable, unique id for a heading: "random:tiny" -> "random-tiny" (then "-2", "-3")."""
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    anchor, n = base, 1
+    while anchor in taken:
+        n += 1
+        anchor = f"{base}-{n}"
+    taken.add(anchor)
+    return anchor
+
+
+def contents_html(entries: list[tuple[int, str, str]]) -> str:
+    """The table of contents: level-2 headings, each with its level-3 headings nested under it."""
+    groups: list[tuple[tuple[str, str], list[tuple[str, str]]]] = []
+    for level, anchor, text in entries:
+        if level == 2 or not groups:
+            groups.append(((anchor, text), []))
+        else:
+            groups[-1][1].append((anchor, text))
+
+    def link(anchor: str, text: str) -> str:
+        return f'<a href="#{anchor}">{html.escape(text)}</a>'
+
+    items = "".join(
+        f"<li>{link(*top)}"
+        + (f"<ul>{''.join(f'<li>{link(*sub)}</li>' for sub in subs)}</ul>" if subs else "")
+        + "</li>"
+        for top, subs in groups
+    )
+    return f'<nav class="mechlab-contents"><h2>Contents</h2><ul>{items}</ul></nav>'
+
+
 def render_page(items: list, *, title: str | None) -> str:
     """One HTML page with the circuitsvis bundle once, each view's props as JSON data, and captions.
 
-    `items` are Views, or (caption, html) pairs of static HTML (figures, tables) placed in order.
+    `items` are Views, Headings, or (caption, html) pairs of static HTML (figures, tables) placed
+    in order. With any Heading, the page opens with a table of contents.
     """
-    bodies, renders = [], []
+    bodies, renders, contents, taken, parent = [], [], [], set(), ""
     for index, item in enumerate(items):
-        if isinstance(item, View):
+        if isinstance(item, Heading):  # a section's anchor starts with its part's
+            anchor = heading_anchor(f"{parent} {item.text}" if item.level > 2 else item.text, taken)
+            parent = anchor if item.level == 2 else parent
+            contents.append((item.level, anchor, item.text))
+            bodies.append(f'<h{item.level} id="{anchor}">{html.escape(item.text)}</h{item.level}>')
+        elif isinstance(item, View):
             view_id = f"mechlab-view-{index}"
             bodies.append(view_body(item, view_id))
             renders.append([view_id, item.component])
@@ -186,6 +235,8 @@ def render_page(items: list, *, title: str | None) -> str:
         )
     content = "\n".join(bodies) + "\n" + script
     heading = f"<h1>{html.escape(title)}</h1>" if title else ""
+    if contents:
+        heading += contents_html(contents)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -2,7 +2,6 @@
 ablation, activation patching, direct logit attribution) of one or more models on one
 self-contained offline page, with the figures and JSON beside it."""
 
-import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from mechlab.present.artifacts import (
     patch_caption,
 )
 from mechlab.present.plots import plot_ablation, plot_dla_heads, plot_dla_layers, plot_patch_grid
-from mechlab.present.views import View, parity_html, render_page
+from mechlab.present.views import Heading, View, parity_html, render_page
 from mechlab.progress import progress_bar
 from mechlab.scratch.model import Transformer
 from mechlab.scratch.parity import ParityReport, compare
@@ -214,6 +213,7 @@ def write_report(
             items += model_section(report)
         if several:
             files["induction_mosaic.png"] = mosaic_png([r.scan for r in reports])
+            items.append(Heading("All models side by side"))
             items.append(
                 (
                     "Induction scores of all models side by side, by relative depth.",
@@ -230,18 +230,22 @@ def write_report(
 def model_section(report: ModelReport) -> list:
     spec, scan, figures = report.spec, report.scan, report.figures
     items = [
+        Heading(spec),
+        Heading("From scratch against the library", 3),
         (
             f"{spec}: the from-scratch Transformer (mechlab.scratch.model) against "
             f"TransformerLens's HookedTransformer on {PARITY_PROMPT!r}, component by component: "
             "every intermediate value of the readable reimplementation matches the library's.",
-            f"<h2>{html.escape(spec)}</h2>" + parity_html(report.parity),
-        )
+            parity_html(report.parity),
+        ),
+        Heading("Logit lens", 3),
     ]
     for index, lens in enumerate(report.lenses):
         items.append(
             (lens_caption(lens), image_html(figures[f"lens_{index}_top1.png"], "logit lens top-1"))
         )
     if report.tuned_lens:
+        items.append(Heading("Tuned lens", 3))
         items.append(
             (
                 "The logit lens (left) and the tuned lens (right) on the same prompt: the tuned "
@@ -260,6 +264,7 @@ def model_section(report: ModelReport) -> list:
             + image_html(figures["lens_0_kl.png"], "kl"),
         )
     )
+    items.append(Heading("Head scores", 3))
     items.append(
         (induction_caption(scan), image_html(figures["heads_induction.png"], "induction scores"))
     )
@@ -274,7 +279,10 @@ def model_section(report: ModelReport) -> list:
     items.append(
         (loss_caption(scan), image_html(figures["loss_by_position.png"], "loss by position"))
     )
+    items.append(Heading("The induction circuit's attention", 3))
     items += report.views
+    if report.ablation or report.patching or report.dla or report.skipped:
+        items.append(Heading("Causal checks", 3))
     if report.ablation:
         items.append(
             (ablation_caption(report.ablation), image_html(figures["ablation.png"], "ablation"))
