@@ -69,18 +69,15 @@ def select_heads(
     """The heads `mechlab attention` draws, one list per layer in layer order: every head of each
     of `layers`, and each of `heads` (layer, head); every head of every layer when both are empty.
     """
-    selected: dict[int, list[int]] = {}
-    for layer in layers:
-        check_layer(model, layer)
-        selected[layer] = list(range(model.cfg.n_heads))
+    if not layers and not heads:
+        layers = list(range(model.cfg.n_layers))
+    selected = {layer: layer_heads(model, layer, None) for layer in layers}
     for layer, head in heads:
         check_layer(model, layer)
         check_head(model, layer, head)
-        if head not in selected.setdefault(layer, []):
-            selected[layer].append(head)
-    if not selected:
-        selected = {layer: list(range(model.cfg.n_heads)) for layer in range(model.cfg.n_layers)}
-    return [[(layer, head) for head in selected[layer]] for layer in sorted(selected)]
+        if (layer, head) not in selected.setdefault(layer, []):
+            selected[layer].append((layer, head))
+    return [selected[layer] for layer in sorted(selected)]
 
 
 def head_patterns(
