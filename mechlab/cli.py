@@ -11,6 +11,8 @@ import sys
 import warnings
 
 from mechlab.defaults import (
+    ATTRIBUTION_MAX_STEPS,
+    ATTRIBUTION_METHODS,
     DEFAULT_MODEL,
     DEVICES,
     DTYPES,
@@ -91,6 +93,21 @@ def lens_tokens(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return whole_number(text, 0)
+
+
+def attribution_steps(text: str) -> int:
+    value = whole_number(text, 1)
+    if value > ATTRIBUTION_MAX_STEPS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {ATTRIBUTION_MAX_STEPS}, got {value} (64 is the default)"
+        )
+    return value
+
+
+def non_empty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def unit_interval(text: str) -> float:
@@ -305,6 +322,44 @@ def build_parser() -> Parser:
     dla.add_argument("--wrong", help="one token: attribute logit(answer) - logit(wrong)")
     dla.add_argument("--out", required=True, help="output directory")
     dla.set_defaults(run=run_dla)
+
+    attribute = commands.add_parser(
+        "attribute", help="token attribution: which tokens of the prompt drive the answer"
+    )
+    add_model_option(attribute)
+    attribute.add_argument("--prompt", required=True)
+    attribute.add_argument("--answer", required=True, help="one token, e.g. ' Paris'")
+    attribute.add_argument("--wrong", help="one token: attribute logit(answer) - logit(wrong)")
+    attribute.add_argument(
+        "--method",
+        action="append",
+        choices=ATTRIBUTION_METHODS,
+        help="repeatable (default: every method)",
+    )
+    attribute.add_argument(
+        "--steps",
+        type=attribution_steps,
+        default=64,
+        help="integrated gradients' quadrature nodes (default 64)",
+    )
+    attribute.add_argument(
+        "--baseline",
+        type=non_empty,
+        default="zero",
+        help="what a removed token becomes: zero, pad, bos or one token (default zero)",
+    )
+    attribute.add_argument(
+        "--layer",
+        type=non_negative_int,
+        help="layer_gradient_x_activation: the block whose input is weighted (default: middle)",
+    )
+    attribute.add_argument(
+        "--sanity",
+        action="store_true",
+        help="also run the model-parameter randomization check per method (randomization.png)",
+    )
+    attribute.add_argument("--out", required=True, help="output directory")
+    attribute.set_defaults(run=run_attribute)
 
     lens = commands.add_parser("lens", help="logit lens: decode every layer's residual stream")
     add_model_option(lens)
@@ -702,6 +757,48 @@ def run_dla(args: argparse.Namespace) -> int:
     result = logit_attribution(model, args.prompt, answer=args.answer, wrong=args.wrong)
     console().print(dla_table(result))
     write_files(args.out, dla_files(result))
+    say(f"wrote {args.out}")
+    return 0
+
+
+def run_attribute(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+
+    if not args.prompt.strip():
+        raise InputError(
+            "the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'"
+        )
+    names = ["attribution.json", "attribution.html", "attribution.png"]
+    check_output_targets(args.out, names + (["randomization.png"] if args.sanity else []))
+    from mechlab.analysis.attribution import (
+        attribute,
+        baseline_token,
+        check_layer,
+        randomization_check,
+    )
+    from mechlab.io import write_files
+    from mechlab.models.loading import load_model
+    from mechlab.present.artifacts import attribution_files
+
+    model = load_model(args.model, **placement(args))
+    if args.layer is not None:  # both checked before any method runs
+        check_layer(model, args.layer)
+    baseline_token(model, args.baseline)
+    options = dict(answer=args.answer, wrong=args.wrong, steps=args.steps, baseline=args.baseline)
+    options["layer"] = args.layer
+    methods = list(dict.fromkeys(args.method or ATTRIBUTION_METHODS))
+    results = [attribute(model, args.prompt, method=method, **options) for method in methods]
+    for result in results:
+        say(repr(result))
+    checks = None
+    if args.sanity:
+        checks = [
+            randomization_check(model, args.prompt, method=method, progress=True, **options)
+            for method in methods
+        ]
+        for check in checks:
+            say(repr(check))
+    write_files(args.out, attribution_files(results, checks))
     say(f"wrote {args.out}")
     return 0
 

@@ -154,3 +154,16 @@ TUNED_LENS_TOKENS = 131_072
 # (mechlab.analysis.tuned_lens)
 TUNED_LENS_FILES = ("lens.safetensors", "manifest.json")
 TUNED_LENS_CHECKPOINT_FILES = ("checkpoint.safetensors",)
+
+# Token attribution (mechlab.analysis.attribution): the methods, and integrated gradients' most
+# quadrature nodes (beyond this Gauss-Legendre's weights fall below float32's resolution).
+ATTRIBUTION_METHODS = (
+    "saliency",
+    "gradient_x_input",
+    "integrated_gradients",
+    "layer_gradient_x_activation",
+    "attention_rollout",
+    "attention_x_gradient",
+    "occlusion",
+)
+ATTRIBUTION_MAX_STEPS = 1024

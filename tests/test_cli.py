@@ -61,6 +61,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 PATCH_PAIR = ["--clean", "abcde", "--corrupted", "abcxe", "--answer", "a", "--wrong", "b"]
+ATTRIBUTE = ["attribute", "--model", "random:tiny", "--prompt", "abc"]
 BAD_INPUT = [
     (
         ["predict", "--model", "random:tiny", "--top-k", "-3"],
@@ -136,6 +137,27 @@ BAD_INPUT = [
             "{out}",
         ],
         "the answer and the wrong answer are the same token",
+    ),
+    (
+        ["attribute", "--model", "random:tiny", "--prompt", " ", "--answer", "a", "--out", "{out}"],
+        "prompt is empty",
+    ),
+    (
+        [*ATTRIBUTE, "--answer", "ab", "--out", "{out}"],
+        "answer 'ab' is 2 tokens",
+    ),
+    (
+        [*ATTRIBUTE, "--answer", "a", "--method", "gradcam", "--out", "{out}"],
+        "invalid choice: 'gradcam'",
+    ),
+    ([*ATTRIBUTE, "--answer", "a", "--steps", "0", "--out", "{out}"], "must be at least 1"),
+    ([*ATTRIBUTE, "--answer", "a", "--steps", "99999", "--out", "{out}"], "at most 1024"),
+    ([*ATTRIBUTE, "--answer", "a", "--layer", "2", "--out", "{out}"], "layer 2 is out of range"),
+    ([*ATTRIBUTE, "--answer", "a", "--baseline", "xy", "--out", "{out}"], "baseline 'xy' is 2"),
+    ([*ATTRIBUTE, "--answer", "a", "--baseline", "", "--out", "{out}"], "must not be empty"),
+    (
+        [*ATTRIBUTE[:4], "x" * 300, "--answer", "a", "--out", "{out}"],
+        "context window of 256",
     ),
     (
         ["heads", "--model", "random:tiny", "--ablate", "0", "--out", "{out}"],

@@ -301,3 +301,67 @@ def tuned_lens_files(evaluation) -> Files:
         "eval.json": json_text(evaluation.to_json()),
         "tuned_vs_logit.png": figure_png(plot_tuned_vs_logit(evaluation)),
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Token attribution
+
+
+def attribution_caption(results: list) -> str:
+    first = results[0]
+    return (
+        f"{first.model}: which tokens of {first.prompt!r} drive {first.what} = {first.target:.3f} "
+        "at the last position, by each method (red: raises it, blue: lowers it; each row scaled "
+        "to its own largest |score|; hover a token for its value). Positional embeddings are not "
+        "attributed."
+    )
+
+
+def randomization_caption(checks: list) -> str:
+    verdicts = ", ".join(
+        f"{c.method} {c.above_embeddings:+.2f} ({'passes' if c.passes else 'fails'})"
+        for c in checks
+    )
+    return (
+        "Model-parameter randomization: the weights re-initialised from the top down, the "
+        "attribution recomputed, its rank correlation with the trained model's. A method that "
+        f"explains the model falls below {checks[0].threshold} once every block is random: "
+        f"{verdicts}."
+    )
+
+
+def attribution_json(results: list, checks: list | None = None) -> dict:
+    first = results[0]
+    data = {
+        "model": first.model,
+        "prompt": first.prompt,
+        "answer": first.answer,
+        "wrong": first.wrong,
+        "tokens": first.tokens,
+        "target": first.target,
+        "methods": {result.method: result.to_json() for result in results},
+    }
+    if checks:
+        data["randomization"] = {check.method: check.to_json() for check in checks}
+    return data
+
+
+def attribution_files(results: list, checks: list | None = None) -> Files:
+    """attribution.json, attribution.html and attribution.png; with randomization `checks`, also
+    randomization.png (and the curves in the JSON and the page)."""
+    from mechlab.present.plots import plot_attribution, plot_randomization
+    from mechlab.present.views import attribution_html, render_page
+
+    heatmap = figure_png(plot_attribution(results))
+    items = [
+        (attribution_caption(results), attribution_html(results)),
+        ("Tokens x methods.", image_html(heatmap, "token attribution heatmap")),
+    ]
+    files: Files = {"attribution.json": json_text(attribution_json(results, checks))}
+    if checks:
+        curve = figure_png(plot_randomization(checks))
+        items.append((randomization_caption(checks), image_html(curve, "randomization curves")))
+        files["randomization.png"] = curve
+    files["attribution.png"] = heatmap
+    files["attribution.html"] = render_page(items, title=f"{results[0].model}: token attribution")
+    return files

@@ -478,3 +478,54 @@ def plot_tuned_vs_logit(evaluation) -> Figure:
     )
     figure.tight_layout()
     return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# Token attribution
+
+
+def plot_attribution(results: list) -> Figure:
+    """Tokens x methods: each method's scores scaled to its own largest |score| (methods have
+    different units), on a diverging map centred on 0 (red: supports the answer)."""
+    first = results[0]
+    values = np.stack(
+        [result.scores.numpy() / max(float(result.ranked.abs().max()), 1e-12) for result in results]
+    )
+    if first.kept_bos:
+        values[:, 0] = 0.0  # the baseline keeps BOS: not ranked, drawn blank
+    n_methods, pos = values.shape
+    figure = new_figure(figsize=(max(6.0, 1.5 + 0.45 * pos), 1.4 + 0.45 * n_methods))
+    ax = figure.subplots()
+    _diverging(ax, figure, values, 1.0)
+    ax.set_xticks(range(pos), [short(t) for t in first.tokens], rotation=90, fontsize=7)
+    ax.set_yticks(range(n_methods), [plain(r.method) for r in results], fontsize=7)
+    ax.set_title(
+        f"{plain(first.model)}: token attribution of {plain(first.what)} = {first.target:.2f}\n"
+        "(each row scaled to its largest |score|)",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def plot_randomization(checks: list) -> Figure:
+    """Cascading randomization: per method, the rank correlation with the trained model's
+    attribution as more of the model is re-initialised from the top."""
+    figure = new_figure(figsize=(8, 4))
+    ax = figure.subplots()
+    for check in checks:
+        ax.plot(range(len(check.stages)), check.correlations, marker=".", label=plain(check.method))
+    stages = checks[0].stages
+    ax.axhline(checks[0].threshold, color="gray", linestyle="--", linewidth=0.8)
+    ax.text(0, checks[0].threshold, " pass threshold", va="bottom", fontsize=7, color="gray")
+    step = max(1, len(stages) // 16)
+    ax.set_xticks(range(0, len(stages), step), [plain(s) for s in stages[::step]], fontsize=7)
+    ax.set_xlabel("randomized down to (from the top)")
+    ax.set_ylabel("Spearman correlation of |scores|")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_title(
+        f"{plain(checks[0].model)}: model-parameter randomization (Adebayo et al. 2018)", fontsize=9
+    )
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

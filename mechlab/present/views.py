@@ -541,3 +541,46 @@ def ablation_html(study) -> str:
         f"<p>{html.escape(repr(study))}</p><table><tr><th>ablated</th><th>heads</th>"
         f"<th>second-half loss</th><th>delta</th></tr>{rows}</table>"
     )
+
+
+def visible_token(token: str) -> str:
+    """A token as text on a page: newlines and tabs shown as \\n and \\t, other control characters
+    as \\xNN (the page escapes it as HTML afterwards)."""
+    text = token.replace("\n", "\\n").replace("\t", "\\t")
+    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
+
+
+def attribution_html(results: list) -> str:
+    """Token attributions as a table readable without scripts: one row per method, the prompt's
+    tokens shaded by score (red supports the answer, blue opposes it; each row scaled to its own
+    largest |score|, since methods have different units), hover a token for its value."""
+    first = results[0]
+    rows = []
+    for result in results:
+        limit = max(float(result.ranked.abs().max()), 1e-12)
+        cells = []
+        for position, (token, score) in enumerate(
+            zip(result.tokens, result.scores.tolist(), strict=True)
+        ):
+            kept = result.kept_bos and position == 0
+            colour = "#eeeeee" if kept else diverging_colour(score, limit)
+            tip = f"{position}: {token!r} {score:+.4g}" + (
+                " (BOS, kept by the baseline)" if kept else ""
+            )
+            cells.append(
+                f'<span style="background:{colour}; white-space:pre; padding:0 1px" '
+                f'title="{html.escape(tip)}">{html.escape(visible_token(token))}</span>'
+            )
+        extra = ""
+        if result.relative_delta is not None:
+            extra = f" (completeness gap {result.relative_delta:.1%})"
+        rows.append(
+            f"<tr><th style='text-align:left'>{html.escape(result.method)}"
+            f"{html.escape(extra)}</th><td>{''.join(cells)}</td></tr>"
+        )
+    return (
+        f"<p>{html.escape(first.model)}: attribution of {html.escape(first.what)} = "
+        f"{first.target:.3f} at the last position to each token of the prompt.</p>"
+        f'<table class="mechlab-attribution" style="font-family: monospace; font-size: 13px">'
+        f"{''.join(rows)}</table>"
+    )
