@@ -17,6 +17,7 @@ BENCHMARKS = [
     "ray",
     "formation",
     "tuned_lens",
+    "attribution",
 ]
 
 

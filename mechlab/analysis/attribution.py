@@ -139,6 +139,18 @@ class TokenAttribution:
         }
 
 
+def attribution_prompts() -> list[dict]:
+    """The fixed prompt set of the method table, the benchmark and the tests: 57 prompts with
+    one-token answers (and a wrong answer each) on which SmolLM2 prefers the answer: factual
+    recall, indirect objects, induction-style repeats (``kind``, ``prompt``, ``answer``,
+    ``wrong``), from ``mechlab/data/attribution_prompts.jsonl``."""
+    import json
+    from importlib.resources import files
+
+    text = files("mechlab.data").joinpath("attribution_prompts.jsonl").read_text("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 # --------------------------------------------------------------------------------------------------
 # The target as a function of the token embeddings
 

@@ -1,0 +1,1 @@
+"""Data files shipped with mechlab (read with importlib.resources)."""
