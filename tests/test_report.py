@@ -57,6 +57,7 @@ def test_report_renders_every_section_offline(tiny_report):
         "Induction scores of all models side by side",
         "mean-ablated together",  # the causal section: ablation runs on every model
         "skipped patching and direct logit attribution: answer ' Mary' is 5 tokens",
+        "skipped token attribution: baseline ' the' is 4 tokens",
     ]:
         assert section in page.text, section
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page.dom)) >= 2 * 8 + 1
@@ -116,6 +117,16 @@ def test_report_on_smollm2(tmp_path):
     assert all(reason.startswith("the tuned lens: none is cached") for reason in summary["skipped"])
     for name in ["ablation.png", "patch_heads.png", "patch.json", "dla.json", "dla_layers.png"]:
         assert (tmp_path / name).exists(), name
+    # token attribution: occlusion (the reference) puts ' France' first, and the randomization
+    # check ran for its three methods; the page and its files carry them
+    assert summary["attribution_top"]["occlusion"][1] == " France"
+    assert set(summary["randomization_passes"]) == {
+        "saliency", "integrated_gradients", "occlusion"
+    }  # fmt: skip
+    assert summary["randomization_passes"]["occlusion"] is True
+    for name in ["attribution.json", "attribution.png", "randomization.png"]:
+        assert (tmp_path / name).exists(), name
+    assert "Token attribution" in (tmp_path / "report.html").read_text()
 
 
 def test_report_unknown_model_fails_cleanly(tmp_path, capsys):

@@ -313,8 +313,21 @@ def attribution_caption(results: list) -> str:
         f"{first.model}: which tokens of {first.prompt!r} drive {first.what} = {first.target:.3f} "
         "at the last position, by each method (red: raises it, blue: lowers it; each row scaled "
         "to its own largest |score|; hover a token for its value). Positional embeddings are not "
-        "attributed."
+        f"attributed.{completeness_sentence(results)}"
     )
+
+
+def completeness_sentence(results: list) -> str:
+    """How well integrated gradients add up, when they are among `results`."""
+    for result in results:
+        if result.relative_delta is not None and result.method == "integrated_gradients":
+            return (
+                f" Integrated gradients from the {result.baseline!r} baseline ({result.steps} "
+                f"steps) sum to {result.target - result.baseline_target + result.delta:.3f} of "
+                f"target - baseline target = {result.target - result.baseline_target:.3f}: "
+                f"{result.relative_delta:.2%} off."
+            )
+    return ""
 
 
 def randomization_caption(checks: list) -> str:
@@ -346,11 +359,12 @@ def attribution_json(results: list, checks: list | None = None) -> dict:
     return data
 
 
-def attribution_files(results: list, checks: list | None = None) -> Files:
-    """attribution.json, attribution.html and attribution.png; with randomization `checks`, also
-    randomization.png (and the curves in the JSON and the page)."""
+def attribution_section(results: list, checks: list | None = None) -> tuple[list, Files]:
+    """The page items and the files (attribution.json, attribution.png and, with randomization
+    `checks`, randomization.png) of token attributions of one prompt: the command's page and the
+    report's section are both made of them."""
     from mechlab.present.plots import plot_attribution, plot_randomization
-    from mechlab.present.views import attribution_html, render_page
+    from mechlab.present.views import attribution_html
 
     heatmap = figure_png(plot_attribution(results))
     items = [
@@ -363,5 +377,14 @@ def attribution_files(results: list, checks: list | None = None) -> Files:
         items.append((randomization_caption(checks), image_html(curve, "randomization curves")))
         files["randomization.png"] = curve
     files["attribution.png"] = heatmap
+    return items, files
+
+
+def attribution_files(results: list, checks: list | None = None) -> Files:
+    """attribution.json, attribution.html and attribution.png; with randomization `checks`, also
+    randomization.png (and the curves in the JSON and the page)."""
+    from mechlab.present.views import render_page
+
+    items, files = attribution_section(results, checks)
     files["attribution.html"] = render_page(items, title=f"{results[0].model}: token attribution")
     return files

@@ -1,23 +1,30 @@
-"""The one-command report: parity, logit lens, head scan, attention views and causal checks (head
-ablation, activation patching, direct logit attribution) of one or more models on one
-self-contained offline page, with the figures and JSON beside it."""
+"""The one-command report: parity, logit lens, head scan, attention views, token attribution and
+causal checks (head ablation, activation patching, direct logit attribution) of one or more models
+on one self-contained offline page, with the figures and JSON beside it."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mechlab.analysis.ablation import AblationStudy, ablation_study
+from mechlab.analysis.attribution import (
+    RandomizationCheck,
+    TokenAttribution,
+    attribute,
+    randomization_check,
+)
 from mechlab.analysis.dla import AttributionResult, logit_attribution
 from mechlab.analysis.heads import HeadScan, scan_heads
 from mechlab.analysis.lens import LensResult, logit_lens, resolve_target
 from mechlab.analysis.patching import PatchResult, patch
 from mechlab.analysis.tokens import to_tokens
-from mechlab.defaults import INDUCTION_THRESHOLD
+from mechlab.defaults import ATTRIBUTION_METHODS, INDUCTION_THRESHOLD
 from mechlab.errors import InputError
 from mechlab.io import figure_png, json_text, write_files
 from mechlab.models.loading import load_model
 from mechlab.present.artifacts import (
     Files,
     ablation_caption,
+    attribution_section,
     dla_caption,
     head_figures,
     image_html,
@@ -49,6 +56,13 @@ IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
 IOI_CORRUPTED = "When John and Mary went to the store, Mary gave a drink to"
 IOI_ANSWER, IOI_WRONG = " Mary", " John"
 ABLATE_TOP = 3
+# Token attribution: every method on the first lens prompt; integrated gradients and occlusion from
+# the ' the' baseline, along which SmolLM2's integrand is smooth (from the zero embedding no prompt
+# of the benchmark's 57 is complete to 1% at 64 steps: docs/attribution_methods.json). The
+# randomization check runs for three methods (a gradient, a path integral, the occlusion reference),
+# the blocks re-initialised a third of the model at a time, to keep the report to minutes.
+ATTRIBUTION_BASELINE = " the"
+RANDOMIZED_METHODS = ("saliency", "integrated_gradients", "occlusion")
 
 
 @dataclass
@@ -62,6 +76,9 @@ class ModelReport:
     ablation: AblationStudy | None = None
     patching: PatchResult | None = None
     dla: AttributionResult | None = None
+    attributions: list[TokenAttribution] = field(default_factory=list)
+    randomization: list[RandomizationCheck] = field(default_factory=list)
+    attribution_page: tuple[list, Files] = field(default_factory=lambda: ([], {}))  # made once
     tuned_lens: LensResult | None = None  # the first prompt through the model's cached tuned lens
     skipped: list[str] = field(default_factory=list)  # what could not run, and why
 
@@ -84,6 +101,8 @@ class ModelReport:
             "ablation": self.ablation.to_json() if self.ablation else None,
             "patching_top": self.patching.top(5) if self.patching else None,
             "dla_top_heads": self.dla.top_heads(5) if self.dla else None,
+            "attribution_top": {a.method: a.top(1)[0] for a in self.attributions} or None,
+            "randomization_passes": {c.method: c.passes for c in self.randomization} or None,
             "skipped": self.skipped,
         }
 
@@ -103,6 +122,7 @@ class ModelReport:
             files["patch.json"] = json_text(self.patching.to_json())
         if self.dla:
             files["dla.json"] = json_text(self.dla.to_json())
+        files.update(self.attribution_page[1])
         return files
 
 
@@ -134,6 +154,7 @@ def build_report(
     views = induction_views(scan, induction_patterns(model, scan))
     report = ModelReport(spec, parity, lenses, scan, views)
     tuned_lens_check(model, report)
+    token_attribution(model, report)
     causal_checks(model, report)
     for index, lens in enumerate(lenses):
         report.figures.update(lens_figures(lens, prefix=f"lens_{index}"))
@@ -162,6 +183,27 @@ def tuned_lens_check(model, report: ModelReport) -> None:
         model, first.prompt, target=first.target_id, lens=TunedLens.load(directory, model)
     )
     report.figures.update(lens_figures(report.tuned_lens, prefix="lens_tuned"))
+
+
+def token_attribution(model, report: ModelReport) -> None:
+    """Which tokens of the first lens prompt drive its answer's logit, by every method, and the
+    randomization check of RANDOMIZED_METHODS; skipped, with the reason, where the answer or the
+    baseline is not one token."""
+    prompt, answer = LENS_PROMPTS[0]
+    options = dict(answer=answer, baseline=ATTRIBUTION_BASELINE)
+    try:
+        report.attributions = [
+            attribute(model, prompt, method=method, **options) for method in ATTRIBUTION_METHODS
+        ]
+    except InputError as error:
+        report.skipped.append(f"token attribution: {error}")
+        return
+    every = max(1, model.cfg.n_layers // 3)
+    report.randomization = [
+        randomization_check(model, prompt, method=method, every=every, **options)
+        for method in RANDOMIZED_METHODS
+    ]
+    report.attribution_page = attribution_section(report.attributions, report.randomization)
 
 
 def causal_checks(model, report: ModelReport) -> None:
@@ -281,6 +323,9 @@ def model_section(report: ModelReport) -> list:
     )
     items.append(Heading("The induction circuit's attention", 3))
     items += report.views
+    if report.attributions:
+        items.append(Heading("Token attribution", 3))
+        items += report.attribution_page[0]
     if report.ablation or report.patching or report.dla or report.skipped:
         items.append(Heading("Causal checks", 3))
     if report.ablation:
