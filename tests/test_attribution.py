@@ -339,3 +339,19 @@ def test_smollm2_occlusion_is_more_comprehensive_than_chance(smollm2):
     assert low > 0, result
     _, high = result.intervals["sufficiency_minus_random"]
     assert high < 0, result
+
+
+def test_smollm2_randomization_flags_attention_rollout_and_passes_occlusion(smollm2):
+    """Attention rollout (no target, the residual identity in every layer) keeps its map with every
+    block of SmolLM2 re-drawn: the check fails it, as Adebayo et al.'s test is meant to. Occlusion,
+    the reference, loses its map on the factual prompt once the blocks are random, and passes."""
+    options = dict(every=10, baseline=" the")
+    for prompt, answer in [("The capital of France is", " Paris"), (IOI, " Mary")]:
+        rollout = randomization_check(
+            smollm2, prompt, answer=answer, method="attention_rollout", **options
+        )
+        assert rollout.above_embeddings > 0.7 and not rollout.passes, rollout
+    occlusion = randomization_check(
+        smollm2, "The capital of France is", answer=" Paris", method="occlusion", **options
+    )
+    assert occlusion.passes and occlusion.above_embeddings < 0, occlusion
