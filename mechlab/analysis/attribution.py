@@ -697,9 +697,9 @@ class Faithfulness:
         }
 
     def __repr__(self) -> str:
-        s = self.summary()
+        s, n = self.summary(), len(self.comprehensiveness)
         return (
-            f"Faithfulness({self.model}, {self.method}, {len(self.comprehensiveness)} prompts: "
+            f"Faithfulness({self.model}, {self.method}, {n} prompt{'s' * (n != 1)}: "
             f"comprehensiveness {s['comprehensiveness']:.2f} (random "
             f"{s['random_comprehensiveness']:.2f}), sufficiency {s['sufficiency']:.2f} (random "
             f"{s['random_sufficiency']:.2f}))"
