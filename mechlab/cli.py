@@ -7,6 +7,7 @@ matplotlib are imported by the subcommand that runs.
 """
 
 import argparse
+import re
 import sys
 import warnings
 
@@ -102,6 +103,13 @@ def attribution_steps(text: str) -> int:
             f"must be at most {ATTRIBUTION_MAX_STEPS}, got {value} (64 is the default)"
         )
     return value
+
+
+def token_or_id(text: str) -> str | int:
+    """A one-token answer or target: text as typed, or ``id:N`` for token id N (digits alone are
+    text: ' 5' and '5' are tokens of their own)."""
+    match = re.fullmatch(r"id:(\d{1,9})", text)
+    return int(match[1]) if match else text
 
 
 def non_empty(text: str) -> str:
@@ -273,8 +281,15 @@ def build_parser() -> Parser:
     patch.add_argument(
         "--corrupted", required=True, help="the same number of tokens, with the answer changed"
     )
-    patch.add_argument("--answer", required=True, help="the clean answer, one token, e.g. ' Mary'")
-    patch.add_argument("--wrong", required=True, help="the corrupted answer, one token")
+    patch.add_argument(
+        "--answer",
+        type=token_or_id,
+        required=True,
+        help="the clean answer, one token, e.g. ' Mary', or id:N",
+    )
+    patch.add_argument(
+        "--wrong", type=token_or_id, required=True, help="the corrupted answer, one token"
+    )
     patch.add_argument(
         "--over",
         choices=["heads", "resid", "layers"],
@@ -318,8 +333,15 @@ def build_parser() -> Parser:
     )
     add_model_option(dla)
     dla.add_argument("--prompt", required=True)
-    dla.add_argument("--answer", required=True, help="one token, e.g. ' Paris'")
-    dla.add_argument("--wrong", help="one token: attribute logit(answer) - logit(wrong)")
+    dla.add_argument(
+        "--answer",
+        type=token_or_id,
+        required=True,
+        help="one token, e.g. ' Paris', or id:N for token id N",
+    )
+    dla.add_argument(
+        "--wrong", type=token_or_id, help="one token: attribute logit(answer) - logit(wrong)"
+    )
     dla.add_argument("--out", required=True, help="output directory")
     dla.set_defaults(run=run_dla)
 
@@ -328,8 +350,15 @@ def build_parser() -> Parser:
     )
     add_model_option(attribute)
     attribute.add_argument("--prompt", required=True)
-    attribute.add_argument("--answer", required=True, help="one token, e.g. ' Paris'")
-    attribute.add_argument("--wrong", help="one token: attribute logit(answer) - logit(wrong)")
+    attribute.add_argument(
+        "--answer",
+        type=token_or_id,
+        required=True,
+        help="one token, e.g. ' Paris', or id:N for token id N",
+    )
+    attribute.add_argument(
+        "--wrong", type=token_or_id, help="one token: attribute logit(answer) - logit(wrong)"
+    )
     attribute.add_argument(
         "--method",
         action="append",
@@ -374,7 +403,11 @@ def build_parser() -> Parser:
             "prompts"
         ),
     )
-    lens.add_argument("--target", help="a single token to follow through the layers, e.g. ' Paris'")
+    lens.add_argument(
+        "--target",
+        type=token_or_id,
+        help="a single token to follow through the layers, e.g. ' Paris', or id:N",
+    )
     lens.add_argument("--top-k", type=positive_int, default=5)
     lens.add_argument(
         "--include-mid", action="store_true", help="also decode between attention and MLP"
@@ -527,6 +560,11 @@ def run_lens(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     prompts = read_prompts(args.prompts_file) if args.prompts_file else [args.prompt]
+    if args.train_if_missing and args.tuned != "auto":
+        raise InputError(
+            "--train-if-missing trains the lens cached for the model: use it with --tuned auto "
+            "(a --tuned DIR is made with `mechlab tune-lens --out DIR`)"
+        )
     if args.tuned:
         float32_only(args, "a tuned lens")
     check_output_targets(args.out, ["lens.json", "lens.html", "lens_top1.png"])
@@ -831,7 +869,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     if args.json:
-        check_output_targets(Path(args.json).parent, [Path(args.json).name])
+        check_output_targets(Path(args.json).parent, [Path(args.json).name], flag="--json")
     from mechlab.analysis.tokens import to_tokens
     from mechlab.io import json_text, write_files
     from mechlab.models.loading import hugging_face_directory, load_hf_model, load_model
@@ -857,7 +895,7 @@ def run_verify(args: argparse.Namespace) -> int:
         document = dict(reports[0].to_json(), model=args.model, prompt=args.prompt)
         if len(reports) > 1:
             document["hugging_face"] = reports[1].to_json()
-        write_files(path.parent, {path.name: json_text(document)})
+        write_files(path.parent, {path.name: json_text(document)}, flag="--json")
     failed = [report for report in reports if not report.passed]
     for report in reports:
         if report.passed:

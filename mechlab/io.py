@@ -51,13 +51,15 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_output_targets(out: str | Path, names: Iterable[str] = ()) -> Path:
+def check_output_targets(
+    out: str | Path, names: Iterable[str] = (), *, flag: str = "--out"
+) -> Path:
     """Check, without creating anything, that `out` can be a directory of ours and that none of the
     file `names` in it (which may contain subdirectories) is taken by a directory. Call it before
-    any
-    work, so that a bad --out costs nothing and leaves nothing behind."""
+    any work, so that a bad --out costs nothing and leaves nothing behind. `flag` is the option the
+    errors tell the user to change."""
     out = Path(out)
-    fix = "Choose another --out."
+    fix = f"Choose another {flag}."
     existing = _nearest_existing(out)
     if not existing.is_dir():
         what = "it is" if existing == out.absolute() else f"{str(existing)!r} is"
@@ -75,7 +77,7 @@ def check_output_targets(out: str | Path, names: Iterable[str] = ()) -> Path:
         if existing == target.absolute() and target.is_dir():
             raise InputError(
                 f"cannot write {str(target)!r}: a directory of that name is in the way. "
-                f"Remove it or choose another --out."
+                f"Remove it or choose another {flag}."
             )
         if existing != target.absolute() and not existing.is_dir():
             raise InputError(
@@ -84,11 +86,13 @@ def check_output_targets(out: str | Path, names: Iterable[str] = ()) -> Path:
     return out
 
 
-def write_files(out: str | Path, files: dict[str, bytes | str]) -> list[Path]:
+def write_files(
+    out: str | Path, files: dict[str, bytes | str], *, flag: str = "--out"
+) -> list[Path]:
     """Write every file (name relative to `out` -> content) all or nothing: targets are checked,
     each file goes to a temporary name, and only when all are written are they renamed into
-    place."""
-    out = check_output_targets(out, files)
+    place. `flag` is the option an error tells the user to change."""
+    out = check_output_targets(out, files, flag=flag)
     written: list[tuple[Path, Path]] = []
     try:
         for name, content in files.items():
@@ -104,7 +108,7 @@ def write_files(out: str | Path, files: dict[str, bytes | str]) -> list[Path]:
     except OSError as error:
         raise InputError(
             f"cannot write to output directory {str(out)!r}: {error.strerror or error}. "
-            "Choose another --out."
+            f"Choose another {flag}."
         ) from None
     finally:
         for tmp, _ in written:

@@ -167,6 +167,23 @@ BAD_INPUT = [
         ["heads", "--model", "random:tiny", "--seq-len", "5", "--ablate", "9", "--out", "{out}"],
         "cannot ablate 9 heads",
     ),
+    (
+        [
+            "lens",
+            "--model",
+            "random:tiny",
+            "--prompt",
+            "hi",
+            "--train-if-missing",
+            "--out",
+            "{out}",
+        ],
+        "--train-if-missing trains the lens cached for the model: use it with --tuned auto",
+    ),
+    (
+        ["dla", "--model", "random:tiny", "--prompt", "hi", "--answer", "id:999", "--out", "{out}"],
+        "answer token id 999 is outside the vocabulary",
+    ),
 ]
 
 
@@ -193,6 +210,24 @@ def test_a_directory_in_the_way_stops_the_command_before_any_file(tmp_path, caps
         code == 2 and "lens_kl.png" in stderr and "a directory of that name is in the way" in stderr
     )
     assert [p.name for p in out.iterdir()] == ["lens_kl.png"]
+
+
+def test_a_directory_in_the_way_of_the_json_names_the_json_flag(tmp_path, capsys):
+    (tmp_path / "v.json").mkdir()
+    code, _, stderr = run_cli(
+        capsys, "verify", "--model", "random:tiny", "--json", str(tmp_path / "v.json")
+    )
+    assert code == 2 and stderr.strip().endswith("Remove it or choose another --json."), stderr
+
+
+def test_a_token_id_is_given_as_id_n_and_digits_stay_text(tmp_path, capsys):
+    """--answer id:N is token id N (the error hints say so); '5' alone is the text '5'."""
+    by_id, by_text = tmp_path / "id", tmp_path / "text"
+    model = ["dla", "--model", "random:tiny", "--prompt", "abc"]
+    assert run_cli(capsys, *model, "--answer", f"id:{ord('5')}", "--out", str(by_id))[0] == 0
+    assert run_cli(capsys, *model, "--answer", "5", "--out", str(by_text))[0] == 0
+    first, second = (json.loads((d / "dla.json").read_text()) for d in (by_id, by_text))
+    assert first["answer"] == second["answer"] == "5" and first["total"] == second["total"]
 
 
 def test_a_directory_in_the_way_of_a_late_name_is_found_before_writing(tmp_path, capsys):

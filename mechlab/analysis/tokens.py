@@ -90,6 +90,6 @@ def single_token(model: HookedTransformer, text: str | int, what: str, example: 
         shown = str(pieces[:8])[:-1] + (", ...]" if len(pieces) > 8 else "]")
         raise InputError(
             f"{what} {text!r} is {len(ids)} tokens {shown}, not one: pass a single token, e.g. "
-            f"{pieces[0]!r} (mind the leading space), or a token id"
+            f"{pieces[0]!r} (mind the leading space), or a token id (id:N on the command line)"
         )
     return ids[0]
