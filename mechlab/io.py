@@ -94,10 +94,15 @@ def write_files(
     place. `flag` is the option an error tells the user to change."""
     out = check_output_targets(out, files, flag=flag)
     written: list[tuple[Path, Path]] = []
+    created: list[Path] = []  # directories made here, outermost first: removed again on failure
+    done = False
     try:
         for name, content in files.items():
             path = out / name
-            path.parent.mkdir(parents=True, exist_ok=True)
+            missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+            for directory in reversed(missing):
+                directory.mkdir()
+                created.append(directory)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
             written.append((Path(tmp), path))
             with os.fdopen(fd, "wb") as f:
@@ -105,6 +110,7 @@ def write_files(
             os.chmod(tmp, 0o644)
         for tmp, path in written:
             os.replace(tmp, path)
+        done = True
     except OSError as error:
         raise InputError(
             f"cannot write to output directory {str(out)!r}: {error.strerror or error}. "
@@ -113,6 +119,9 @@ def write_files(
     finally:
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
+        for directory in reversed(created if not done else []):
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if still empty: nothing of anyone else's is removed
     return [path for _, path in written]
 
 
