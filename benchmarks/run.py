@@ -18,6 +18,7 @@ BENCHMARKS = [
     "formation",
     "tuned_lens",
     "attribution",
+    "circuits",
 ]
 
 

@@ -390,6 +390,18 @@ def build_parser() -> Parser:
     attribute.add_argument("--out", required=True, help="output directory")
     attribute.set_defaults(run=run_attribute)
 
+    circuits = commands.add_parser(
+        "circuits",
+        help="QK and OV circuits from the weights alone: composition scores between heads, "
+        "copying, against a random baseline (no forward pass)",
+    )
+    add_model_option(circuits)
+    circuits.add_argument(
+        "--top", type=positive_int, default=10, help="strongest compositions to list (default 10)"
+    )
+    circuits.add_argument("--out", required=True, help="output directory")
+    circuits.set_defaults(run=run_circuits)
+
     lens = commands.add_parser("lens", help="logit lens: decode every layer's residual stream")
     add_model_option(lens)
     source = lens.add_mutually_exclusive_group(required=True)
@@ -795,6 +807,25 @@ def run_dla(args: argparse.Namespace) -> int:
     result = logit_attribution(model, args.prompt, answer=args.answer, wrong=args.wrong)
     console().print(dla_table(result))
     write_files(args.out, dla_files(result))
+    say(f"wrote {args.out}")
+    return 0
+
+
+def run_circuits(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+    from mechlab.present.artifacts import CIRCUITS_FILES
+
+    check_output_targets(args.out, CIRCUITS_FILES)
+    from mechlab.analysis.circuits import circuits
+    from mechlab.io import write_files
+    from mechlab.models.loading import load_model
+    from mechlab.present.artifacts import circuits_files
+    from mechlab.present.text import circuits_table
+
+    model = load_model(args.model, **placement(args))
+    result = circuits(model)
+    console().print(circuits_table(result, args.top))
+    write_files(args.out, circuits_files(result, top=args.top))
     say(f"wrote {args.out}")
     return 0
 

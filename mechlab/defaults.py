@@ -13,6 +13,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 # A head whose induction score is above this counts as an induction head (Olsson et al. 2022 use
 # 0.4 in their induction-head mosaic; so does ARENA).
 INDUCTION_THRESHOLD = 0.4
+# A head whose previous-token score is above this counts as a previous-token head (the same bar, so
+# "the induction head's strongest K-composer is a previous-token head" means the same in every
+# model).
+PREVIOUS_TOKEN_THRESHOLD = 0.4
 
 # What `mechlab lens --prompts-file` reads at most: a bigger file is refused, not half-read.
 MAX_PROMPTS_FILE_BYTES = 4 << 20  # 4 MiB

@@ -184,6 +184,9 @@ BAD_INPUT = [
         ["dla", "--model", "random:tiny", "--prompt", "hi", "--answer", "id:999", "--out", "{out}"],
         "answer token id 999 is outside the vocabulary",
     ),
+    (["circuits", "--model", "random:tiny", "--top", "0", "--out", "{out}"], "at least 1"),
+    (["circuits", "--model", "random:nope", "--out", "{out}"], "unknown random preset 'nope'"),
+    (["circuits", "--model", "random:tiny"], "the following arguments are required: --out"),
 ]
 
 

@@ -58,6 +58,8 @@ def test_report_renders_every_section_offline(tiny_report):
         "mean-ablated together",  # the causal section: ablation runs on every model
         "skipped patching and direct logit attribution: answer ' Mary' is 5 tokens",
         "skipped token attribution: baseline ' the' is 4 tokens",
+        "composition scores read from the weights alone",  # circuits, on every model
+        "the induction circuit from the weights",
     ]:
         assert section in page.text, section
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page.dom)) >= 2 * 8 + 1
@@ -71,11 +73,14 @@ def test_report_writes_json_beside_the_page(tiny_report):
     assert summary["random:tiny"]["parity_passed"] is True
     assert (tiny_report / "random_tiny" / "heads.json").exists()
     assert (tiny_report / "induction_mosaic.png").exists()
+    circuits = json.loads((tiny_report / "random_tiny" / "circuits.json").read_text())
+    assert circuits["induction_circuit"]["heads"] and len(circuits["composition"]["k"]) == 2
+    assert (tiny_report / "random_tiny" / "composition_k.png").exists()
 
 
 SECTIONS = [
     "from-scratch-against-the-library", "logit-lens", "head-scores",
-    "the-induction-circuit-s-attention", "causal-checks",
+    "the-induction-circuit-s-attention", "circuits-from-the-weights", "causal-checks",
 ]  # fmt: skip
 
 
@@ -127,6 +132,10 @@ def test_report_on_smollm2(tmp_path):
     for name in ["attribution.json", "attribution.png", "randomization.png"]:
         assert (tmp_path / name).exists(), name
     assert "Token attribution" in (tmp_path / "report.html").read_text()
+    # circuits from the weights: the induction heads' keys read a previous-token head
+    first = summary["induction_circuit"]["heads"][0]
+    assert first["head"] == [18, 6] and first["previous_token_rank"] <= 2
+    assert "Circuits from the weights" in (tmp_path / "report.html").read_text()
 
 
 def test_report_unknown_model_fails_cleanly(tmp_path, capsys):

@@ -12,6 +12,7 @@ import mechlab
 from mechlab.analysis.heads import scan_heads
 from mechlab.analysis.patching import patch
 from mechlab.cli import main
+from mechlab.io import json_text
 from mechlab.scratch.model import Config, Transformer, to_hooked
 from mechlab.scratch.parity import compare
 from mechlab.scratch.training import induction_batch, token_losses
@@ -33,6 +34,18 @@ CONFIGS = {
         n_kv_heads=2,
         gated_mlp=True,
         act_fn="silu",
+    ),
+    # the grokking model's shape (Nanda et al. 2023): no norms at all, ReLU, learned positions
+    "no-norm-relu": Config(
+        d_model=48,
+        n_layers=1,
+        n_heads=4,
+        d_head=12,
+        d_mlp=96,
+        d_vocab=50,
+        n_ctx=32,
+        act_fn="relu",
+        normalization=None,
     ),
     "attn-only": Config(
         d_model=48,
@@ -191,3 +204,12 @@ def test_induction_heads_form_in_two_layers_and_not_in_one():
     # and it is used: the loss on repeated tokens falls far below their first occurrences'
     assert final.repeat_loss < final.first_loss - 2.0
     assert control.repeat_loss > final.repeat_loss + 1.0
+    # read from the weights alone: the induction head's keys read the previous-token head, far
+    # above random circuits of this shape, and that K-composition rose as the head formed
+    layer_1 = induction[1].argmax().item()
+    assert final.k_composer[1][layer_1] == [0, previous[0].argmax().item()]
+    assert final.k_composition[1][layer_1] > 2 * two.composition_baseline["p95"]  # 0.24 vs 0.095
+    assert two.checkpoints[0].k_composition[1][layer_1] < two.composition_baseline["p95"] * 1.2
+    assert one.checkpoints[-1].k_composition == [[0.0] * 8]  # one layer: nothing to compose
+    data = json.loads(json_text(formation.to_json()))
+    assert "k_composition" in data["runs"]["2-layer"]["checkpoints"][-1]

@@ -388,3 +388,112 @@ def attribution_files(results: list, checks: list | None = None) -> Files:
     items, files = attribution_section(results, checks)
     files["attribution.html"] = render_page(items, title=f"{results[0].model}: token attribution")
     return files
+
+
+# --------------------------------------------------------------------------------------------------
+# Circuits from the weights
+
+CIRCUITS_FILES = [
+    "circuits.json",
+    "composition_q.png",
+    "composition_k.png",
+    "composition_v.png",
+    "copying.png",
+    "circuits.html",
+]
+
+
+def circuits_caption(result) -> str:
+    baseline = result.baseline
+    return (
+        f"{result.model}: composition scores read from the weights alone, |A B| / (|A| |B|) for "
+        "an earlier head's OV circuit A and a later head's QK (Q-composition), QK transposed "
+        "(K-composition) or OV circuit (V-composition). A random pair of circuits of these shapes "
+        f"scores {baseline['mean']:.3f} on average (95th percentile {baseline['p95']:.3f}). "
+        + " ".join(result.notes)
+    )
+
+
+def copying_caption(result) -> str:
+    sampled = (
+        f"on {result.ov_top1_tokens} input tokens sampled from {result.d_vocab}"
+        if result.ov_top1_tokens < result.d_vocab
+        else "on every token"
+    )
+    return (
+        "Copying: the eigenvalues l of each head's full OV circuit W_E W_V W_O W_U, "
+        "sum(l) / sum(|l|) (1: the head copies what it attends to). OV top-1 (in circuits.json), "
+        f"{sampled}: how often a token's own output is its largest."
+    )
+
+
+def induction_circuit_caption(circuit) -> str:
+    lines = []
+    for head in circuit.heads:
+        if not head.composers:
+            continue
+        l1, h1, score, previous = head.composers[0]
+        rank = head.previous_token_rank
+        lines.append(
+            f"{head_label(head.layer, head.head)} (induction {head.induction:.2f}) reads its keys "
+            f"most from {head_label(l1, h1)} (K-composition {score:.3f}, "
+            f"{score / circuit.baseline['mean']:.1f}x the baseline; previous-token score "
+            f"{previous:.2f}); the first previous-token head is "
+            + (f"number {rank} of its composers." if rank else "not among them.")
+        )
+    return f"{circuit.model}: the induction circuit from the weights. " + " ".join(lines)
+
+
+def circuits_section(result, circuit=None) -> tuple[list, Files]:
+    """The page items and figures of a circuits result (and its induction circuit, if read)."""
+    from mechlab.present.plots import plot_composition, plot_copying, plot_induction_circuit
+    from mechlab.present.views import circuits_html, layer_pairs_html
+
+    files: Files = {}
+    items: list = []
+    if result.n_layers > 1:
+        for kind in ("q", "k", "v"):
+            files[f"composition_{kind}.png"] = figure_png(plot_composition(result, kind))
+        items.append(
+            (circuits_caption(result), image_html(files["composition_k.png"], "K-composition"))
+        )
+        items.append(
+            (
+                "The strongest composition between each pair of layers (hover a cell).",
+                layer_pairs_html(result, "k"),
+            )
+        )
+    files["copying.png"] = figure_png(plot_copying(result))
+    items.append((copying_caption(result), image_html(files["copying.png"], "copying scores")))
+    items.append(("", circuits_html(result)))
+    if circuit is not None:
+        files["induction_circuit.png"] = figure_png(plot_induction_circuit(circuit))
+        items.append(
+            (
+                induction_circuit_caption(circuit),
+                image_html(files["induction_circuit.png"], "induction circuit"),
+            )
+        )
+    if result.positional_qk is not None:
+        from mechlab.present.plots import plot_positional_qk
+
+        files["positional_qk.png"] = figure_png(plot_positional_qk(result))
+        items.append(
+            (
+                f"Positional QK: {result.positional_qk_note}",
+                image_html(files["positional_qk.png"], "positional QK"),
+            )
+        )
+    return items, files
+
+
+def circuits_files(result, top: int = 10) -> Files:
+    """circuits.json (with the `top` strongest compositions of each kind listed),
+    composition_{q,k,v}.png (more than one layer), copying.png, circuits.html."""
+    from mechlab.present.views import render_page
+
+    items, files = circuits_section(result)
+    files.pop("positional_qk.png", None)  # shown inline in circuits.html
+    files["circuits.json"] = json_text(result.to_json(top))
+    files["circuits.html"] = render_page(items, title=f"{result.model}: circuits from the weights")
+    return files

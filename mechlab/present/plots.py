@@ -9,6 +9,7 @@ Every text that comes from outside (model names, tokens) is shown as plain text,
 
 import math
 
+import matplotlib
 import matplotlib.figure
 import numpy as np
 
@@ -88,35 +89,12 @@ SCORE_TITLES = {
 
 def plot_head_scores(scan, name: str) -> Figure:
     """A layers x heads heatmap of one score, each cell labelled with its value when they fit."""
-    values = scan.score(name).numpy()
-    n_layers, n_heads = values.shape
-    figure = new_figure(figsize=(1.2 + 0.55 * n_heads, 1.2 + 0.32 * n_layers))
-    ax = figure.subplots()
-    low = -1 if name == "copying" else 0
-    image = ax.imshow(
-        values, cmap="RdBu_r" if low < 0 else "Blues", vmin=low, vmax=1, aspect="auto"
+    return plot_layer_heads(
+        scan.score(name).numpy(),
+        f"{plain(scan.model)}\n{SCORE_TITLES.get(name, name)}",
+        low=-1.0 if name == "copying" else 0.0,
+        high=1.0,
     )
-    if n_layers * n_heads <= 600:
-        for layer in range(n_layers):
-            for head in range(n_heads):
-                value = values[layer, head]
-                ax.text(
-                    head,
-                    layer,
-                    f"{value:.2f}"[1:] if 0 <= value < 1 else f"{value:.1f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if abs(value) > 0.6 else "black",
-                )
-    ax.set_xticks(range(n_heads), [f"H{h}" for h in range(n_heads)], fontsize=7)
-    ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)], fontsize=7)
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_title(f"{plain(scan.model)}\n{SCORE_TITLES.get(name, name)}", fontsize=9)
-    figure.colorbar(image, ax=ax, fraction=0.05)
-    figure.tight_layout()
-    return figure
 
 
 def plot_loss_by_position(scan) -> Figure:
@@ -399,10 +377,14 @@ def plot_dla_layers(result) -> Figure:
 
 def plot_formation(formation, threshold: float = 0.4) -> Figure:
     """Left: training loss and the held-out losses on repeated tokens and on their first
-    occurrences against the step; right: the highest induction score of any head. Both models;
-    the step where the score first crosses `threshold` (the phase change) is marked."""
-    figure = new_figure(figsize=(12, 4))
-    loss_ax, score_ax = figure.subplots(1, 2)
+    occurrences against the step; middle: the highest induction score of any head; right: read
+    from the weights, the K-composition into the final induction head from its strongest
+    earlier head, against the random baseline. Both models; the step where the score first
+    crosses `threshold` (the phase change) is marked."""
+    from mechlab.labels import head_label
+
+    figure = new_figure(figsize=(17, 4))
+    loss_ax, score_ax, composition_ax = figure.subplots(1, 3)
     colours = ["#d62728", "#1f77b4", "#2ca02c"]
     for run, colour in zip(formation.runs, colours, strict=False):  # at most three runs
         steps = [c.step for c in run.checkpoints]
@@ -431,9 +413,31 @@ def plot_formation(formation, threshold: float = 0.4) -> Figure:
         )
         phase = run.phase_change_step(threshold)
         if phase is not None:
-            for ax in (loss_ax, score_ax):
+            for ax in (loss_ax, score_ax, composition_ax):
                 ax.axvline(phase, color=colour, linestyle=":", linewidth=1)
             score_ax.text(phase, threshold, f" step {phase}", color=colour, fontsize=8, va="bottom")
+        last = run.checkpoints[-1] if run.checkpoints else None
+        if last is None or run.n_layers < 2 or not last.k_composition:
+            continue
+        induction = np.array(last.induction)
+        induction[0] = -1  # an induction head needs an earlier layer to compose with
+        layer, head = divmod(int(induction.argmax()), run.n_heads)
+        composer = last.k_composer[layer][head]
+        composition_ax.plot(
+            steps,
+            [c.k_composition[layer][head] for c in run.checkpoints],
+            color=colour,
+            label=f"{run.name}: into {head_label(layer, head)} (final strongest: "
+            f"{head_label(*composer)})",
+        )
+        if run.composition_baseline:
+            composition_ax.axhline(
+                run.composition_baseline["p95"],
+                color=colour,
+                linestyle="--",
+                linewidth=0.8,
+                label="random circuits: 95th percentile",
+            )
     score_ax.axhline(threshold, color="gray", linewidth=0.8)
     score_ax.set_ylim(0, 1)
     loss_ax.set_xlabel("step")
@@ -444,6 +448,13 @@ def plot_formation(formation, threshold: float = 0.4) -> Figure:
     score_ax.set_ylabel("highest induction score of any head")
     score_ax.set_title(f"induction score (phase change: first crossing of {threshold})", fontsize=9)
     score_ax.legend(fontsize=7)
+    composition_ax.set_xlabel("step")
+    composition_ax.set_ylabel("strongest K-composition into the induction head")
+    composition_ax.set_title(
+        "from the weights: the induction head's keys read an earlier head", fontsize=9
+    )
+    composition_ax.set_ylim(bottom=0)
+    composition_ax.legend(fontsize=7)
     figure.suptitle("induction heads forming in attention-only models trained from scratch")
     figure.tight_layout()
     return figure
@@ -527,5 +538,158 @@ def plot_randomization(checks: list) -> Figure:
         f"{plain(checks[0].model)}: model-parameter randomization (Adebayo et al. 2018)", fontsize=9
     )
     ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# Circuits from the weights
+
+
+def plot_composition(result, kind: str) -> Figure:
+    """Every earlier head (rows) against every later head (columns), in layer order, coloured by
+    composition score; the colour bar marks the random baseline's mean and 95th percentile, and
+    lines separate the layers."""
+    from mechlab.analysis.circuits import KIND_NAMES
+
+    n_layers, n_heads = result.n_layers, result.n_heads
+    values = result.composition[kind].reshape(n_layers * n_heads, n_layers * n_heads).numpy()
+    layer = np.repeat(np.arange(n_layers), n_heads)
+    values = np.ma.masked_where(layer[:, None] >= layer[None, :], values)  # not earlier: no score
+    side = min(11.0, 3.0 + 0.05 * n_layers * n_heads)
+    figure = new_figure(figsize=(side + 1.6, side))
+    ax = figure.subplots()
+    top = max(float(values.max()), result.baseline["p95"] * 1.05)
+    cmap = matplotlib.colormaps["magma_r"].with_extremes(bad="#f4f4f4")
+    image = ax.imshow(values, cmap=cmap, vmin=0, vmax=top, interpolation="nearest")
+    for boundary in range(1, n_layers):
+        for line in (ax.axhline, ax.axvline):
+            line(boundary * n_heads - 0.5, color="#bbbbbb", linewidth=0.3)
+    ticks = list(range(0, n_layers, max(1, n_layers // 15)))
+    positions = [layer * n_heads + (n_heads - 1) / 2 for layer in ticks]
+    ax.set_xticks(positions, [f"L{layer}" for layer in ticks], fontsize=7)
+    ax.set_yticks(positions, [f"L{layer}" for layer in ticks], fontsize=7)
+    ax.set_xlabel("later head (reads)")
+    ax.set_ylabel("earlier head (writes: its OV circuit)")
+    colorbar = figure.colorbar(image, ax=ax, fraction=0.046)
+    colorbar.ax.axhline(result.baseline["p95"], color="#1f77b4", linewidth=1.5)
+    colorbar.ax.text(
+        1.6,
+        result.baseline["p95"],
+        "random\ncircuits'\n95th pct",
+        fontsize=6,
+        va="center",
+        transform=colorbar.ax.get_yaxis_transform(),
+    )
+    l1, h1, l2, h2, score = result.top(kind, 1)[0] if n_layers > 1 else (0, 0, 0, 0, 0.0)
+    ax.set_title(
+        f"{plain(result.model)}: {KIND_NAMES[kind]} from the weights\n"
+        f"strongest {head_label(l1, h1)} -> {head_label(l2, h2)} {score:.3f} "
+        f"({score / result.baseline['mean']:.1f}x the random baseline "
+        f"{result.baseline['mean']:.3f})",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def plot_layer_heads(values: np.ndarray, title: str, *, low: float, high: float) -> Figure:
+    """A layers x heads heatmap of one value per head, each cell labelled when they fit."""
+    n_layers, n_heads = values.shape
+    figure = new_figure(figsize=(1.2 + 0.55 * n_heads, 1.2 + 0.32 * n_layers))
+    ax = figure.subplots()
+    cmap = "RdBu_r" if low < 0 else "Blues"
+    image = ax.imshow(values, cmap=cmap, vmin=low, vmax=high, aspect="auto")
+    if n_layers * n_heads <= 600:
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                value = values[layer, head]
+                ax.text(
+                    head,
+                    layer,
+                    f"{value:.2f}"[1:] if 0 <= value < 1 else f"{value:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if abs(value) > 0.6 * max(abs(low), high) else "black",
+                )
+    ax.set_xticks(range(n_heads), [f"H{h}" for h in range(n_heads)], fontsize=7)
+    ax.set_yticks(range(n_layers), [f"L{layer}" for layer in range(n_layers)], fontsize=7)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=ax, fraction=0.05)
+    figure.tight_layout()
+    return figure
+
+
+def plot_copying(result) -> Figure:
+    """Each head's copying score (its full OV circuit's eigenvalues) and OV top-1 rate."""
+    return plot_layer_heads(
+        result.copying.numpy(),
+        f"{plain(result.model)}\ncopying: eigenvalues of W_E W_V W_O W_U, sum(l) / sum(|l|)",
+        low=-1.0,
+        high=1.0,
+    )
+
+
+def plot_induction_circuit(circuit, k: int = 12) -> Figure:
+    """For each induction head, the earlier heads with the strongest K-composition into it (bars,
+    darker for a higher previous-token score), against the random baseline."""
+    from matplotlib import colormaps
+
+    heads = circuit.heads or []
+    figure = new_figure(figsize=(6.5, 1.0 + 2.4 * max(1, len(heads))))
+    axes = figure.subplots(max(1, len(heads)), 1, squeeze=False)[:, 0]
+    cmap = colormaps["Oranges"]
+    for ax, head in zip(axes, heads, strict=False):
+        rows = head.composers[:k]
+        scores = [row[2] for row in rows]
+        colours = [cmap(0.15 + 0.85 * max(0.0, min(1.0, row[3]))) for row in rows]
+        ax.bar(range(len(rows)), scores, color=colours, edgecolor="#555555", linewidth=0.5)
+        ax.set_xticks(
+            range(len(rows)), [head_label(row[0], row[1]) for row in rows], fontsize=7, rotation=45
+        )
+        for name, value, style in [
+            ("mean", circuit.baseline["mean"], ":"),
+            ("p95", circuit.baseline["p95"], "-"),
+        ]:
+            ax.axhline(value, color="#1f77b4", linestyle=style, linewidth=1, label=f"random {name}")
+        for index, row in enumerate(rows):
+            ax.text(index, row[2], f"{row[3]:.2f}", ha="center", va="bottom", fontsize=6)
+        ax.set_ylabel("K-composition")
+        ax.set_title(
+            f"into {head_label(head.layer, head.head)} (induction {head.induction:.2f}); "
+            "bar labels: previous-token score",
+            fontsize=8,
+        )
+        ax.legend(fontsize=6, loc="upper right")
+    if not heads:
+        axes[0].text(
+            0.5, 0.5, "no induction head above layer 0", ha="center", transform=axes[0].transAxes
+        )
+        axes[0].axis("off")
+    figure.suptitle(
+        f"{plain(circuit.model)}: which earlier heads the induction heads' keys read", fontsize=9
+    )
+    figure.tight_layout()
+    return figure
+
+
+def plot_positional_qk(result) -> Figure:
+    """The positional QK pattern of the head that attends most to the previous position."""
+    layer, head = result.positional_qk["head"]
+    pattern = result.positional_qk["pattern"].numpy()
+    figure = new_figure(figsize=(5, 4.4))
+    ax = figure.subplots()
+    image = ax.imshow(pattern, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("key position")
+    ax.set_ylabel("query position")
+    ax.set_title(
+        f"{plain(result.model)}: {head_label(layer, head)} on positions alone\n"
+        "softmax(W_pos W_QK W_pos^T / scale), masked",
+        fontsize=9,
+    )
+    figure.colorbar(image, ax=ax, fraction=0.046)
     figure.tight_layout()
     return figure

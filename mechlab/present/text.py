@@ -164,3 +164,39 @@ def dla_table(result, k: int = 10) -> Table:
         table.add_row(head_label(layer, head), f"{value:+.3f}")
     table.caption = "through the final norm with its scale frozen at the final residual's own"
     return table
+
+
+def circuits_table(result, k: int = 10) -> Table:
+    """The k strongest compositions of each kind, with their ratio to the random baseline."""
+    from mechlab.analysis.circuits import KIND_NAMES
+
+    baseline = result.baseline["mean"]
+    table = Table(title=markup_safe(f"{result.model}: strongest compositions, from the weights"))
+    for column, justify in [
+        ("kind", "left"),
+        ("earlier head", "left"),
+        ("later head", "left"),
+        ("score", "right"),
+        ("/ baseline", "right"),
+    ]:
+        table.add_column(column, justify=justify)
+    if result.n_layers > 1:
+        for kind in result.composition:
+            for l1, h1, l2, h2, score in result.top(kind, k):
+                table.add_row(
+                    KIND_NAMES[kind],
+                    head_label(l1, h1),
+                    head_label(l2, h2),
+                    f"{score:.3f}",
+                    f"{score / baseline:.1f}x",
+                )
+    copying = result.copying.flatten()
+    most = [
+        (i // result.n_heads, i % result.n_heads, copying[i].item())
+        for i in copying.argsort(descending=True)[:5].tolist()
+    ]
+    table.caption = markup_safe(
+        f"random baseline: mean {baseline:.3f}, 95th percentile {result.baseline['p95']:.3f}; "
+        f"most copying heads: {scored_heads_label(most)}"
+    )
+    return table

@@ -40,7 +40,9 @@ class Config:
     d_vocab: int
     n_ctx: int
     act_fn: Activation = "gelu_new"
-    normalization: Normalization = "LN"  # "...Pre": the weightless form left after folding weights
+    # "...Pre": the weightless form left after folding weights; None: no norms at all (the
+    # grokking model of Nanda et al. 2023 has none)
+    normalization: Normalization | None = "LN"
     eps: float = 1e-5
     positional: Literal["learned", "rotary"] = "learned"
     n_kv_heads: int | None = None  # fewer key/value heads than query heads: grouped-query attention
@@ -64,7 +66,7 @@ class Config:
                 raise ValueError(f"Config.{name} must be positive, got {getattr(self, name)}")
         if self.act_fn not in Activation.__args__:
             raise ModelUnavailableError(f"unsupported activation function {self.act_fn!r}")
-        if self.normalization not in Normalization.__args__:
+        if self.normalization is not None and self.normalization not in Normalization.__args__:
             raise ModelUnavailableError(f"unsupported normalization {self.normalization!r}")
         if self.n_heads % self.kv_heads:
             raise ValueError(
@@ -375,6 +377,8 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(cfg: Config) -> nn.Module:
+    if cfg.normalization is None:  # a model without norms passes the residual stream on as it is
+        return nn.Identity()
     return LayerNorm(cfg) if cfg.normalization.startswith("LN") else RMSNorm(cfg)
 
 
@@ -583,7 +587,7 @@ def config_from_hooked(hooked_cfg) -> Config:
             hooked_cfg.positional_embedding_type not in ("standard", "rotary")
         ),
         f"normalization_type={hooked_cfg.normalization_type!r}": hooked_cfg.normalization_type
-        not in Normalization.__args__,
+        not in (*Normalization.__args__, None),
         f"act_fn={hooked_cfg.act_fn!r}": not hooked_cfg.attn_only
         and hooked_cfg.act_fn not in Activation.__args__,
     }
@@ -834,7 +838,7 @@ def hooked_config(cfg: Config, name: str = "scratch"):
         rotary_dim=(cfg.rotary_dim or cfg.d_head) if cfg.positional == "rotary" else None,
         rotary_base=cfg.rotary_base,
         rotary_adjacent_pairs=False,
-        final_rms=cfg.normalization.startswith("RMS"),
+        final_rms=(cfg.normalization or "").startswith("RMS"),
         attn_only=cfg.attn_only,
         use_attn_scale=cfg.attn_scale != 1.0,
         attn_scale=cfg.scale,
@@ -863,7 +867,7 @@ def to_hooked(scratch: Transformer, *, tokenizer=None, name: str = "scratch"):
         # TransformerLens stores Gemma's embedding scaled and its norm weights as 1 + w
         if key == "embed.W_E":
             value = value * cfg.embed_scale
-        elif key.endswith(".w") and cfg.normalization.startswith("RMS"):
+        elif key.endswith(".w") and (cfg.normalization or "").startswith("RMS"):
             value = value + cfg.norm_offset
         if grouped:  # TransformerLens keeps grouped key/value weights under private names
             for part in ("W_K", "W_V", "b_K", "b_V"):

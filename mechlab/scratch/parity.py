@@ -180,10 +180,11 @@ def _hooked_activations(model, tokens: Tensor) -> dict[str, Tensor]:
                 f"blocks.{layer}.hook_resid_post": f"blocks.{layer}.resid_post",
             }
         )
-    # ln_final.hook_normalized is taken before the norm's weight: hook the module's output instead.
+    # ln_final.hook_normalized is taken before the norm's weight, and a model without norms has
+    # no ln_final: take what the unembedding reads instead.
     final_norm = {}
-    handle = model.ln_final.register_forward_hook(
-        lambda module, args, output: final_norm.update(out=output)
+    handle = model.unembed.register_forward_pre_hook(
+        lambda module, args: final_norm.update(out=args[0])
     )
     try:
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in hook_names)

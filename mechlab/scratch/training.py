@@ -23,9 +23,11 @@ A one-layer attention-only model cannot implement induction (it needs a previous
 head composing with a later head), so a one-layer model trained the same way is the control.
 
 At each checkpoint the run records the training loss, the in-context loss on held-out data (the loss
-on repeated tokens against the loss on the same tokens' first occurrences), and every head's
+on repeated tokens against the loss on the same tokens' first occurrences), every head's
 induction and previous-token scores from `scan_heads` on `to_hooked(model)` with held-out
-``[BOS] + r + r`` sequences.
+``[BOS] + r + r`` sequences, and, read from the weights alone (`mechlab.analysis.circuits`), each
+head's strongest K-composition from an earlier head: the induction head's keys come to read what
+the previous-token head writes.
 """
 
 import time
@@ -109,6 +111,10 @@ class Checkpoint:
     first_loss: float  # held out: loss on the same segments' first occurrences
     induction: list[list[float]]  # [layer][head]
     previous_token: list[list[float]]
+    # [layer][head]: the strongest K-composition into each head from an earlier one (0 in layer 0),
+    # and that earlier head as [layer, head] (None in layer 0)
+    k_composition: list[list[float]] = field(default_factory=list)
+    k_composer: list[list[list[int] | None]] = field(default_factory=list)
 
     @property
     def max_induction(self) -> float:
@@ -121,6 +127,7 @@ class Checkpoint:
             "loss": self.loss,
             "in_context_loss": {"repeat": self.repeat_loss, "first": self.first_loss},
             "scores": {"induction": self.induction, "previous_token": self.previous_token},
+            "k_composition": {"max": self.k_composition, "from": self.k_composer},
         }
 
 
@@ -135,6 +142,7 @@ class FormationRun:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     interrupted: bool = False
     model: Transformer | None = field(default=None, repr=False)
+    composition_baseline: dict | None = None  # random circuits of this shape (circuits.py)
 
     @property
     def name(self) -> str:
@@ -152,6 +160,7 @@ class FormationRun:
             "steps": self.steps,
             "interrupted": self.interrupted,
             "phase_change_step": self.phase_change_step(),
+            "composition_baseline": self.composition_baseline,
             "checkpoints": [c.to_json() for c in self.checkpoints],
         }
 
@@ -194,7 +203,9 @@ class Formation:
 
 
 def evaluate(model: Transformer, held_out, scan_tokens: Tensor) -> dict:
-    """In-context losses on the held-out batch and every head's scores on [BOS] + r + r."""
+    """In-context losses on the held-out batch, every head's scores on [BOS] + r + r, and each
+    head's strongest K-composition from an earlier head (from the weights)."""
+    from mechlab.analysis.circuits import composition_scores, head_weights, ranked_into
     from mechlab.analysis.heads import scan_heads
 
     tokens, repeat, first = held_out
@@ -202,12 +213,20 @@ def evaluate(model: Transformer, held_out, scan_tokens: Tensor) -> dict:
     with torch.no_grad():
         losses = token_losses(model, tokens.to(model.embed.W_E.device)).cpu()
     model.train()
-    scan = scan_heads(to_hooked(model, name=f"{model.cfg.n_layers}-layer"), scan_tokens)
+    hooked = to_hooked(model, name=f"{model.cfg.n_layers}-layer")
+    scan = scan_heads(hooked, scan_tokens)
+    k_scores = composition_scores(head_weights(hooked), "k")
+    strongest = [
+        [ranked_into(k_scores, layer, head)[0] if layer else None for head in range(scan.n_heads)]
+        for layer in range(scan.n_layers)
+    ]
     return {
         "repeat_loss": losses[repeat[:, 1:]].mean().item(),
         "first_loss": losses[first[:, 1:]].mean().item(),
         "induction": scan.score("induction").tolist(),
         "previous_token": scan.score("previous_token").tolist(),
+        "k_composition": [[row[2] if row else 0.0 for row in layer] for layer in strongest],
+        "k_composer": [[list(row[:2]) if row else None for row in layer] for layer in strongest],
     }
 
 
@@ -241,7 +260,10 @@ def train_formation_run(
     scan_tokens = repeated_tokens(
         to_hooked(model), seq_len=SCAN_SEQ_LEN, batch=32, seed=20_000 + seed
     )
+    from mechlab.analysis.circuits import head_weights, random_baseline
+
     run = FormationRun(n_layers, n_heads, seed, steps, model=model)
+    run.composition_baseline = random_baseline(head_weights(to_hooked(model)))
     start, recent = time.perf_counter(), []
     bar = progress_bar(total=steps, desc=f"training {n_layers}-layer", disable=not progress)
     try:

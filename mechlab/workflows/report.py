@@ -1,6 +1,7 @@
-"""The one-command report: parity, logit lens, head scan, attention views, token attribution and
-causal checks (head ablation, activation patching, direct logit attribution) of one or more models
-on one self-contained offline page, with the figures and JSON beside it."""
+"""The one-command report: parity, logit lens, head scan, attention views, circuits read from the
+weights, token attribution and causal checks (head ablation, activation patching, direct logit
+attribution) of one or more models on one self-contained offline page, with the figures and JSON
+beside it."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from mechlab.analysis.attribution import (
     attribute,
     randomization_check,
 )
+from mechlab.analysis.circuits import Circuits, InductionCircuit, circuits, induction_circuit
 from mechlab.analysis.dla import AttributionResult, logit_attribution
 from mechlab.analysis.heads import HeadScan, scan_heads
 from mechlab.analysis.lens import LensResult, logit_lens, resolve_target
@@ -25,6 +27,7 @@ from mechlab.present.artifacts import (
     Files,
     ablation_caption,
     attribution_section,
+    circuits_section,
     dla_caption,
     head_figures,
     image_html,
@@ -80,6 +83,9 @@ class ModelReport:
     randomization: list[RandomizationCheck] = field(default_factory=list)
     attribution_page: tuple[list, Files] = field(default_factory=lambda: ([], {}))  # made once
     tuned_lens: LensResult | None = None  # the first prompt through the model's cached tuned lens
+    circuits: Circuits | None = None
+    induction_circuit: InductionCircuit | None = None
+    circuits_page: tuple[list, Files] = field(default_factory=lambda: ([], {}))  # made once
     skipped: list[str] = field(default_factory=list)  # what could not run, and why
 
     def summary(self) -> dict:
@@ -103,6 +109,9 @@ class ModelReport:
             "dla_top_heads": self.dla.top_heads(5) if self.dla else None,
             "attribution_top": {a.method: a.top(1)[0] for a in self.attributions} or None,
             "randomization_passes": {c.method: c.passes for c in self.randomization} or None,
+            "induction_circuit": self.induction_circuit.to_json(3)
+            if self.induction_circuit
+            else None,
             "skipped": self.skipped,
         }
 
@@ -123,6 +132,12 @@ class ModelReport:
         if self.dla:
             files["dla.json"] = json_text(self.dla.to_json())
         files.update(self.attribution_page[1])
+        files.update(self.circuits_page[1])
+        if self.circuits:
+            circuits_json = self.circuits.to_json()
+            if self.induction_circuit:
+                circuits_json["induction_circuit"] = self.induction_circuit.to_json()
+            files["circuits.json"] = json_text(circuits_json)
         return files
 
 
@@ -153,6 +168,9 @@ def build_report(
     step(1)
     views = induction_views(scan, induction_patterns(model, scan))
     report = ModelReport(spec, parity, lenses, scan, views)
+    report.circuits = circuits(model)
+    report.induction_circuit = induction_circuit(model, scan, circuits_result=report.circuits)
+    report.circuits_page = circuits_section(report.circuits, report.induction_circuit)
     tuned_lens_check(model, report)
     token_attribution(model, report)
     causal_checks(model, report)
@@ -323,6 +341,9 @@ def model_section(report: ModelReport) -> list:
     )
     items.append(Heading("The induction circuit's attention", 3))
     items += report.views
+    if report.circuits:
+        items.append(Heading("Circuits from the weights", 3))
+        items += report.circuits_page[0]
     if report.attributions:
         items.append(Heading("Token attribution", 3))
         items += report.attribution_page[0]
