@@ -3,15 +3,29 @@
 # Train a two-layer attention-only Transformer from scratch (mechlab.scratch.model, GPT-2's
 # initialisation) on random tokens where one segment of each sequence repeats, beside a one-layer
 # control that cannot build an induction head (Olsson et al. 2022). Watch the phase change: the loss
-# on the repeats drops, and a head's induction score jumps, at the same step. Then hand the trained
-# model to the library (`to_hooked`) and use the ordinary tools on it.
+# on the repeats drops, and a head's induction score jumps, at the same step; read from the weights
+# alone, the induction head's keys come to read what the previous-token head writes
+# (K-composition). Then hand the trained model to the library (`to_hooked`) and use the ordinary
+# tools on it.
 
 # %%
 from _common import parse
 
-from mechlab import ablate_heads, scan_heads, to_hooked, train_induction
+from mechlab import (
+    ablate_heads,
+    circuits,
+    induction_circuit,
+    scan_heads,
+    to_hooked,
+    train_induction,
+)
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.present.plots import plot_formation, plot_head_scores
+from mechlab.present.plots import (
+    plot_composition,
+    plot_formation,
+    plot_head_scores,
+    plot_induction_circuit,
+)
 
 args = parse(
     __doc__ or "induction formation",
@@ -45,3 +59,17 @@ print("top previous-token heads:", scan.top("previous_token", 3))
 save_figure(plot_head_scores(scan, "induction"), out / "trained_induction_scores.png")
 layer, head, _ = scan.top("induction", 1)[0]
 print(ablate_heads(trained, [(layer, head)], scan.tokens))
+
+# %% [markdown]
+# ## The same circuit from the weights alone
+# K-composition: how much of what each layer-0 head writes (its OV circuit) the layer-1 heads'
+# keys read (their QK circuits), against random circuits of the same shapes. The one-layer
+# control has nothing to compose.
+
+# %%
+result = circuits(trained)
+print(result)
+save_figure(plot_composition(result, "k"), out / "composition_k.png")
+circuit = induction_circuit(trained, scan, circuits_result=result)
+print(circuit)
+save_figure(plot_induction_circuit(circuit), out / "induction_circuit.png")

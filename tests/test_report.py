@@ -165,6 +165,7 @@ EXPERIMENTS = {
         *["--model", "random:tiny", "--seq-len", "10", "--batch", "3"],
         *["--clean", "abcd", "--corrupted", "abxd", "--answer", "e", "--wrong", "f"],
     ],
+    "10_circuits_from_weights.py": ["--model", "random:llama-tiny"],
     "08_token_attribution.py": [
         *["--model", "random:tiny", "--prompt", "abcd", "--answer", "e", "--wrong", "f"],
         *["--baseline", "a", "--every", "1", "--prompts", "0"],
