@@ -17,6 +17,9 @@ from mechlab.defaults import (
     DEFAULT_MODEL,
     DEVICES,
     DTYPES,
+    GROKKING_FRACTION,
+    GROKKING_P,
+    GROKKING_STEPS,
     INDUCTION_THRESHOLD,
     MAX_PROMPTS,
     MAX_PROMPTS_FILE_BYTES,
@@ -110,6 +113,23 @@ def token_or_id(text: str) -> str | int:
     text: ' 5' and '5' are tokens of their own)."""
     match = re.fullmatch(r"id:(\d{1,9})", text)
     return int(match[1]) if match else text
+
+
+def prime(text: str) -> int:
+    value = whole_number(text, 3)
+    if any(value % d == 0 for d in range(2, int(value**0.5) + 1)):
+        raise argparse.ArgumentTypeError(f"must be a prime, got {value} (e.g. 113, 97, 53)")
+    return value
+
+
+def open_unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
+    return value
 
 
 def non_empty(text: str) -> str:
@@ -327,6 +347,26 @@ def build_parser() -> Parser:
     )
     train.add_argument("--out", required=True, help="output directory")
     train.set_defaults(run=run_train_induction)
+
+    grok = commands.add_parser(
+        "train-grokking",
+        help="train a one-layer Transformer on (a + b) mod p and watch it memorise, then "
+        "generalise; Fourier analysis and progress measures",
+    )
+    grok.add_argument(
+        "--p", type=prime, default=GROKKING_P, help=f"the prime modulus (default {GROKKING_P})"
+    )
+    grok.add_argument(
+        "--fraction",
+        type=open_unit_interval,
+        help=f"share of the p^2 pairs trained on (default {GROKKING_FRACTION})",
+    )
+    grok.add_argument(
+        "--steps", type=positive_int, help=f"full-batch training steps (default {GROKKING_STEPS})"
+    )
+    grok.add_argument("--seed", type=non_negative_int, default=0)
+    grok.add_argument("--out", required=True, help="output directory")
+    grok.set_defaults(run=run_train_grokking)
 
     dla = commands.add_parser(
         "dla", help="direct logit attribution: what each head and MLP writes into the answer"
@@ -788,6 +828,25 @@ def run_train_induction(args: argparse.Namespace) -> int:
     say(repr(formation))
     if formation.interrupted:
         warn(f"mechlab train-induction: interrupted; wrote what was recorded to {args.out}")
+        return 130
+    say(f"wrote {args.out}")
+    return 0
+
+
+def run_train_grokking(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+    from mechlab.present.artifacts import GROKKING_FILES
+
+    check_output_targets(args.out, GROKKING_FILES)
+    from mechlab.io import write_files
+    from mechlab.present.artifacts import grokking_files
+    from mechlab.scratch.grokking import train_grokking
+
+    run = train_grokking(p=args.p, fraction=args.fraction, steps=args.steps, seed=args.seed)
+    write_files(args.out, grokking_files(run))
+    say(repr(run))
+    if run.interrupted:
+        warn(f"mechlab train-grokking: interrupted; wrote what was recorded to {args.out}")
         return 130
     say(f"wrote {args.out}")
     return 0

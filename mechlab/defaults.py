@@ -18,6 +18,12 @@ INDUCTION_THRESHOLD = 0.4
 # model).
 PREVIOUS_TOKEN_THRESHOLD = 0.4
 
+# Grokking (mechlab.scratch.grokking): the modulus, the share of pairs trained on and the steps of
+# the default run, chosen from the measured table in the README (benchmarks/bench_grokking.py).
+GROKKING_P = 113
+GROKKING_FRACTION = 0.3
+GROKKING_STEPS = 10_000
+
 # What `mechlab lens --prompts-file` reads at most: a bigger file is refused, not half-read.
 MAX_PROMPTS_FILE_BYTES = 4 << 20  # 4 MiB
 MAX_PROMPTS = 10_000

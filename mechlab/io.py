@@ -3,7 +3,10 @@
 Writing: every target is checked before any work starts (`check_output_targets`), every file is
 written to a temporary name in its own directory and renamed into place (`atomic_path`), and a
 command's files are written together (`write_files`): all the temporaries first, the renames last,
-so an error leaves no partial or corrupt output behind. JSON is strict (`json_text`): NaN and
+so an error leaves no partial or corrupt output behind; the renames happen under a lock on the
+directory, so two commands writing to the same directory at once leave the last one's whole set of
+files, never a mix (`directory_lock`; commands that write checkpoints as they go hold it for the
+whole run and refuse a second one). JSON is strict (`json_text`): NaN and
 infinities, which JSON does not have, are written as null.
 
 Reading what mechlab wrote earlier (a tuned lens, a training checkpoint): one reader per format,
@@ -17,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -86,6 +90,100 @@ def check_output_targets(
     return out
 
 
+# The output directories this process holds a lock on (resolved path -> file descriptor), so that
+# a command holding its directory's lock for the whole run can still write its files there.
+_HELD: dict[Path, int] = {}
+
+
+def _lock(directory: Path, blocking: bool) -> int | None:
+    """flock an exclusive lock on the directory itself (no lock file is added to it); the fd, or
+    None when another process holds it and `blocking` is False."""
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | Path, *, blocking: bool = True, flag: str = "--out"):
+    """Hold the exclusive lock of an existing output directory. Blocking: wait for another
+    mechlab process to finish writing there. Not blocking: refuse at once (InputError) when one
+    is running there, for commands that keep writing checkpoints during a long run. Re-entrant
+    within this process."""
+    import fcntl
+
+    key = Path(directory).resolve()
+    if key in _HELD:
+        yield
+        return
+    fd = _lock(key, blocking)
+    if fd is None:
+        raise InputError(
+            f"another mechlab command is writing to {str(directory)!r} now: wait for it to "
+            f"finish, or choose another {flag}."
+        )
+    _HELD[key] = fd
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_writes(out: str | Path, *, flag: str = "--out") -> Iterator[None]:
+    """Turn a failure to write in the block (disk full, read-only, permissions) into one line
+    naming the output directory, for files a command writes as it goes (checkpoints)."""
+    try:
+        yield
+    except OSError as error:
+        raise InputError(
+            f"cannot write to output directory {str(out)!r}: {error.strerror or error}. "
+            f"Choose another {flag}."
+        ) from None
+
+
+def check_free_space(out: str | Path, needed: int, what: str, *, flag: str = "--out") -> None:
+    """Refuse, before any work, a command whose files need more room than the disk under `out`
+    has."""
+    existing = _nearest_existing(Path(out))
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise InputError(
+            f"{what} needs about {needed / 2**20:,.0f} MiB in {str(out)!r} but only "
+            f"{free / 2**20:,.0f} MiB is free there: free some space or choose another {flag}."
+        )
+
+
+@contextlib.contextmanager
+def exclusive_run(out: str | Path, *, flag: str = "--out") -> Iterator[Path]:
+    """For a command that writes to `out` as it goes (checkpoints): create the directory if need
+    be and hold its lock, refusing at once when another mechlab command holds it; if the command
+    made the directory and leaves it empty (an error before anything was written), remove it."""
+    out = check_output_targets(out, flag=flag)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"cannot write to output directory {str(out)!r}: {error.strerror or error}. "
+            f"Choose another {flag}."
+        ) from None
+    try:
+        with directory_lock(out, blocking=False, flag=flag):
+            yield out
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty
+
+
 def write_files(
     out: str | Path, files: dict[str, bytes | str], *, flag: str = "--out"
 ) -> list[Path]:
@@ -108,8 +206,11 @@ def write_files(
             with os.fdopen(fd, "wb") as f:
                 f.write(content.encode("utf-8") if isinstance(content, str) else content)
             os.chmod(tmp, 0o644)
-        for tmp, path in written:
-            os.replace(tmp, path)
+        # The renames under the directory's lock: two commands writing the same --out at once
+        # each leave a whole set of files (the last one's), never a mix of the two.
+        with directory_lock(out, flag=flag):
+            for tmp, path in written:
+                os.replace(tmp, path)
         done = True
     except OSError as error:
         raise InputError(

@@ -232,3 +232,53 @@ def test_a_killed_cold_load_leaves_nothing_once_loaded_again(phase, smollm2, tmp
     with torch.inference_mode():
         assert torch.equal(again(tokens), smollm2(tokens))
     assert stray_files(cache) == []
+
+
+def run_with_tmpfs_at(path: Path, mount_options: str, command: list[str], cwd: Path):
+    """Run `command` with a fresh tmpfs (`mount_options`) mounted over `path`, in a user and mount
+    namespace of its own: nothing is visible outside, the rest of the file system is as it is."""
+    path.mkdir(parents=True, exist_ok=True)
+    script = f'mount -t tmpfs -o {mount_options} tmpfs {path} && exec "$@"'
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+TRAIN_IF_MISSING = [
+    *MECHLAB, "lens", "--model", "random:tiny", "--prompt", "hello", "--tuned", "auto",
+    "--train-if-missing",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [("ro,size=10m", "Read-only file system"), ("size=64k", "free on its disk")],
+    ids=["read-only", "full"],
+)
+def test_training_a_cached_lens_into_an_unwritable_cache_is_one_line(tmp_path, options, message):
+    """`lens --tuned auto --train-if-missing` with the cache's tuned-lens directory read-only or
+    too small: the cache's one-line error (naming MECHLAB_CACHE), before any training, no files."""
+    from mechlab.cache import cache_dir
+
+    out = tmp_path / "out"
+    result = run_with_tmpfs_at(
+        cache_dir() / "tuned-lens", options, [*TRAIN_IF_MISSING, "--out", str(out)], tmp_path
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert message in lines[0] and "MECHLAB_CACHE" in lines[0]
+    assert not out.exists()
+
+
+def test_tune_lens_on_a_full_disk_is_refused_before_training(tmp_path):
+    out = tmp_path / "small"
+    command = [*MECHLAB, "tune-lens", "--model", "random:tiny", "--out", str(out / "lens")]
+    result = run_with_tmpfs_at(out, "size=64k", command, tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "the lens and its checkpoint needs about 1 MiB" in lines[0]
+    assert "only 0 MiB is free there" in lines[0]

@@ -397,3 +397,31 @@ def test_result_fields_are_shape_checked():
     HeadScan(**common, loss_by_position=torch.zeros(8))
     with pytest.raises(TypeCheckError):
         HeadScan(**common, loss_by_position=torch.zeros(9))
+
+
+def test_copying_scores_are_computed_once_per_model_until_its_weights_change():
+    """The scan's copying score depends on the weights alone: a second scan reuses it, and
+    changing a weight in place (as an optimizer does) computes it again."""
+    import mechlab.analysis.heads as heads_module
+
+    model = load_model("random:tiny")
+    calls = {"n": 0}
+    import mechlab.analysis.circuits as circuits_module
+
+    original = circuits_module.copying_scores
+
+    def counted(weights):
+        calls["n"] += 1
+        return original(weights)
+
+    circuits_module.copying_scores = counted
+    try:
+        first = heads_module.copying_scores(model)
+        second = heads_module.copying_scores(model)
+        assert calls["n"] == 1 and torch.equal(first, second)
+        with torch.no_grad():
+            model.blocks[0].attn.W_O[0].mul_(-1)
+        third = heads_module.copying_scores(model)
+        assert calls["n"] == 2 and not torch.equal(first, third)
+    finally:
+        circuits_module.copying_scores = original

@@ -44,3 +44,59 @@ def test_a_failed_write_into_an_existing_directory_removes_nothing_of_its(tmp_pa
     with pytest.raises(InputError):
         write_files(tmp_path / "out", {"a.json": "{}"})
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["old.txt"]
+
+
+HOLD = """
+import sys, time
+from mechlab.io import directory_lock
+with directory_lock(sys.argv[1], blocking=False):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_lock(directory, seconds: float):
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(directory), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path, capsys):
+    """tune-lens (and sae train) write checkpoints as they go: a second run on the same --out is
+    one line, exit 2, and touches nothing."""
+    from mechlab.cli import main
+
+    out = tmp_path / "lens"
+    out.mkdir()
+    process = hold_lock(out, 30)
+    try:
+        code = main(["tune-lens", "--model", "random:tiny", "--tokens", "1024", "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "another mechlab command is writing to" in err[0]
+        assert list(out.iterdir()) == []
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_file_sets_written_at_once_to_one_directory_never_mix(tmp_path):
+    """write_files renames under the directory's lock: a writer waits for the holder, so each
+    command's set lands whole (the last one's wins)."""
+    import time
+
+    out = tmp_path / "out"
+    write_files(out, {"a.json": "1", "b.json": "1"})
+    process = hold_lock(out, 1.5)
+    start = time.monotonic()
+    write_files(out, {"a.json": "2", "b.json": "2"})
+    waited = time.monotonic() - start
+    process.wait()
+    assert waited > 0.5  # it waited for the holder instead of renaming under it
+    assert (out / "a.json").read_text() == (out / "b.json").read_text() == "2"

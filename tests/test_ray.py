@@ -137,6 +137,8 @@ def test_a_model_failing_on_its_worker_is_named_and_the_others_finish(tmp_path):
     assert codes == [1]
     assert f"mechlab heads: {missing} failed on its worker: " in stderr
     assert "is not a directory" in stderr
+    # Ray's own start-up lines stay off the user's stderr (issue 26 §7): mechlab's lines only
+    assert all(line.startswith("mechlab heads:") for line in stderr.strip().splitlines()), stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "induction_mosaic.png", "random_llama-tiny", "random_tiny"
     ]  # fmt: skip

@@ -113,18 +113,14 @@ def per_head(norm_weight: Tensor, matrix: Tensor) -> Tensor:
 def head_weights(model: HookedTransformer) -> HeadWeights:
     """The folded float32 weights of `model` (see the module docstring). Folding, centring and
     centring the unembedding are each idempotent, so a model TransformerLens has processed already
-    comes out the same as its raw weights."""
+    comes out the same as its raw weights. In post-norm models (OLMo 2) the norm after each
+    attention output is folded into W_O like Gemma's ln1_post, and nothing into W_Q, W_K, W_V."""
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
     from mechlab.analysis.dla import attention_output_norms
 
     cfg = model.cfg
-    if cfg.original_architecture in POST_NORM_ARCHITECTURES:
-        raise InputError(
-            f"{cfg.model_name} is a post-norm model ({cfg.original_architecture}): each "
-            "sublayer's output is normalized before it joins the residual stream, so its heads' "
-            "circuits are not linear maps of the residual stream; circuits reads pre-norm models"
-        )
+    post_norm = cfg.original_architecture in POST_NORM_ARCHITECTURES  # ln1 follows attention
     layer_norm = cfg.normalization_type in ("LN", "LNPre")
     W_Q, W_K, W_V, W_O = [], [], [], []
     with torch.no_grad():
@@ -135,7 +131,7 @@ def head_weights(model: HookedTransformer) -> HeadWeights:
             k = (attn._W_K if grouped else attn.W_K).detach().float()
             v = (attn._W_V if grouped else attn.W_V).detach().float()
             o = attn.W_O.detach().float()
-            if cfg.normalization_type in ("LN", "RMS"):  # not folded yet: fold the weight
+            if cfg.normalization_type in ("LN", "RMS") and not post_norm:  # fold it now
                 w = block.ln1.w.float()[:, None]
                 q, k, v = q * w, k * w, v * w
             if cfg.use_qk_norm:  # Gemma: each head's q and k are scaled by these weights

@@ -9,13 +9,14 @@ layer's pattern that reduces it to per-head sums on the spot and keeps nothing e
 one layer's pattern, not a cache of all of them.
 """
 
+import weakref
 from dataclasses import dataclass, field
 
 import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import FactoredMatrix, HookedTransformer
+from transformer_lens import HookedTransformer
 
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
@@ -380,25 +381,32 @@ def next_token_loss(
     return torch.stack(losses)
 
 
+# The copying scores of models already scanned, with the weights they were computed from: they
+# depend on the weights alone, so a second scan of the same model does not pay for them again.
+_COPYING_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def weights_version(model: HookedTransformer) -> tuple:
+    """Changes whenever any parameter is replaced or changed in place (torch counts in-place
+    changes in `_version`)."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
 def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
     """Elhage et al. (2021)'s copying measure of each head's OV circuit W_E W_V W_O W_U: the
     eigenvalue sum over the sum of absolute values, sum(l) / sum(|l|), in [-1, 1]; near 1 when the
     head copies the tokens it attends to into its prediction.
 
-    The vocab x vocab circuit is never formed: its non-zero eigenvalues are those of the
-    d_head x d_head product of the cyclically permuted factors, W_O (W_U W_E) W_V, which
-    FactoredMatrix computes from the d_model x d_head and d_head x d_model factors; in float32
-    whatever the model's dtype.
-    """
-    with torch.inference_mode():
-        # [d_model, d_model]: the only product that touches d_vocab
-        unembed_embed = model.W_U.float() @ model.W_E.float()
-        scores = []
-        for block in model.blocks:  # one layer at a time keeps the stacked weights out of memory
-            attn = block.attn
-            circuit = FactoredMatrix(
-                attn.W_V.float(), attn.W_O.float() @ unembed_embed
-            )  # [n_heads, d_model, d_model]
-            eigenvalues = circuit.eigenvalues  # [n_heads, d_head], complex
-            scores.append((eigenvalues.sum(-1) / eigenvalues.abs().sum(-1)).real.float())
-    return torch.stack(scores)
+    Computed by mechlab.analysis.circuits.copying_scores (the vocab x vocab circuit is never
+    formed, the norms folded in as there), in float32 whatever the model's dtype; kept per model
+    until its weights change."""
+    from mechlab.analysis.circuits import copying_scores as circuit_copying
+    from mechlab.analysis.circuits import head_weights
+
+    version = weights_version(model)
+    cached = _COPYING_CACHE.get(model)
+    if cached is not None and cached[0] == version:
+        return cached[1].clone()
+    scores = circuit_copying(head_weights(model))
+    _COPYING_CACHE[model] = (version, scores)
+    return scores.clone()

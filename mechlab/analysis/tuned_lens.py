@@ -572,19 +572,31 @@ def cached_lens_directory(model: HookedTransformer) -> Path:
     return cache_dir() / "tuned-lens" / f"{slug}-{weights_sha256(model)[:16]}"
 
 
+def lens_bytes(model: HookedTransformer) -> int:
+    """What a lens and its checkpoint (the lens and Adam's two moments) take on disk."""
+    one = model.cfg.n_layers * (model.cfg.d_model + 1) * model.cfg.d_model * 4
+    return 4 * one + (1 << 20)
+
+
 def train_default_lens(
     model: HookedTransformer, directory: Path, *, progress: bool = False
 ) -> TunedLens:
-    """Train a lens on the default corpus with the default budget and save it in `directory`;
-    Ctrl-C saves nothing."""
+    """Train a lens on the default corpus with the default budget and save it in `directory`
+    (in the cache: the room it needs is checked first, and a cache that cannot be written is the
+    cache's one-line error); Ctrl-C saves nothing."""
+    from mechlab.cache import cache_writes, check_free_space
     from mechlab.corpus import load_corpus
 
     corpus = load_corpus()
-    lens = train_tuned_lens(
-        model, corpus.train, progress=progress, corpus=corpus.manifest(), checkpoint=directory
-    )
-    if lens.manifest["interrupted"]:
-        raise KeyboardInterrupt
-    lens.save(directory)
-    Checkpoint.remove(directory)
+    needed = f"{lens_bytes(model) / 2**20:.0f} MB"
+    check_free_space(directory, lens_bytes(model), needed)
+    with cache_writes(needed=needed):
+        directory.mkdir(parents=True, exist_ok=True)
+        lens = train_tuned_lens(
+            model, corpus.train, progress=progress, corpus=corpus.manifest(), checkpoint=directory
+        )
+        if lens.manifest["interrupted"]:
+            raise KeyboardInterrupt
+        lens.save(directory)
+        Checkpoint.remove(directory)
     return lens

@@ -497,3 +497,70 @@ def circuits_files(result, top: int = 10) -> Files:
     files["circuits.json"] = json_text(result.to_json(top))
     files["circuits.html"] = render_page(items, title=f"{result.model}: circuits from the weights")
     return files
+
+
+# --------------------------------------------------------------------------------------------------
+# Grokking
+
+GROKKING_FILES = ["grokking.json", "grokking.png", "grokking.html"]
+
+
+def grokking_caption(run) -> str:
+    if run.memorise_step is None:
+        story = "The training pairs were never all answered correctly."
+    elif run.grok_step is None:
+        story = (
+            f"Every training pair was answered correctly from step {run.memorise_step}; the "
+            "held-out pairs never reached 99%."
+        )
+    else:
+        story = (
+            f"Every training pair was answered correctly from step {run.memorise_step}; 99% of "
+            f"the held-out pairs only from step {run.grok_step}, "
+            f"{run.grok_step - run.memorise_step} steps later."
+        )
+    return (
+        f"(a + b) mod {run.p}, a one-layer Transformer trained from scratch on {run.fraction:.0%} "
+        f"of the pairs. {story} Key frequencies (from the final embedding): "
+        f"{run.key_frequencies}. The restricted loss keeps only the logits' components along "
+        "cos(w(a+b)) and sin(w(a+b)) of those frequencies (all pairs); the excluded loss removes "
+        "them (training pairs): Nanda et al. (2023)'s progress measures."
+    )
+
+
+def grokking_table_html(run, rows: int = 12) -> str:
+    """The checkpoints as a table readable without scripts (about `rows` of them, evenly spaced)."""
+    every = max(1, len(run.steps) // rows)
+    chosen = sorted(set(range(0, len(run.steps), every)) | {len(run.steps) - 1})
+    names = [
+        ("step", "{:d}", run.steps),
+        ("train loss", "{:.3g}", run.train_loss),
+        ("test loss", "{:.3g}", run.test_loss),
+        ("train acc", "{:.3f}", run.train_accuracy),
+        ("test acc", "{:.3f}", run.test_accuracy),
+        ("restricted", "{:.3g}", run.restricted_loss),
+        ("excluded", "{:.3g}", run.excluded_loss),
+        ("weight norm", "{:.1f}", run.weight_norm),
+    ]
+    head = "".join(f"<th>{name}</th>" for name, _, _ in names)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{fmt.format(values[i])}</td>" for _, fmt, values in names) + "</tr>"
+        for i in chosen
+    )
+    return f'<table style="font-family: monospace; font-size: 11px"><tr>{head}</tr>{body}</table>'
+
+
+def grokking_files(run) -> Files:
+    """grokking.json (every field), grokking.png and grokking.html."""
+    from mechlab.present.plots import plot_grokking
+    from mechlab.present.views import render_page
+
+    png = figure_png(plot_grokking(run))
+    return {
+        "grokking.json": json_text(run.to_json()),
+        "grokking.png": png,
+        "grokking.html": render_page(
+            [(grokking_caption(run), image_html(png, "grokking")), ("", grokking_table_html(run))],
+            title=f"grokking (a + b) mod {run.p}",
+        ),
+    }

@@ -14,6 +14,7 @@ Ray is an optional extra (``pip install 'mechlab[ray]'``); nothing here imports 
 Ray is asked for.
 """
 
+import logging
 import os
 import signal
 import socket
@@ -103,10 +104,16 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
 
 
 def scan_models_on_ray(
-    specs: list[str], *, address: str | None = None, retries: int = 3, **options
+    specs: list[str],
+    *,
+    address: str | None = None,
+    retries: int = 3,
+    verbose: bool = False,
+    **options,
 ) -> tuple[list[ModelScan], dict[str, str]]:
     """`scan_model` for every spec as one Ray task each (one CPU each), in parallel; the results in
-    the order of `specs`, and a one-line reason for each model that failed."""
+    the order of `specs`, and a one-line reason for each model that failed. Ray's own INFO lines
+    (starting an instance, connecting) stay off the user's stderr unless `verbose`."""
     ray = import_ray()
     if address:
         check_reachable(address)
@@ -114,7 +121,12 @@ def scan_models_on_ray(
     # MECHLAB_CACHE if set (on one machine the same cache; on a cluster the same path on each
     # node's own disk; unset, each node uses its default ~/.cache/mechlab).
     env = {key: value for key, value in os.environ.items() if key.startswith("MECHLAB_")}
-    init = dict(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+    init = dict(
+        address=address,
+        runtime_env={"env_vars": env},
+        log_to_driver=verbose,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+    )
     if not address:  # "local": a new instance, never one that `ray start` left running here
         init.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
     elif address.removeprefix("ray://").rpartition(":")[0] in ("127.0.0.1", "localhost"):
