@@ -19,6 +19,7 @@ BENCHMARKS = [
     "tuned_lens",
     "attribution",
     "circuits",
+    "grokking",
 ]
 
 

@@ -23,6 +23,8 @@ from mechlab.defaults import (
     INDUCTION_THRESHOLD,
     MAX_PROMPTS,
     MAX_PROMPTS_FILE_BYTES,
+    NEURON_TOKENS,
+    SAE_SITES,
     TUNED_LENS_TOKENS,
 )
 from mechlab.errors import InputError, MechlabError, MechlabWarning
@@ -289,6 +291,9 @@ def build_parser() -> Parser:
         help="one Ray task per model: on a local Ray instance started for this command, or on the "
         "cluster at ADDRESS (HOST:PORT); needs pip install 'mechlab[ray]'",
     )
+    heads.add_argument(
+        "--verbose", action="store_true", help="with --ray: show Ray's own log lines on stderr"
+    )
     heads.add_argument("--out", required=True, help="output directory")
     heads.set_defaults(run=run_heads)
 
@@ -441,6 +446,89 @@ def build_parser() -> Parser:
     )
     circuits.add_argument("--out", required=True, help="output directory")
     circuits.set_defaults(run=run_circuits)
+
+    neurons = commands.add_parser(
+        "neurons",
+        help="what MLP neurons respond to: their top and bottom activations over Wikipedia "
+        "text (then `mechlab neurons show DIR` for a neuron's page)",
+    )
+    add_model_option(neurons)
+    neurons.add_argument(
+        "--layer",
+        type=non_negative_int,
+        action="append",
+        help="a layer to record, repeatable (default: every layer)",
+    )
+    neurons.add_argument(
+        "--tokens",
+        type=positive_int,
+        default=NEURON_TOKENS,
+        help=f"tokens of text to go through (default {NEURON_TOKENS})",
+    )
+    neurons.add_argument("--out", help="output directory (neurons.safetensors, neurons.json)")
+    neurons.set_defaults(run=run_neurons)
+    neuron_actions = neurons.add_subparsers(dest="action", metavar="show", parser_class=Parser)
+    neurons_show = neuron_actions.add_parser(
+        "show", help="a neuron's page from records made by `mechlab neurons --out DIR`"
+    )
+    neurons_show.add_argument("directory", help="the records' directory")
+    neurons_show.add_argument("--layer", type=non_negative_int, required=True)
+    neurons_show.add_argument(
+        "--neuron", type=non_negative_int, action="append", required=True, help="repeatable"
+    )
+    neurons_show.add_argument(
+        "--out",
+        required=True,
+        help="PAGE.html for one neuron, or a directory for one page per neuron",
+    )
+    neurons_show.set_defaults(run=run_neurons_show)
+
+    sae = commands.add_parser(
+        "sae", help="sparse autoencoders: train one offline on Wikipedia text, show its features"
+    )
+    sae_actions = sae.add_subparsers(
+        dest="action", metavar="train|show", required=True, parser_class=Parser
+    )
+    sae_train = sae_actions.add_parser(
+        "train", help="train a TopK SAE (SAELens) on one layer's activations, then measure it"
+    )
+    add_model_option(sae_train)
+    sae_train.add_argument("--layer", type=non_negative_int, required=True)
+    sae_train.add_argument("--site", choices=SAE_SITES, default="resid_post")
+    sae_train.add_argument(
+        "--expansion", type=positive_int, default=8, help="latents per d_model (default 8)"
+    )
+    sae_train.add_argument(
+        "--k", type=positive_int, default=32, help="latents active per token (default 32)"
+    )
+    sae_train.add_argument(
+        "--tokens", type=positive_int, help="training tokens (default: all the corpus holds)"
+    )
+    sae_train.add_argument("--epochs", type=positive_int, default=3, help="passes (default 3)")
+    sae_train.add_argument("--seed", type=non_negative_int, default=0)
+    sae_train.add_argument("--out", required=True, help="directory of the SAE")
+    sae_train.set_defaults(run=run_sae_train)
+    sae_show = sae_actions.add_parser(
+        "show", help="feature dashboards of an SAE made by `mechlab sae train --out DIR`"
+    )
+    sae_show.add_argument("directory", help="the SAE's directory")
+    sae_show.add_argument(
+        "--feature", type=non_negative_int, action="append", help="a latent's page, repeatable"
+    )
+    sae_show.add_argument(
+        "--top",
+        type=positive_int,
+        default=50,
+        help="without --feature: pages for this many latents, densest first (default 50)",
+    )
+    sae_show.add_argument(
+        "--tokens",
+        type=positive_int,
+        default=32768,
+        help="held-out tokens to look for activations in (default 32768)",
+    )
+    sae_show.add_argument("--out", required=True, help="directory of the pages")
+    sae_show.set_defaults(run=run_sae_show)
 
     lens = commands.add_parser("lens", help="logit lens: decode every layer's residual stream")
     add_model_option(lens)
@@ -682,6 +770,13 @@ def run_tune_lens(args: argparse.Namespace) -> int:
     if not args.eval_only:  # the lens, and the checkpoint written as it trains
         outputs += [*TUNED_LENS_FILES, *TUNED_LENS_CHECKPOINT_FILES]
     check_output_targets(args.out, outputs)
+    from mechlab.io import exclusive_run, output_writes
+
+    with exclusive_run(args.out), output_writes(args.out):  # checkpoints as it trains: one run
+        return tune_lens(args)  # at a time, and a full disk is one line
+
+
+def tune_lens(args: argparse.Namespace) -> int:
     from mechlab.analysis.tuned_lens import (
         Checkpoint,
         TunedLens,
@@ -697,6 +792,11 @@ def run_tune_lens(args: argparse.Namespace) -> int:
     corpus = load_corpus(args.corpus)
     model = load_model(args.model, **placement(args))
     evaluation_sequences(model, corpus.held_out, args.eval_tokens)  # refused before any training
+    if not args.eval_only:
+        from mechlab.analysis.tuned_lens import lens_bytes
+        from mechlab.io import check_free_space
+
+        check_free_space(args.out, lens_bytes(model), "the lens and its checkpoint")
     if args.eval_only:
         lens = TunedLens.load(args.out, model)
     else:
@@ -759,7 +859,9 @@ def run_heads(args: argparse.Namespace) -> int:
         results = [scan_model(spec, progress=True, **options) for spec in specs]
     else:
         say(f"scanning {len(specs)} models on Ray ({args.ray or 'a local instance'})")
-        results, failures = scan_models_on_ray(specs, address=args.ray or None, **options)
+        results, failures = scan_models_on_ray(
+            specs, address=args.ray or None, verbose=args.verbose, **options
+        )
         if not results:
             raise MechlabError(
                 "every model failed on its worker: "
@@ -886,6 +988,189 @@ def run_circuits(args: argparse.Namespace) -> int:
     console().print(circuits_table(result, args.top))
     write_files(args.out, circuits_files(result, top=args.top))
     say(f"wrote {args.out}")
+    return 0
+
+
+def corpus_paragraphs(held_out: bool = False) -> tuple[list[str], dict]:
+    """The Wikipedia corpus's paragraphs (training or held-out documents), each one text."""
+    from mechlab.corpus import load_corpus
+
+    corpus = load_corpus("wikipedia")
+    documents = corpus.held_out if held_out else corpus.train
+    return [p for document in documents for p in document.split("\n\n")], corpus.manifest()
+
+
+def run_neurons(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+    from mechlab.present.artifacts import NEURON_FILES
+
+    if args.out is None:
+        raise InputError(
+            "the following arguments are required: --out (see 'mechlab neurons --help')"
+        )
+    check_output_targets(args.out, NEURON_FILES)
+    from mechlab.analysis.neurons import top_activations
+    from mechlab.io import write_files
+    from mechlab.models.loading import load_model
+    from mechlab.present.artifacts import neuron_files
+
+    model = load_model(args.model, **placement(args))
+    texts, corpus = corpus_paragraphs()
+    records = top_activations(model, texts, layers=args.layer, tokens=args.tokens, progress=True)
+    records.corpus = corpus
+    write_files(args.out, neuron_files(records))
+    say(repr(records))
+    say(f"wrote {args.out}; a neuron's page: mechlab neurons show {args.out} --layer L --neuron N")
+    return 0
+
+
+def run_neurons_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mechlab.analysis.neurons import NeuronRecords
+    from mechlab.io import check_output_targets
+
+    out = Path(args.out)
+    neurons = list(dict.fromkeys(args.neuron))
+    single = out.suffix == ".html"
+    if single and len(neurons) > 1:
+        raise InputError(
+            f"--out {args.out!r} is one page, but {len(neurons)} neurons were asked for: give a "
+            "directory instead (one page per neuron)"
+        )
+    names = [out.name] if single else [f"neuron_L{args.layer}N{n}.html" for n in neurons]
+    target = out.parent if single else out
+    check_output_targets(target, names)
+    records = NeuronRecords.load(args.directory)
+    records.layer_index(args.layer)
+    for neuron in neurons:
+        records.check_neuron(neuron)
+    from mechlab.analysis.tokens import token_strings
+    from mechlab.io import write_files
+    from mechlab.models.loading import load_model
+    from mechlab.present.features import neuron_page, neuron_token_ids
+
+    model = load_model(records.model)
+    records = NeuronRecords.load(args.directory, model)  # the weights hash checked too
+    pages = {}
+    for name, neuron in zip(names, neurons, strict=True):
+        ids = sorted(neuron_token_ids(records, args.layer, neuron))
+        token_text = dict(zip(ids, token_strings(model, ids), strict=True))
+        pages[name] = neuron_page(records, args.layer, neuron, token_text)
+    write_files(target, pages)
+    say(f"wrote {', '.join(str(target / name) for name in names)}")
+    return 0
+
+
+def run_sae_train(args: argparse.Namespace) -> int:
+    from mechlab.io import check_output_targets
+
+    float32_only(args, "an SAE")
+    check_output_targets(args.out, ["sae.safetensors", "sae.json", "checkpoint.safetensors"])
+    from mechlab.io import exclusive_run, output_writes
+
+    with exclusive_run(args.out), output_writes(args.out):  # a checkpoint on Ctrl-C: one run at
+        return sae_train(args)  # a time, and a full disk is one line
+
+
+def sae_train(args: argparse.Namespace) -> int:
+    from mechlab.analysis.sae import check_arguments, remove_checkpoint, train_sae
+    from mechlab.corpus import load_corpus
+    from mechlab.io import write_files
+    from mechlab.models.loading import load_model
+    from mechlab.present.artifacts import sae_files
+    from mechlab.present.text import sae_table
+
+    model = load_model(args.model, **placement(args))
+    check_arguments(model, args.layer, args.site, args.expansion, args.k)
+    corpus = load_corpus("wikipedia")
+    sae = train_sae(
+        model,
+        corpus.train,
+        layer=args.layer,
+        site=args.site,
+        expansion=args.expansion,
+        k=args.k,
+        tokens=args.tokens,
+        seed=args.seed,
+        held_out=corpus.held_out,
+        epochs=args.epochs,
+        progress=True,
+        checkpoint=args.out,
+        corpus=corpus.manifest(),
+    )
+    if sae.manifest["interrupted"]:
+        warn(
+            f"mechlab sae train: interrupted; the checkpoint in {args.out} continues with the "
+            "same command"
+        )
+        return 130
+    console().print(sae_table(sae))
+    write_files(args.out, sae_files(sae))
+    remove_checkpoint(args.out)
+    say(f"wrote {args.out}; its features: mechlab sae show {args.out} --out PAGES")
+    return 0
+
+
+def run_sae_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mechlab.io import check_output_targets, read_json_object
+
+    json_path = Path(args.directory) / "sae.json"
+    if not json_path.is_file():
+        raise InputError(
+            f"no SAE in {args.directory!r} (no sae.json): train one with `mechlab sae train "
+            "--out DIR`"
+        )
+    manifest = read_json_object(json_path, fix="train it again with `mechlab sae train`")
+    width = manifest.get("width")
+    for feature in args.feature or []:
+        if isinstance(width, int) and feature >= width:
+            raise InputError(f"feature {feature} is out of range: this SAE has {width} latents")
+    names = ["index.html", "features.json"] + [f"feature_{f}.html" for f in args.feature or []]
+    check_output_targets(args.out, names)
+    from mechlab.analysis.sae import SAE, feature_records
+    from mechlab.analysis.tokens import token_strings
+    from mechlab.io import json_text, write_files
+    from mechlab.models.loading import load_model
+    from mechlab.present.features import features_index_page, unit_page, unit_token_ids
+
+    model = load_model(str(manifest.get("model")))
+    sae = SAE.load(args.directory, model)
+    texts, _ = corpus_paragraphs(held_out=True)
+    records = feature_records(model, sae, texts, tokens=args.tokens, progress=True)
+    ranking = records.frac_positive[0].argsort(descending=True).tolist()
+    alive = [f for f in ranking if records.frac_positive[0, f] > 0]
+    chosen = list(dict.fromkeys(args.feature)) if args.feature else alive[: args.top]
+    ids = set()
+    for feature in set(chosen) | set(alive):
+        where = records.top_where[0, feature].tolist()
+        ids |= {records.window_tokens(*w)[records.context] for w in where}
+    for feature in chosen:
+        ids |= unit_token_ids(records, sae.layer, feature)
+    ids.discard(None)
+    ordered = sorted(ids)
+    token_text = dict(zip(ordered, token_strings(model, ordered), strict=True))
+    files = {
+        f"feature_{f}.html": unit_page(records, sae.layer, f, token_text, kind="feature")
+        for f in chosen
+    }
+    files["index.html"] = features_index_page(
+        records, alive, token_text, {f: f"feature_{f}.html" for f in chosen}
+    )
+    files["features.json"] = json_text(
+        {
+            "sae": str(args.directory),
+            "tokens_seen": records.tokens_seen,
+            "dead_on_these_tokens": len(ranking) - len(alive),
+            "density": records.frac_positive[0].tolist(),
+            "max_activation": records.top_values[0, :, 0].tolist(),
+            "pages": chosen,
+        }
+    )
+    write_files(args.out, files)
+    say(f"wrote {Path(args.out) / 'index.html'} and {len(chosen)} feature pages")
     return 0
 
 

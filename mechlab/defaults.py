@@ -24,6 +24,12 @@ GROKKING_P = 113
 GROKKING_FRACTION = 0.3
 GROKKING_STEPS = 10_000
 
+# Neuron records (mechlab neurons): tokens of Wikipedia text gone through by default.
+NEURON_TOKENS = 65536
+
+# Where an SAE can be trained (mechlab.analysis.sae.SITES maps them to hooks).
+SAE_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+
 # What `mechlab lens --prompts-file` reads at most: a bigger file is refused, not half-read.
 MAX_PROMPTS_FILE_BYTES = 4 << 20  # 4 MiB
 MAX_PROMPTS = 10_000

@@ -448,3 +448,81 @@ def test_causal_commands_write_their_files_with_the_fixed_keys(tmp_path, capsys)
     assert [row["kind"] for row in ablation] == ["single", "single", "joint", "control"]
     assert all({"heads", "loss_second_half", "delta"} <= set(row) for row in ablation)
     assert (out / "ablation.png").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Every command, probed with the same bad inputs: a command added later is held to it too
+
+
+def command_paths(parser=None, prefix=()) -> list[tuple[str, ...]]:
+    """Every runnable command as its words: ('lens',), ('sae', 'train'), ..."""
+    import argparse
+
+    from mechlab.cli import build_parser
+
+    parser = parser or build_parser()
+    paths = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                nested = command_paths(sub, (*prefix, name))
+                if sub.get_default("run") is not None:
+                    paths.append((*prefix, name))
+                paths += [p for p in nested if p not in paths]
+    return paths
+
+
+# the least each command needs to run on a tiny model (the output path is added by the probe)
+MINIMAL = {
+    ("models",): None,  # writes nothing, takes no input
+    ("predict",): ["--model", "random:tiny"],
+    ("verify",): ["--model", "random:tiny", "--json", "{file}"],
+    ("attention",): ["--model", "random:tiny", "--prompt", "ab", "--out", "{out}"],
+    ("heads",): ["--model", "random:tiny", "--out", "{out}"],
+    ("patch",): ["--model", "random:tiny", *PATCH_PAIR, "--out", "{out}"],
+    ("train-induction",): ["--steps", "1", "--out", "{out}"],
+    ("train-grokking",): ["--p", "5", "--steps", "1", "--out", "{out}"],
+    ("dla",): ["--model", "random:tiny", "--prompt", "ab", "--answer", "c", "--out", "{out}"],
+    ("attribute",): [*ATTRIBUTE, "--answer", "c", "--out", "{out}"],
+    ("circuits",): ["--model", "random:tiny", "--out", "{out}"],
+    ("neurons",): ["--model", "random:tiny", "--layer", "0", "--out", "{out}"],
+    ("neurons", "show"): ["{missing}", "--layer", "0", "--neuron", "0", "--out", "{out}"],
+    ("sae", "train"): ["--model", "random:tiny", "--layer", "0", "--out", "{out}"],
+    ("sae", "show"): ["{missing}", "--out", "{out}"],
+    ("lens",): ["--model", "random:tiny", "--prompt", "ab", "--out", "{out}"],
+    ("tune-lens",): ["--model", "random:tiny", "--out", "{out}"],
+    ("report",): ["--model", "random:tiny", "--out", "{out}"],
+}
+
+
+def test_every_command_is_in_the_probe():
+    assert sorted(command_paths()) == sorted(MINIMAL)
+
+
+@pytest.mark.parametrize("path", sorted(MINIMAL), ids=lambda p: " ".join(p))
+def test_probe_every_command_with_bad_input(path, tmp_path, capsys):
+    """An unknown option; an output path that is a file; a model spec that is no model: each one
+    line on stderr, exit status 2, nothing written, the file in the way untouched."""
+    args = MINIMAL[path]
+    blocker = tmp_path / "blocker"
+    blocker.write_text("mine")
+    fill = {"{out}": str(blocker), "{file}": str(tmp_path / "dir"), "{missing}": "/no/such/dir"}
+    probes = [[*path, "--no-such-option"]]
+    if args is not None and "{out}" in args:
+        probes.append([*path, *[fill.get(a, a) for a in args]])
+    if args is not None and "--model" in args:
+        bad_model = [*path, *[fill.get(a, a) for a in args]]
+        bad_model[bad_model.index("random:tiny")] = "random:no-such-preset"
+        bad_model = [str(tmp_path / "out") if a == str(blocker) else a for a in bad_model]
+        probes.append(bad_model)
+    if args is not None and "{file}" in args:  # verify --json: a directory in the way
+        (tmp_path / "dir").mkdir()
+        probes.append([*path, *[fill.get(a, a) for a in args]])
+    for probe in probes:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        code = main(probe)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, (probe, err)
+        assert "Traceback" not in err[0]
+        assert sorted(p.name for p in tmp_path.iterdir()) == before, probe
+        assert blocker.read_text() == "mine"

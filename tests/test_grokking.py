@@ -31,7 +31,9 @@ def test_pairs_and_answers_are_what_they_say():
     assert tokens.shape == (25, 3) and labels.shape == (25,)
     assert tokens[7].tolist() == [1, 2, 5] and labels[7] == 3  # 1 + 2, "=" is token 5
     assert tokens[24].tolist() == [4, 4, 5] and labels[24] == 3  # 8 mod 5
-    assert sorted(map(tuple, tokens[:, :2].tolist())) == [(a, b) for a in range(5) for b in range(5)]
+    assert sorted(map(tuple, tokens[:, :2].tolist())) == [
+        (a, b) for a in range(5) for b in range(5)
+    ]
 
 
 def test_the_split_is_seeded_disjoint_and_covers_every_pair():
@@ -207,11 +209,11 @@ def test_ctrl_c_writes_what_was_recorded(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(torch.optim.AdamW, "step", interrupt_at_step_25)
     out = tmp_path / "out"
-    code = main(["train-grokking", "--p", "23", "--steps", "100", "--out", str(out)])
+    code = main(["train-grokking", "--p", "23", "--steps", "1000", "--out", str(out)])
     assert code == 130 and "interrupted; wrote what was recorded" in capsys.readouterr().err
     data = json.loads((out / "grokking.json").read_text())
-    assert data["interrupted"] and data["steps"] == [0, 10, 20]
-    assert len(data["restricted_loss"]) == 3 and data["key_frequencies"]
+    assert data["interrupted"] and data["steps"] == [0, 5, 10, 15, 20]  # every 1000 // 200
+    assert len(data["restricted_loss"]) == 5 and data["key_frequencies"]
     assert {p.name for p in out.iterdir()} == {"grokking.json", "grokking.png", "grokking.html"}
 
 

@@ -229,6 +229,33 @@ CONFIGS = {
 }
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["gpt2-like", "llama GQA folded", "gemma3-like", "llama rotary base 1e5, partial rotary"],
+)
+def test_last_only_gives_the_last_position_of_the_whole_run(name):
+    """`last_only` runs the last block's queries, its MLP and the unembedding on the last position
+    alone: the logits are those of the whole run's last position (rotary offsets, the causal mask
+    and a local layer's window shifted to match), and nothing else comes back."""
+    scratch = Transformer.from_hooked(hooked(**CONFIGS[name]))
+    tokens = torch.randint(0, 101, (3, 20), generator=torch.Generator().manual_seed(2))
+    full = scratch(tokens)
+    last = scratch(tokens, last_only=True)
+    assert last.shape == (3, 1, full.shape[-1])
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=1e-5)
+    # a planted off-by-one (the query rotated as if it sat at position 0) is caught
+    if scratch.cfg.positional == "rotary":
+        import mechlab.scratch.model as model_module
+
+        rotary = model_module.apply_rotary
+        try:
+            model_module.apply_rotary = lambda x, cfg, base=None, start=0: rotary(x, cfg, base)
+            wrong = scratch(tokens, last_only=True)
+        finally:
+            model_module.apply_rotary = rotary
+        assert (wrong - full[:, -1:]).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_whole_model_matches_hooked_transformer(name):
     model = hooked(**CONFIGS[name])
@@ -309,7 +336,7 @@ def planted(model: HookedTransformer, monkeypatch, bug: str) -> str | None:
         monkeypatch.setattr(
             scratch_module,
             "apply_rotary",
-            lambda x, cfg, base=None: _rotate_backwards(x, cfg, original),
+            lambda x, cfg, base=None, start=0: _rotate_backwards(x, cfg, original),
         )
     tokens = torch.randint(
         0, model.cfg.d_vocab, (1, 16), generator=torch.Generator().manual_seed(3)

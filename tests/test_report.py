@@ -165,7 +165,12 @@ EXPERIMENTS = {
         *["--model", "random:tiny", "--seq-len", "10", "--batch", "3"],
         *["--clean", "abcd", "--corrupted", "abxd", "--answer", "e", "--wrong", "f"],
     ],
+    "09_features.py": [
+        *["--model", "random:tiny", "--layer", "1", "--tokens", "3000"],
+        *["--sae-tokens", "8192"],
+    ],
     "10_circuits_from_weights.py": ["--model", "random:llama-tiny"],
+    "11_grokking.py": ["--p", "23", "--steps", "100"],
     "08_token_attribution.py": [
         *["--model", "random:tiny", "--prompt", "abcd", "--answer", "e", "--wrong", "f"],
         *["--baseline", "a", "--every", "1", "--prompts", "0"],

@@ -564,3 +564,32 @@ def grokking_files(run) -> Files:
             title=f"grokking (a + b) mod {run.p}",
         ),
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Features
+
+NEURON_FILES = ["neurons.safetensors", "neurons.json"]
+
+
+def safetensors_bytes(tensors: dict, metadata: dict | None = None) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors, metadata=metadata)
+
+
+def neuron_files(records) -> Files:
+    """neurons.safetensors (every tensor, nothing pickled) and neurons.json (what they are)."""
+    return {
+        "neurons.safetensors": safetensors_bytes(records.tensors()),
+        "neurons.json": json_text(records.to_json()),
+    }
+
+
+def sae_files(sae) -> Files:
+    """sae.safetensors (the inference weights) and sae.json (model, weights hash, corpus, how it
+    was trained, mechlab's metrics)."""
+    return {
+        "sae.safetensors": safetensors_bytes(sae.tensors()),
+        "sae.json": json_text(sae.to_json()),
+    }

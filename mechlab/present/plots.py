@@ -772,3 +772,21 @@ def plot_grokking(run) -> Figure:
     )
     figure.tight_layout()
     return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# Features: neurons and sparse-autoencoder latents
+
+
+def plot_histogram(edges: np.ndarray, counts: np.ndarray, title: str) -> Figure:
+    """Counts per bin (log scale), bins given by their edges."""
+    figure = new_figure(figsize=(7, 2.8))
+    ax = figure.subplots()
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4c72b0")
+    ax.set_yscale("log")
+    ax.axvline(0, color="gray", linewidth=0.8)
+    ax.set_xlabel("activation")
+    ax.set_ylabel("tokens")
+    ax.set_title(plain(title), fontsize=9)
+    figure.tight_layout()
+    return figure

@@ -200,3 +200,34 @@ def circuits_table(result, k: int = 10) -> Table:
         f"most copying heads: {scored_heads_label(most)}"
     )
     return table
+
+
+def sae_table(sae) -> Table:
+    """An SAE's metrics on held-out text, as mechlab measures them."""
+    m = sae.metrics
+    table = Table(
+        title=markup_safe(
+            f"{sae.manifest['model']}: SAE on {sae.site} of layer {sae.layer}, {sae.width} "
+            f"latents, k={sae.k}"
+        )
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in [
+        ("fraction of variance explained", f"{m.variance_explained:.3f}"),
+        ("L0 (active latents per token)", f"{m.l0:.1f}"),
+        ("dead latents (never active held out)", f"{m.dead_fraction:.1%}"),
+        ("next-token loss, clean", f"{m.clean_loss:.3f}"),
+        ("  with the SAE spliced in", f"{m.spliced_loss:.3f} ({m.delta_loss:+.3f})"),
+        ("  zero-ablated", f"{m.zero_ablation_loss:.3f}"),
+        ("  mean-ablated", f"{m.mean_ablation_loss:.3f}"),
+        ("KL(clean || spliced), nats/token", f"{m.kl:.3f}"),
+        ("loss recovered vs zero-ablation", f"{m.recovered_vs_zero:.1%}"),
+        ("loss recovered vs mean-ablation", f"{m.recovered_vs_mean:.1%}"),
+    ]:
+        table.add_row(name, value)
+    table.caption = (
+        f"held out: {m.tokens:,} activations, losses on {m.loss_tokens:,} tokens; trained on "
+        f"{sae.manifest['tokens']:,} tokens x {sae.manifest['epochs']} epochs"
+    )
+    return table

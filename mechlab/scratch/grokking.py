@@ -6,9 +6,14 @@ mechlab.analysis.fourier) and progress measures that move long before the test a
 
 The task and model are theirs: the input is the three tokens ``a b =`` (a, b in 0..p-1, "=" is
 token p), the answer is (a + b) mod p, read at the last position from the first p logits; one
-layer, d_model 128, 4 heads of 32, d_mlp 512, ReLU, no norms, learned positions; full-batch AdamW
-(lr 1e-3 after 10 warm-up steps, weight decay 1, betas 0.9 and 0.98) on a fixed random fraction of
-the p^2 pairs, the rest held out.
+layer, d_model 128, 4 heads of 32, d_mlp 512, ReLU, no norms, learned positions, initialised as
+theirs (`nanda_init`: every matrix from normal(0, 1/d_model), the unembedding from
+normal(0, 1/d_vocab)); full-batch AdamW (lr 1e-3 after 10 warm-up steps, weight decay 1, betas 0.9
+and 0.98) on a fixed random fraction of the p^2 pairs, the rest held out.
+
+The initialisation matters: with GPT-2's (std 0.02, four times smaller here) the same model
+generalises almost as soon as it fits, with no memorisation phase to grok out of (Liu et al. 2022,
+"Omnigrok", tie grokking to a large initial weight norm).
 
 Checkpoints (the weights, every `checkpoint` steps) are kept in memory; after training, the key
 frequencies are read from the final embedding, and the restricted and excluded losses of every
@@ -81,6 +86,22 @@ def grokking_config(p: int) -> Config:
     )
 
 
+def nanda_init(model: Transformer, seed: int) -> Transformer:
+    """Nanda et al.'s initialisation: every weight matrix from normal(0, 1/d_model), the
+    unembedding from normal(0, 1/d_vocab), biases at zero."""
+    generator = torch.Generator().manual_seed(seed)
+    cfg = model.cfg
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            kind = name.split(".")[-1]
+            if kind.startswith("W_"):
+                scale = cfg.d_vocab if kind == "W_U" else cfg.d_model
+                param.copy_(torch.randn(param.shape, generator=generator) / scale**0.5)
+            else:
+                param.zero_()
+    return model
+
+
 def all_pairs(p: int) -> tuple[Int[Tensor, "pair 3"], Int[Tensor, " pair"]]:
     """Every input ``a b =`` in the order a * p + b, and its answer (a + b) mod p."""
     a = torch.arange(p).repeat_interleave(p)
@@ -99,8 +120,10 @@ def train_mask(p: int, fraction: float, seed: int) -> Bool[Tensor, " pair"]:
 
 
 def answer_logits(model: Transformer, tokens: Tensor, p: int) -> Float[Tensor, "pair p"]:
-    """The logits of the answers 0..p-1 at the last position."""
-    return model(tokens)[:, -1, :p]
+    """The logits of the answers 0..p-1 at the last position, computed for that position only
+    (`last_only`: the MLP and the unembedding of the other two would be thrown away; 2.2x fewer
+    seconds per step)."""
+    return model(tokens, last_only=True)[:, -1, :p]
 
 
 def weight_norm(model: Transformer) -> float:
@@ -136,12 +159,16 @@ class GrokkingRun:
     @property
     def memorise_step(self) -> int | None:
         """The first checkpoint at which every training pair is answered correctly."""
-        return next((s for s, a in zip(self.steps, self.train_accuracy) if a >= 1.0), None)
+        return next(
+            (s for s, a in zip(self.steps, self.train_accuracy, strict=True) if a >= 1.0), None
+        )
 
     @property
     def grok_step(self) -> int | None:
         """The first checkpoint at which at least 99% of the held-out pairs are."""
-        return next((s for s, a in zip(self.steps, self.test_accuracy) if a >= GROKKED), None)
+        return next(
+            (s for s, a in zip(self.steps, self.test_accuracy, strict=True) if a >= GROKKED), None
+        )
 
     def __repr__(self) -> str:
         if not self.steps:
@@ -211,11 +238,13 @@ def train_grokking(
     steps = DEFAULT_STEPS if steps is None else steps
     check_arguments(p, fraction, steps, checkpoint)
     every = checkpoint or max(1, steps // CHECKPOINTS)
-    model = Transformer(grokking_config(p), seed=seed)
+    model = nanda_init(Transformer(grokking_config(p)), seed)
     tokens, labels = all_pairs(p)
     train = train_mask(p, fraction, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP))
+    warmup = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / WARMUP)
+    )
     run = GrokkingRun(p=p, fraction=fraction, seed=seed, planned_steps=steps, model=model)
     start = time.perf_counter()
     bar = progress_bar(total=steps, desc=f"grokking (a + b) mod {p}", disable=not progress)

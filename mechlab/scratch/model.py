@@ -178,16 +178,22 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(cfg, length=cfg.d_head, weighted=True)
 
     def forward(
-        self, x: Float[Tensor, "batch pos d_model"]
+        self, x: Float[Tensor, "batch pos d_model"], queries: int | None = None
     ) -> tuple[
-        Float[Tensor, "batch pos d_model"], Float[Tensor, "batch n_heads query_pos key_pos"]
+        Float[Tensor, "batch query_pos d_model"],
+        Float[Tensor, "batch n_heads query_pos key_pos"],
     ]:
-        """Return the attention output and the attention pattern."""
+        """Return the attention output and the attention pattern. With `queries`, only the last
+        that many positions ask (every position is still a key and a value): what the last layer
+        needs when only the last position's logits are wanted."""
         cfg = self.cfg
+        start = x.shape[1] - (queries or x.shape[1])  # the first query's position
         # Biases are added in place (+=): a fresh tensor for each sum costs more than the add
         # itself.
         q = einops.einsum(
-            x, self.W_Q, "batch pos d_model, n_heads d_model d_head -> batch pos n_heads d_head"
+            x[:, start:],
+            self.W_Q,
+            "batch query_pos d_model, n_heads d_model d_head -> batch query_pos n_heads d_head",
         )
         k = einops.einsum(
             x,
@@ -205,7 +211,8 @@ class Attention(nn.Module):
         if cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if cfg.positional == "rotary":
-            q, k = apply_rotary(q, cfg, self.rotary_base), apply_rotary(k, cfg, self.rotary_base)
+            q = apply_rotary(q, cfg, self.rotary_base, start=start)
+            k = apply_rotary(k, cfg, self.rotary_base)
         if cfg.kv_heads != cfg.n_heads:
             # Grouped-query attention: query heads h*g .. h*g+g-1 all read key/value head h.
             group = cfg.n_heads // cfg.kv_heads
@@ -244,9 +251,13 @@ class Attention(nn.Module):
 def causal_mask(
     scores: Float[Tensor, "batch n_heads query_pos key_pos"],
 ) -> Float[Tensor, "batch n_heads query_pos key_pos"]:
-    """Hide the future: a query may attend to its own position and earlier ones only."""
+    """Hide the future: a query may attend to its own position and earlier ones only. The queries
+    are the last query_pos positions (all of them, usually), so query i sits at position
+    key_pos - query_pos + i."""
     query_pos, key_pos = scores.shape[-2:]
-    future = torch.ones(query_pos, key_pos, dtype=torch.bool, device=scores.device).triu(diagonal=1)
+    future = torch.ones(query_pos, key_pos, dtype=torch.bool, device=scores.device).triu(
+        diagonal=1 + key_pos - query_pos
+    )
     return scores.masked_fill(future, float("-inf"))
 
 
@@ -319,10 +330,15 @@ class TransformerBlock(nn.Module):
             if cfg.post_norms:
                 self.ln2_post = RMSNorm(cfg, weighted=True)
 
-    def forward(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> dict[str, Tensor]:
+    def forward(
+        self, resid_pre: Float[Tensor, "batch pos d_model"], queries: int | None = None
+    ) -> dict[str, Tensor]:
         """Return this block's activations: resid_pre, pattern, attn_out, resid_mid, mlp_out (not
-        in an attention-only block), resid_post."""
-        attn_out, pattern = self.attn(self.ln1(resid_pre))
+        in an attention-only block), resid_post. With `queries`, everything after the attention's
+        keys and values is computed for the last that many positions only."""
+        attn_out, pattern = self.attn(self.ln1(resid_pre), queries)
+        if queries is not None:
+            resid_pre = resid_pre[:, -queries:]
         if self.cfg.post_norms:
             attn_out = self.ln1_post(attn_out)
         resid_mid = resid_pre + attn_out
@@ -383,23 +399,25 @@ def make_norm(cfg: Config) -> nn.Module:
 
 
 def apply_rotary(
-    x: Float[Tensor, "batch pos heads d_head"], cfg: Config, base: float | None = None
+    x: Float[Tensor, "batch pos heads d_head"],
+    cfg: Config,
+    base: float | None = None,
+    start: int = 0,
 ) -> Float[Tensor, "batch pos heads d_head"]:
     """Rotary position embedding (Su et al. 2021): rotate pairs of q/k dimensions by an angle that
     grows with the position, so q . k depends on the distance between the two positions.
 
     Like Hugging Face's Llama, dimension i is paired with i + rotary_dim/2 (not with i+1). `base`
     (default ``cfg.rotary_base``) sets the slowest frequency; Gemma's local layers use a smaller
-    one.
+    one. `start` is the position of x's first row (queries of the last positions only).
     """
     rotary_dim = cfg.rotary_dim or cfg.d_head
     pos = x.shape[1]
     inv_freq = (cfg.rotary_base if base is None else base) ** -(
         torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=x.device) / rotary_dim
     )
-    angles = einops.einsum(
-        torch.arange(pos, dtype=torch.float32, device=x.device), inv_freq, "pos, half -> pos half"
-    )
+    positions = torch.arange(start, start + pos, dtype=torch.float32, device=x.device)
+    angles = einops.einsum(positions, inv_freq, "pos, half -> pos half")
     angles = einops.repeat(angles, "pos half -> pos 1 (copy half)", copy=2)
     x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
     first, second = x_rot.chunk(2, dim=-1)
@@ -426,10 +444,11 @@ def apply_rotary(
 def sliding_window_mask(
     scores: Float[Tensor, "batch n_heads query_pos key_pos"], window: int
 ) -> Float[Tensor, "batch n_heads query_pos key_pos"]:
-    """Hide the distant past too: a query at position q sees keys q - window + 1 .. q only."""
+    """Hide the distant past too: a query at position q sees keys q - window + 1 .. q only (the
+    queries being the last query_pos positions, as in causal_mask)."""
     query_pos, key_pos = scores.shape[-2:]
     distant = torch.ones(query_pos, key_pos, dtype=torch.bool, device=scores.device).tril(
-        diagonal=-window
+        diagonal=-window + key_pos - query_pos
     )
     return scores.masked_fill(distant, float("-inf"))
 
@@ -474,13 +493,20 @@ class Transformer(nn.Module):
                 param.copy_(torch.normal(0.0, std, param.shape, generator=generator))
 
     def forward(
-        self, tokens: Int[Tensor, "batch pos"], return_activations: bool = False
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        return_activations: bool = False,
+        last_only: bool = False,
     ) -> (
-        Float[Tensor, "batch pos d_vocab"]
-        | tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]
+        Float[Tensor, "batch query_pos d_vocab"]
+        | tuple[Float[Tensor, "batch query_pos d_vocab"], dict[str, Tensor]]
     ):
         """Logits for every position; with `return_activations`, also a dict of every intermediate
-        value, named like TransformerLens's hooks (``blocks.3.pattern``, ``ln_final``, ...)."""
+        value, named like TransformerLens's hooks (``blocks.3.pattern``, ``ln_final``, ...).
+
+        With `last_only`, the logits of the last position only ([batch, 1, d_vocab]): the last
+        block's queries, MLP, the final norm and the unembedding then work on that position
+        alone (as nanoGPT's generate does for its lm_head), which is most of a one-layer model."""
         self.check_tokens(tokens)
         activations: dict[str, Tensor] = {"embed": self.embed(tokens)}
         resid = activations["embed"]
@@ -488,7 +514,8 @@ class Transformer(nn.Module):
             activations["pos_embed"] = self.pos_embed(tokens)
             resid = resid + activations["pos_embed"]
         for layer, block in enumerate(self.blocks):
-            values = block(resid)
+            last_block = layer == len(self.blocks) - 1
+            values = block(resid, 1 if last_only and last_block else None)
             resid = values["resid_post"]
             if return_activations:
                 activations.update(

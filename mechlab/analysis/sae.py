@@ -1,0 +1,731 @@
+"""A sparse autoencoder on one site of the residual stream (Bricken et al. 2023, Cunningham et al.
+2023), trained offline with SAELens as the engine and judged with mechlab's own metrics.
+
+Single neurons are polysemantic (Elhage et al. 2022): a model represents more features than it
+has dimensions, in superposition. An SAE rewrites a layer's activation x as a sparse, non-negative
+combination of many more directions: f = TopK(W_enc (x - b_dec) + b_enc), x_hat = W_dec f + b_dec,
+with only k latents active per token (Gao et al. 2024's TopK, SAELens's `TopKTrainingSAE`).
+
+The layer's activations are cached once (the forward pass stops at that layer), then the SAE is
+trained from memory for several epochs, the inputs scaled so that their mean norm is sqrt(d_model)
+(folded back into the weights at the end). SAELens's trainer does each step (its TopK auxiliary
+loss revives dead latents); mechlab drives the loop, so that Ctrl-C keeps a checkpoint (one
+safetensors file, nothing pickled: SAELens's own trainer state is a torch pickle) that the same run
+continues from.
+
+The metrics are computed here, on held-out text, not taken from SAELens's logs: the fraction of
+variance explained, L0, the fraction of latents never active, and the model's next-token loss with
+the reconstruction spliced in at that site, against the clean loss and against replacing the
+activation by zero and by its mean (loss recovered relative to both: zero-ablation flatters a
+residual-stream SAE, since zeroing the residual stream destroys everything).
+"""
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from mechlab.errors import DataError, InputError
+
+SITES = {
+    "resid_pre": "hook_resid_pre",
+    "resid_mid": "hook_resid_mid",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+}
+SEQ_LEN = 128  # tokens per cached sequence, BOS first (never an SAE input)
+BATCH = 4096  # activations per training step
+LEARNING_RATE = 4e-4  # Gao et al.'s 2e-4 / sqrt(d_sae / 2^14) for d_sae of a few thousand
+DEFAULT_EPOCHS = 3
+EVAL_TOKENS = 32768  # held-out activations for variance explained, L0 and dead latents
+LOSS_TOKENS = 8192  # held-out tokens for the spliced losses (four forward passes each)
+FORMAT = 1
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+def hook_name(layer: int, site: str) -> str:
+    return f"blocks.{layer}.{SITES[site]}"
+
+
+def check_arguments(model: HookedTransformer, layer, site, expansion, k) -> None:
+    cfg = model.cfg
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < cfg.n_layers:
+        raise InputError(
+            f"layer {layer!r} is out of range: {cfg.model_name} has layers 0 .. {cfg.n_layers - 1}"
+        )
+    if site not in SITES:
+        raise InputError(f"unknown site {site!r}: choose one of {', '.join(SITES)}")
+    if hook_name(layer, site) not in model.hook_dict:
+        raise InputError(f"{cfg.model_name} has no {site} at layer {layer}")
+    if isinstance(expansion, bool) or not isinstance(expansion, int) or expansion < 1:
+        raise InputError(f"expansion must be a positive integer, got {expansion!r}")
+    width = expansion * cfg.d_model
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < width:
+        raise InputError(
+            f"k must be an integer from 1 to the width - 1 ({width - 1} = {expansion} x "
+            f"{cfg.d_model} - 1), got {k!r}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Activations
+
+
+def cache_activations(
+    model: HookedTransformer,
+    sequences: Int[Tensor, "batch pos"],
+    layer: int,
+    site: str,
+    *,
+    progress: bool = False,
+    batch: int = 8,
+) -> Float[Tensor, "token d_model"]:
+    """The activation at (layer, site) of every position but BOS, float32 on the CPU; the forward
+    pass stops after that layer."""
+    from mechlab.progress import progress_bar
+
+    name, kept = hook_name(layer, site), []
+
+    def keep(activation: Tensor, hook) -> None:
+        kept.append(activation[:, 1:].reshape(-1, activation.shape[-1]).float().cpu())
+
+    with torch.inference_mode():
+        for chunk in progress_bar(
+            sequences.split(batch), desc=f"caching {site} of layer {layer}", disable=not progress
+        ):
+            model.run_with_hooks(
+                chunk.to(model.cfg.device), fwd_hooks=[(name, keep)], stop_at_layer=layer + 1
+            )
+    return torch.cat(kept)
+
+
+# --------------------------------------------------------------------------------------------------
+# The metrics
+
+
+def variance_explained(
+    x: Float[Tensor, "token d_model"], reconstruction: Float[Tensor, "token d_model"]
+) -> float:
+    """1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2 over the tokens: 1 for a perfect
+    reconstruction, 0 for the mean."""
+    x, reconstruction = x.double(), reconstruction.double()
+    residual = (x - reconstruction).pow(2).sum()
+    total = (x - x.mean(0)).pow(2).sum()
+    return float(1 - residual / total)
+
+
+@dataclass
+class SplicedLosses:
+    """Next-token loss of the model on the same tokens: clean, with the activation replaced by a
+    reconstruction, by zero and by its mean; and the KL from the clean output."""
+
+    clean: float
+    spliced: float
+    zero: float
+    mean: float
+    kl: float
+
+    @property
+    def delta(self) -> float:
+        return self.spliced - self.clean
+
+    def recovered(self, ablated: float) -> float:
+        """How much of the loss the ablation costs the reconstruction gets back (1: all)."""
+        return (ablated - self.spliced) / (ablated - self.clean)
+
+
+def spliced_losses(
+    model: HookedTransformer,
+    sequences: Int[Tensor, "batch pos"],
+    name: str,
+    reconstruct: Callable[[Tensor], Tensor],
+    mean: Float[Tensor, " d_model"],
+    batch: int = 8,
+) -> SplicedLosses:
+    """Loss (and KL from the clean run) with the activation at hook `name` replaced, at every
+    position but BOS, by reconstruct(activation), by zero and by `mean`; predictions from
+    positions 1 .. pos-2 (the BOS position's own prediction cannot change)."""
+    totals = dict(clean=0.0, spliced=0.0, zero=0.0, mean=0.0, kl=0.0)
+    count = 0
+
+    def replace(fn):
+        def hook(activation: Tensor, hook) -> Tensor:
+            out = activation.clone()
+            out[:, 1:] = fn(activation[:, 1:]).to(activation.dtype)
+            return out
+
+        return hook
+
+    replacements = {
+        "spliced": reconstruct,
+        "zero": lambda a: torch.zeros_like(a),
+        "mean": lambda a: mean.to(a.device, a.dtype).expand_as(a),
+    }
+    with torch.inference_mode():
+        for chunk in sequences.split(batch):
+            chunk = chunk.to(model.cfg.device)
+            targets = chunk[:, 2:].flatten()
+            clean_logits = model(chunk)[:, 1:-1].float()
+            clean_log_probs = clean_logits.log_softmax(-1).flatten(0, 1)
+            totals["clean"] += F.nll_loss(clean_log_probs, targets, reduction="sum").item()
+            for kind, fn in replacements.items():
+                logits = model.run_with_hooks(chunk, fwd_hooks=[(name, replace(fn))])
+                log_probs = logits[:, 1:-1].float().log_softmax(-1).flatten(0, 1)
+                totals[kind] += F.nll_loss(log_probs, targets, reduction="sum").item()
+                if kind == "spliced":
+                    totals["kl"] += F.kl_div(
+                        log_probs, clean_log_probs, log_target=True, reduction="sum"
+                    ).item()
+            count += len(targets)
+    return SplicedLosses(**{key: value / count for key, value in totals.items()})
+
+
+@dataclass
+class SAEMetrics:
+    """mechlab's own measures of an SAE on held-out tokens."""
+
+    tokens: int  # held-out activations the first three are measured on
+    variance_explained: float
+    l0: float  # mean active latents per token
+    dead_fraction: float  # latents never active on the held-out tokens
+    loss_tokens: int  # tokens the losses are measured on
+    clean_loss: float
+    spliced_loss: float
+    zero_ablation_loss: float
+    mean_ablation_loss: float
+    kl: float  # KL(clean || spliced), nats per token
+
+    @property
+    def delta_loss(self) -> float:
+        return self.spliced_loss - self.clean_loss
+
+    @property
+    def recovered_vs_zero(self) -> float:
+        return (self.zero_ablation_loss - self.spliced_loss) / (
+            self.zero_ablation_loss - self.clean_loss
+        )
+
+    @property
+    def recovered_vs_mean(self) -> float:
+        return (self.mean_ablation_loss - self.spliced_loss) / (
+            self.mean_ablation_loss - self.clean_loss
+        )
+
+    def to_json(self) -> dict:
+        return {
+            **asdict(self),
+            "delta_loss": self.delta_loss,
+            "loss_recovered_vs_zero_ablation": self.recovered_vs_zero,
+            "loss_recovered_vs_mean_ablation": self.recovered_vs_mean,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# The SAE
+
+
+class SAE:
+    """A trained TopK sparse autoencoder for one site of one model: SAELens's `TopKSAE` (the
+    inference form, decoder rows of unit norm) with what mechlab knows about it: the model and its
+    weights' hash, the site, the corpus, how it was trained, and its metrics."""
+
+    def __init__(self, sae, manifest: dict, metrics: SAEMetrics | None = None):
+        self.sae = sae  # sae_lens.TopKSAE
+        self.manifest = manifest
+        self.metrics = metrics
+
+    @property
+    def layer(self) -> int:
+        return self.manifest["layer"]
+
+    @property
+    def site(self) -> str:
+        return self.manifest["site"]
+
+    @property
+    def k(self) -> int:
+        return self.sae.cfg.k
+
+    @property
+    def width(self) -> int:
+        return self.sae.cfg.d_sae
+
+    @property
+    def hook(self) -> str:
+        return hook_name(self.layer, self.site)
+
+    def encode(self, x: Float[Tensor, "*token d_model"]) -> Float[Tensor, "*token latent"]:
+        with torch.inference_mode():
+            return self.sae.encode(x.float())
+
+    def decode(self, f: Float[Tensor, "*token latent"]) -> Float[Tensor, "*token d_model"]:
+        with torch.inference_mode():
+            return self.sae.decode(f)
+
+    def reconstruct(self, x: Float[Tensor, "*token d_model"]) -> Float[Tensor, "*token d_model"]:
+        return self.decode(self.encode(x))
+
+    def __repr__(self) -> str:
+        headline = ""
+        if self.metrics:
+            m = self.metrics
+            headline = (
+                f", variance explained {m.variance_explained:.3f}, L0 {m.l0:.1f}, dead "
+                f"{m.dead_fraction:.1%}, loss recovered {m.recovered_vs_mean:.1%} vs mean "
+                f"ablation"
+            )
+        return (
+            f"SAE({self.manifest['model']} {self.site} of layer {self.layer}: {self.width} "
+            f"latents, k={self.k}{headline})"
+        )
+
+    def to_json(self) -> dict:
+        return {
+            **self.manifest,
+            "format": FORMAT,
+            "architecture": "topk (SAELens TopKSAE)",
+            "d_in": self.sae.cfg.d_in,
+            "width": self.width,
+            "k": self.k,
+            "metrics": self.metrics.to_json() if self.metrics else None,
+        }
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {
+            name: getattr(self.sae, name).detach().contiguous()
+            for name in ("W_enc", "b_enc", "W_dec", "b_dec")
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor], k: int, manifest: dict, metrics=None):
+        from sae_lens import TopKSAE, TopKSAEConfig
+
+        d_in, d_sae = tensors["W_enc"].shape
+        sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, dtype="float32", device="cpu"))
+        sae.load_state_dict({name: tensor.float() for name, tensor in tensors.items()})
+        return cls(sae.eval(), manifest, metrics)
+
+    @classmethod
+    def load(cls, directory: str | Path, model: HookedTransformer) -> "SAE":
+        """The SAE saved in `directory` (sae.safetensors and sae.json), refused when unreadable,
+        malformed, or trained for another model."""
+        from mechlab.analysis.tuned_lens import weights_sha256
+        from mechlab.io import Fields, read_json_object, read_safetensors
+
+        directory = Path(directory)
+        json_path, weights = directory / "sae.json", directory / "sae.safetensors"
+        if not json_path.is_file() or not weights.is_file():
+            raise DataError(
+                f"no SAE in {str(directory)!r} (it needs sae.safetensors and sae.json): train one "
+                "with `mechlab sae train --out DIR`"
+            )
+        fix = f"train it again with `mechlab sae train --out {directory}`"
+        manifest = read_json_object(json_path, fix=fix)
+        fields = Fields(manifest, json_path, fix)
+        if fields.integer("format") != FORMAT:
+            raise DataError(f"{json_path} is not in a format this mechlab reads; {fix}")
+        if fields.text("weights_sha256") != weights_sha256(model):
+            raise DataError(
+                f"the SAE in {str(directory)!r} was trained for {manifest.get('model')!r}, not for "
+                f"{model.cfg.model_name!r} (another weights hash): train one for this model"
+            )
+        layer, site = fields.integer("layer", 0), fields.text("site")
+        d_in, width, k = (
+            fields.integer("d_in", 1),
+            fields.integer("width", 1),
+            fields.integer("k", 1),
+        )
+        if site not in SITES or layer >= model.cfg.n_layers or d_in != model.cfg.d_model:
+            raise DataError(f"{json_path} describes a site {model.cfg.model_name} lacks; {fix}")
+        if k >= width:
+            raise DataError(f"{json_path}: k = {k} is not below the width {width}; {fix}")
+        shapes = {
+            "W_enc": (d_in, width),
+            "b_enc": (width,),
+            "W_dec": (width, d_in),
+            "b_dec": (d_in,),
+        }
+        tensors, _ = read_safetensors(weights, fix=fix, shapes=shapes)
+        metrics = manifest.get("metrics")
+        known = {f.name for f in SAEMetrics.__dataclass_fields__.values()}
+        metrics = (
+            SAEMetrics(**{key: metrics[key] for key in known})
+            if isinstance(metrics, dict) and known <= set(metrics)
+            else None
+        )
+        kept = {key: value for key, value in manifest.items() if key not in ("metrics",)}
+        return cls.from_tensors(tensors, k, kept, metrics)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class TrainingState:
+    """Where a training run is (steps done, losses), saved with the SAE's and Adam's tensors."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evaluate(
+    model: HookedTransformer,
+    sae: SAE,
+    held_out: Int[Tensor, "batch pos"],
+    mean: Float[Tensor, " d_model"],
+    eval_tokens: int = EVAL_TOKENS,
+    loss_tokens: int = LOSS_TOKENS,
+) -> SAEMetrics:
+    """mechlab's metrics of `sae` on the held-out sequences (see the module docstring); `mean` is
+    the training activations' mean, what mean-ablation puts in."""
+    held_out = held_out[: math.ceil(eval_tokens / (held_out.shape[1] - 1))]
+    x = cache_activations(model, held_out, sae.layer, sae.site)
+    latents = torch.cat([sae.encode(chunk) for chunk in x.split(BATCH)])
+    reconstruction = torch.cat([sae.decode(chunk) for chunk in latents.split(BATCH)])
+    active = latents > 0
+    n_loss = max(1, math.ceil(loss_tokens / (held_out.shape[1] - 2)))
+    losses = spliced_losses(model, held_out[:n_loss], sae.hook, sae.reconstruct, mean)
+    return SAEMetrics(
+        tokens=len(x),
+        variance_explained=variance_explained(x, reconstruction),
+        l0=active.sum(-1).float().mean().item(),
+        dead_fraction=(~active.any(0)).float().mean().item(),
+        loss_tokens=n_loss * (held_out.shape[1] - 2),
+        clean_loss=losses.clean,
+        spliced_loss=losses.spliced,
+        zero_ablation_loss=losses.zero,
+        mean_ablation_loss=losses.mean,
+        kl=losses.kl,
+    )
+
+
+def train_sae(
+    model: HookedTransformer,
+    texts: list[str],
+    *,
+    layer: int,
+    site: str = "resid_post",
+    expansion: int = 8,
+    k: int = 32,
+    tokens: int | None = None,
+    seed: int = 0,
+    held_out: list[str] | None = None,
+    epochs: int = DEFAULT_EPOCHS,
+    eval_tokens: int = EVAL_TOKENS,
+    loss_tokens: int = LOSS_TOKENS,
+    batch: int = BATCH,
+    progress: bool = False,
+    checkpoint: str | Path | None = None,
+    corpus: dict | None = None,
+) -> SAE:
+    """Train a TopK SAE with expansion x d_model latents, k active, on the (layer, site)
+    activations of the first `tokens` tokens of `texts` (default: all), for `epochs` passes over
+    them; then measure it on `held_out` texts (default: the last tenth of the sequences). See the
+    module docstring. Ctrl-C stops after the current step: the SAE comes back with what it learnt
+    and ``manifest["interrupted"]`` set, and with `checkpoint` (a directory) the run is saved
+    there and the same call continues from it."""
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from mechlab.analysis.tuned_lens import token_sequences, weights_sha256
+    from mechlab.progress import progress_bar
+
+    check_arguments(model, layer, site, expansion, k)
+    for name, value in [
+        ("epochs", epochs),
+        ("eval_tokens", eval_tokens),
+        ("loss_tokens", loss_tokens),
+        ("batch", batch),
+    ]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    sequences = token_sequences(model, texts, SEQ_LEN)
+    if held_out is None:
+        cut = max(1, len(sequences) // 10)
+        sequences, evaluation = sequences[:-cut], sequences[-cut:]
+    else:
+        evaluation = token_sequences(model, held_out, SEQ_LEN)
+    available = len(sequences) * (SEQ_LEN - 1)
+    tokens = available if tokens is None else tokens
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < batch:
+        raise InputError(
+            f"tokens must be an integer >= {batch} (one training step), got {tokens!r}"
+        )
+    if tokens > available:
+        raise InputError(
+            f"{tokens:,} training tokens is more than the texts hold: {available:,}; ask for "
+            f"{available:,} or fewer"
+        )
+    sequences = sequences[: math.ceil(tokens / (SEQ_LEN - 1))]
+    started = time.perf_counter()
+    activations = cache_activations(model, sequences, layer, site, progress=progress)[:tokens]
+    cached_seconds = time.perf_counter() - started
+    mean = activations.mean(0)
+    scale = math.sqrt(model.cfg.d_model) / activations.norm(dim=-1).mean().item()
+
+    width = expansion * model.cfg.d_model
+    with torch.random.fork_rng():  # SAELens draws its initial weights from torch's global
+        torch.manual_seed(seed)  # generator: seeded here, the caller's left as it was
+        training = TopKTrainingSAE(
+            TopKTrainingSAEConfig(d_in=model.cfg.d_model, d_sae=width, k=k, device="cpu")
+        )
+    with torch.no_grad():  # the decoder bias starts at the data's mean (Bricken et al. 2023)
+        training.b_dec.copy_(mean * scale)
+    steps = epochs * (len(activations) // batch)
+    trainer = SAETrainer(
+        SAETrainerConfig(
+            total_training_samples=steps * batch,
+            train_batch_size_samples=batch,
+            lr=LEARNING_RATE,
+            lr_decay_steps=steps // 5,  # the last fifth decays to zero
+            lr_end=0.0,
+            dead_feature_window=max(10, 100_000 // batch),  # 100k tokens without firing: dead
+            feature_sampling_window=10**9,
+        ),
+        training,
+        data_provider=iter(()),
+    )
+    trainer.activation_scaler.scaling_factor = scale
+    plan = {
+        "weights_sha256": weights_sha256(model),
+        "layer": layer,
+        "site": site,
+        "width": width,
+        "k": k,
+        "tokens": tokens,
+        "epochs": epochs,
+        "seed": seed,
+        "batch": batch,
+    }
+    state = resume(checkpoint, plan, trainer, batch) if checkpoint else TrainingState()
+    generator = torch.Generator().manual_seed(seed)
+    orders = [torch.randperm(len(activations), generator=generator) for _ in range(epochs)]
+    per_epoch = len(activations) // batch
+    interrupted, clock = False, time.perf_counter() - state.seconds
+    bar = progress_bar(
+        total=steps, initial=state.step, desc="training the SAE", disable=not progress
+    )
+    try:
+        while state.step < steps:
+            epoch, index = divmod(state.step, per_epoch)
+            inputs = activations[orders[epoch][index * batch : (index + 1) * batch]]
+            output = trainer.step(inputs)
+            trainer.n_training_steps += 1
+            state.step += 1
+            state.losses.append(output.loss.item())
+            state.seconds = time.perf_counter() - clock
+            bar.update(1)
+            bar.set_postfix(loss=f"{state.losses[-1]:.3g}", refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        if checkpoint and state.step:
+            save_checkpoint(checkpoint, plan, trainer, state)
+    finally:
+        bar.close()
+    tensors = inference_tensors(training, scale)
+    manifest = {
+        "model": model.cfg.model_name,
+        "weights_sha256": plan["weights_sha256"],
+        "layer": layer,
+        "site": site,
+        "hook": hook_name(layer, site),
+        "expansion": expansion,
+        "corpus": corpus or {"name": "texts"},
+        "tokens": tokens,
+        "epochs": epochs,
+        "steps": state.step,
+        "planned_steps": steps,
+        "batch": batch,
+        "learning_rate": LEARNING_RATE,
+        "seed": seed,
+        "input_scale": scale,
+        "caching_seconds": cached_seconds,
+        "training_seconds": state.seconds,
+        "loss": state.losses,
+        "interrupted": interrupted,
+        "engine": "sae-lens " + sae_lens_version(),
+    }
+    sae = SAE.from_tensors(tensors, k, manifest)
+    started = time.perf_counter()
+    sae.metrics = evaluate(model, sae, evaluation, mean, eval_tokens, loss_tokens)
+    sae.manifest["evaluation_seconds"] = time.perf_counter() - started
+    return sae
+
+
+def inference_tensors(training, scale: float) -> dict[str, Tensor]:
+    """The inference SAE of a training one that saw its inputs multiplied by `scale`: SAELens
+    folds the decoder norms (rows of unit norm), and the scale is folded in here, so that the
+    result takes and returns activations as the model has them."""
+    inference = {name: value.detach().clone() for name, value in training.state_dict().items()}
+    training.process_state_dict_for_saving_inference(inference)
+    return {
+        "W_enc": inference["W_enc"] * scale,
+        "b_enc": inference["b_enc"],
+        "W_dec": inference["W_dec"] / scale,
+        "b_dec": inference["b_dec"] / scale,
+    }
+
+
+def sae_lens_version() -> str:
+    from importlib.metadata import version
+
+    return version("sae-lens")
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints: one safetensors file, the record in its metadata
+
+
+def save_checkpoint(directory, plan: dict, trainer, state: TrainingState) -> None:
+    from safetensors.torch import save_file
+
+    from mechlab.io import atomic_path, json_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"sae.{name}": value for name, value in trainer.sae.state_dict().items()}
+    names = [name for name, _ in trainer.sae.named_parameters()]
+    adam = trainer.optimizer.state_dict()["state"]
+    for index, name in enumerate(names):
+        for moment in ("exp_avg", "exp_avg_sq"):
+            tensors[f"{moment}.{name}"] = adam[index][moment]
+    tensors["n_forward_passes_since_fired"] = trainer.n_forward_passes_since_fired
+    record = {"plan": plan, **asdict(state)}
+    with atomic_path(directory / CHECKPOINT_FILE) as tmp:
+        save_file(
+            {key: value.detach().contiguous() for key, value in tensors.items()},
+            str(tmp),
+            metadata={"format": str(FORMAT), "record": json_text(record)},
+        )
+
+
+def remove_checkpoint(directory) -> None:
+    (Path(directory) / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
+def resume(directory, plan: dict, trainer, batch: int) -> TrainingState:
+    """The state saved in `directory` loaded into the trainer, or a fresh start. A checkpoint of
+    another run, or one that cannot be read, is a DataError saying how to start over."""
+    from mechlab.io import Fields, read_safetensors
+
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.exists():
+        return TrainingState()
+    fix = f"remove {path} to start over, or use another --out"
+    tensors, metadata = read_safetensors(path, fix=fix)
+    try:
+        record = json.loads(metadata.get("record", ""))
+    except ValueError:
+        record = None
+    if metadata.get("format") != str(FORMAT) or not isinstance(record, dict):
+        raise DataError(f"{path} is not an SAE checkpoint mechlab can read; {fix}")
+    fields = Fields(record, path, fix)
+    if fields.object("plan") != plan:
+        raise DataError(
+            f"{path} belongs to another training run (model, site, size, tokens or seed): {fix}"
+        )
+    step, losses, seconds = (
+        fields.integer("step", 1),
+        fields.numbers("losses"),
+        fields.number("seconds"),
+    )
+    names = [name for name, _ in trainer.sae.named_parameters()]
+    state_dict = {name[4:]: value for name, value in tensors.items() if name.startswith("sae.")}
+    try:
+        trainer.sae.load_state_dict(state_dict)
+        trainer.optimizer.load_state_dict(
+            {
+                "state": {
+                    index: {
+                        "step": torch.tensor(float(step)),
+                        "exp_avg": tensors[f"exp_avg.{name}"],
+                        "exp_avg_sq": tensors[f"exp_avg_sq.{name}"],
+                    }
+                    for index, name in enumerate(names)
+                },
+                "param_groups": trainer.optimizer.state_dict()["param_groups"],
+            }
+        )
+        trainer.n_forward_passes_since_fired = tensors["n_forward_passes_since_fired"]
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise DataError(f"{path} does not fit this SAE ({str(error)[:120]}); {fix}") from None
+    for _ in range(step):
+        trainer.lr_scheduler.step()
+    trainer.n_training_steps = step
+    trainer.n_training_samples = step * batch
+    return TrainingState(step, losses, seconds)
+
+
+# --------------------------------------------------------------------------------------------------
+# What each latent responds to (the dashboards' data)
+
+DASHBOARD_TOKENS = 32768
+DASHBOARD_SAMPLES = 48  # activations above zero drawn per latent, for the quantile bands
+
+
+def final_norm_scale(model: HookedTransformer, sequences: Tensor) -> float:
+    """The final norm's mean scale (what it divides the residual stream by) over these tokens,
+    BOS left out; 1 for a model without one."""
+    if "ln_final.hook_scale" not in model.hook_dict:
+        return 1.0
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(
+            sequences.to(model.cfg.device), names_filter="ln_final.hook_scale"
+        )
+    return cache["ln_final.hook_scale"][:, 1:].float().mean().item()
+
+
+def feature_records(
+    model: HookedTransformer,
+    sae: SAE,
+    texts: list[str],
+    *,
+    tokens: int = DASHBOARD_TOKENS,
+    k: int = 20,
+    samples: int = DASHBOARD_SAMPLES,
+    progress: bool = False,
+):
+    """Each latent's top activations over `texts` (with context), a uniform sample of its
+    activations above zero, its density and histogram (mechlab.analysis.neurons, the SAE's
+    encoder as the transform), and its direct effect on the logits: W_dec[f] @ W_U divided by the
+    final norm's mean scale on these texts (the decoder row as if it reached the unembedding
+    alone, through a typical final norm)."""
+    from mechlab.analysis.neurons import LOGIT_EFFECTS, sequences, top_activations
+
+    records = top_activations(
+        model,
+        texts,
+        layers=[sae.layer],
+        k=k,
+        tokens=tokens,
+        hook=SITES[sae.site],
+        transform=sae.encode,
+        samples=samples,
+        progress=progress,
+    )
+    documents = sequences(model, texts, min(tokens, 4096))
+    length = min(len(d) for d in documents)
+    scale = final_norm_scale(model, torch.stack([d[:length] for d in documents]))
+    with torch.inference_mode():
+        effects = (sae.sae.W_dec.float() / scale) @ model.W_U.float().cpu()  # [latent, d_vocab]
+        top, bottom = (
+            effects.topk(LOGIT_EFFECTS, -1),
+            effects.topk(LOGIT_EFFECTS, -1, largest=False),
+        )
+    records.promoted, records.promoted_values = top.indices[None], top.values[None]
+    records.suppressed, records.suppressed_values = bottom.indices[None], bottom.values[None]
+    records.hook = f"{sae.hook} -> SAE latents"
+    records.corpus = {"final_norm_scale": scale}
+    return records

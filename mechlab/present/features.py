@@ -1,0 +1,237 @@
+"""Pages for what units respond to: Neuroscope-style neuron pages and sparse-autoencoder feature
+dashboards. They take records (mechlab.analysis.neurons, mechlab.analysis.sae) and the text of the
+tokens they show, never a model; every page is offline HTML that reads without scripts (shading and
+hover titles are inline styles and attributes)."""
+
+import html
+
+from mechlab.io import figure_png
+from mechlab.present.artifacts import image_html
+from mechlab.present.views import diverging_colour, render_page, visible_token
+
+TokenText = dict[int, str]  # token id -> its text, for every id a page shows
+CONTEXT_STYLE = "font-family: monospace; font-size: 12px; white-space: pre-wrap"
+
+
+def neuron_label(layer: int, neuron: int) -> str:
+    return f"L{layer}N{neuron}"
+
+
+def context_html(
+    tokens: list[int | None], values: list[float], limit: float, token_text: TokenText
+) -> str:
+    """One context: each token shaded by the unit's activation there (red up, blue down, scaled to
+    `limit`), the centre token underlined; hover a token for its value."""
+    centre = len(tokens) // 2
+    spans = []
+    for index, (token, value) in enumerate(zip(tokens, values, strict=True)):
+        if token is None:
+            continue
+        text = html.escape(visible_token(token_text.get(token, f"<{token}>")))
+        underline = "text-decoration: underline; font-weight: bold;" if index == centre else ""
+        spans.append(
+            f'<span style="background:{diverging_colour(value, limit)}; {underline}" '
+            f'title="{value:+.4g}">{text}</span>'
+        )
+    return "".join(spans)
+
+
+def contexts_table_html(rows: list[tuple[float, list[int | None], list[float]]], limit: float,
+                        token_text: TokenText) -> str:  # fmt: skip
+    """(value, context tokens, context activations) rows as a table."""
+    body = "".join(
+        f"<tr><td style='text-align:right; padding-right:1em'>{value:+.3f}</td>"
+        f"<td style='{CONTEXT_STYLE}'>{context_html(tokens, values, limit, token_text)}</td></tr>"
+        for value, tokens, values in rows
+    )
+    return f'<table class="mechlab-contexts">{body}</table>'
+
+
+def effects_html(
+    promoted: list[tuple[int, float]], suppressed: list[tuple[int, float]], token_text: TokenText
+) -> str:
+    def cells(rows):
+        return "".join(
+            f"<tr><td style='{CONTEXT_STYLE}'>{html.escape(repr(token_text.get(t, f'<{t}>')))}"
+            f"</td><td style='text-align:right'>{value:+.3f}</td></tr>"
+            for t, value in rows
+        )
+
+    return (
+        '<table style="display:inline-table; margin-right:3em"><tr><th>promotes</th><th></th>'
+        f"</tr>{cells(promoted)}</table>"
+        '<table style="display:inline-table"><tr><th>suppresses</th><th></th></tr>'
+        f"{cells(suppressed)}</table>"
+    )
+
+
+def band_rows(records, index: int, unit: int, bands: int = 4, per_band: int = 5) -> list:
+    """The sampled activations above zero grouped into `bands` intervals of the unit's largest
+    activation ((3/4, 1], (1/2, 3/4], ...: Bricken et al. 2023's quantile view), up to `per_band`
+    contexts each, highest first within a band: (title, rows)."""
+    maximum = float(records.top_values[index, unit, 0])
+    values = records.sample_values[index, unit].tolist()
+    where = records.sample_where[index, unit].tolist()
+    contexts = records.sample_contexts[index, unit]
+    out = []
+    for band in range(bands, 0, -1):
+        low, high = (band - 1) / bands * maximum, band / bands * maximum
+        chosen = [
+            i
+            for i in sorted(range(len(values)), key=lambda i: -values[i])
+            if where[i][0] >= 0 and low < values[i] <= high
+        ][:per_band]
+        rows = [(values[i], records.window_tokens(*where[i]), contexts[i].tolist()) for i in chosen]
+        out.append((f"activations in ({low:.3g}, {high:.3g}]", rows))
+    return out
+
+
+def unit_page(
+    records, layer: int, unit: int, token_text: TokenText, *, kind: str = "neuron"
+) -> str:
+    """One unit's page (an MLP neuron, or an SAE latent with kind "feature"): its summary, the top
+    and bottom contexts shaded by its activation, the sampled contexts by band of activation when
+    there are samples, its activation histogram, and the tokens its output promotes and suppresses
+    directly."""
+    from mechlab.present.plots import plot_histogram
+
+    index = records.layer_index(layer)
+    label = neuron_label(layer, unit) if kind == "neuron" else f"feature {unit}"
+
+    def rows(values, where, contexts):
+        out = []
+        for rank in range(records.k):
+            document, position = where[index, unit, rank].tolist()
+            out.append(
+                (
+                    float(values[index, unit, rank]),
+                    records.window_tokens(document, position),
+                    contexts[index, unit, rank].tolist(),
+                )
+            )
+        return out
+
+    top = rows(records.top_values, records.top_where, records.top_contexts)
+    bottom = rows(records.bottom_values, records.bottom_where, records.bottom_contexts)
+    limit = max(abs(top[0][0]), abs(bottom[0][0]), 1e-9)
+    histogram = figure_png(
+        plot_histogram(
+            records.bin_edges[index, unit].numpy(),
+            records.histogram[index, unit].numpy(),
+            f"{records.model}: {label} ({records.hook}) on {records.tokens_seen:,} tokens",
+        )
+    )
+    summary = (
+        f"{records.model}, {records.hook} of layer {layer}, {label}: active (above zero) on "
+        f"{records.frac_positive[index, unit]:.2%} of {records.tokens_seen:,} tokens "
+        f"({len(records.documents):,} texts, BOS never counted); mean "
+        f"{records.mean[index, unit]:+.4f}, standard deviation {records.std[index, unit]:.4f}. "
+        f"Each context shows {records.context} tokens either side, shaded by the activation (red "
+        "above zero, blue below; hover a token for its value); the recorded token is underlined."
+    )
+    items = [
+        ("", f"<p>{html.escape(summary)}</p>"),
+        (f"The {records.k} highest activations", contexts_table_html(top, limit, token_text)),
+    ]
+    if records.sample_values is not None:
+        for title, band in band_rows(records, index, unit):
+            items.append(
+                (
+                    f"A uniform sample of the activations above zero, {title}",
+                    contexts_table_html(band, limit, token_text) if band else "<p>none</p>",
+                )
+            )
+    if kind == "neuron":
+        items.append(
+            (f"The {records.k} lowest activations", contexts_table_html(bottom, limit, token_text))
+        )
+    items.append(
+        (
+            "Activation histogram (the end bins also count what lies beyond them)",
+            image_html(histogram, "histogram"),
+        )
+    )
+    if records.promoted is not None:
+        promoted = list(
+            zip(
+                records.promoted[index, unit].tolist(),
+                records.promoted_values[index, unit].tolist(),
+                strict=True,
+            )
+        )
+        suppressed = list(
+            zip(
+                records.suppressed[index, unit].tolist(),
+                records.suppressed_values[index, unit].tolist(),
+                strict=True,
+            )
+        )
+        how = (
+            "W_out[n] @ W_U: the tokens this neuron's output most promotes and suppresses "
+            "straight through the unembedding (the final norm's weight folded in, its "
+            "per-position scale left out; later layers ignored)."
+            if kind == "neuron"
+            else "W_dec[f] @ W_U divided by the final norm's mean scale on these texts: the "
+            "tokens this feature's direction most promotes and suppresses if it reached the "
+            "unembedding directly (later layers ignored)."
+        )
+        items.append(
+            (f"Direct effect on the logits, {how}", effects_html(promoted, suppressed, token_text))
+        )
+    return render_page(items, title=f"{records.model}: {label}")
+
+
+def neuron_page(records, layer: int, neuron: int, token_text: TokenText) -> str:
+    return unit_page(records, layer, neuron, token_text, kind="neuron")
+
+
+def features_index_page(records, ranking: list[int], token_text: TokenText, links: dict) -> str:
+    """The SAE's latents ranked by density, each with its most frequent top-activating tokens and
+    a link to its page where one was made."""
+    rows = []
+    for latent in ranking:
+        centres = [
+            records.window_tokens(*w)[records.context]
+            for w in records.top_where[0, latent].tolist()
+        ]
+        common = sorted(set(centres), key=lambda t: (-centres.count(t), t))[:5]
+        tokens = ", ".join(repr(token_text.get(t, f"<{t}>")) for t in common)
+        name = f"feature {latent}"
+        if latent in links:
+            name = f'<a href="{html.escape(links[latent])}">{name}</a>'
+        rows.append(
+            f"<tr><td>{name}</td><td>{records.frac_positive[0, latent]:.3%}</td>"
+            f"<td>{float(records.top_values[0, latent, 0]):.3g}</td>"
+            f"<td style='{CONTEXT_STYLE}'>{html.escape(tokens)}</td></tr>"
+        )
+    table = (
+        "<table><tr><th>latent</th><th>density</th><th>max</th><th>top tokens</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+    caption = (
+        f"{records.model}: {records.top_values.shape[1]} SAE latents ({records.hook}), ranked by "
+        f"density (how often each is active) on {records.tokens_seen:,} held-out tokens; top "
+        "tokens: the most frequent tokens at its highest activations."
+    )
+    return render_page([(caption, table)], title=f"{records.model}: SAE features")
+
+
+def unit_token_ids(records, layer: int, unit: int) -> set[int]:
+    """Every token id a unit's page shows (for the caller to turn into text)."""
+    index = records.layer_index(layer)
+    ids: set[int] = set()
+    wheres = [records.top_where, records.bottom_where]
+    if records.sample_where is not None:
+        wheres.append(records.sample_where)
+    for where in wheres:
+        for document, position in where[index, unit].tolist():
+            if document >= 0:
+                ids.update(t for t in records.window_tokens(document, position) if t is not None)
+    if records.promoted is not None:
+        ids.update(records.promoted[index, unit].tolist())
+        ids.update(records.suppressed[index, unit].tolist())
+    return ids
+
+
+neuron_token_ids = unit_token_ids
