@@ -18,6 +18,9 @@ import logging
 import os
 import signal
 import socket
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +76,36 @@ def scan_model(
 
 # --------------------------------------------------------------------------------------------------
 # On Ray
+
+
+@contextmanager
+def native_stderr_held(hold: bool):
+    """Keep what is written to file descriptor 2 inside the block off the terminal. Ray's C++ core
+    writes its warnings there directly (offline: "Failed to determine local IP via external
+    connectivity to 8.8.8.8"), where Python's logging levels do not reach. What was held is shown
+    after all if the block fails with anything but mechlab's own one-line errors."""
+    if not hold:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        show = False
+        try:
+            yield
+        except MechlabError:
+            raise
+        except BaseException:
+            show = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if show:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def import_ray():
@@ -131,6 +164,13 @@ def scan_models_on_ray(
         init.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
     elif address.removeprefix("ray://").rpartition(":")[0] in ("127.0.0.1", "localhost"):
         init.update(_node_ip_address="127.0.0.1")  # a cluster on this machine's loopback
+    with native_stderr_held(not verbose):
+        return _scan_on_ray(ray, init, specs, address, retries, options)
+
+
+def _scan_on_ray(
+    ray, init: dict, specs: list[str], address: str | None, retries: int, options: dict
+) -> tuple[list[ModelScan], dict[str, str]]:
     refused = getattr(ray.exceptions, "AuthenticationError", ())  # Ray 2.52 and later
     try:
         ray.init(**init)
@@ -143,7 +183,8 @@ def scan_models_on_ray(
     try:
         task = ray.remote(num_cpus=1, max_retries=retries)(_scan_task)
         futures = {spec: task.remote(spec, options) for spec in specs}
-        results, failures = [], {}
+        results: list[ModelScan] = []
+        failures: dict[str, str] = {}
         for spec, future in futures.items():
             try:
                 results.append(ray.get(future))
