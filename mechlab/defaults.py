@@ -21,8 +21,8 @@ PREVIOUS_TOKEN_THRESHOLD = 0.4
 # Grokking (mechlab.scratch.grokking): the modulus, the share of pairs trained on and the steps of
 # the default run, chosen from the measured table in the README (benchmarks/bench_grokking.py).
 GROKKING_P = 113
-GROKKING_FRACTION = 0.3
-GROKKING_STEPS = 10_000
+GROKKING_FRACTION = 0.5
+GROKKING_STEPS = 3000
 
 # Neuron records (mechlab neurons): tokens of Wikipedia text gone through by default.
 NEURON_TOKENS = 65536

@@ -22,7 +22,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from mechlab.errors import DataError, InputError
@@ -185,7 +185,7 @@ def exclusive_run(out: str | Path, *, flag: str = "--out") -> Iterator[Path]:
 
 
 def write_files(
-    out: str | Path, files: dict[str, bytes | str], *, flag: str = "--out"
+    out: str | Path, files: Mapping[str, bytes | str], *, flag: str = "--out"
 ) -> list[Path]:
     """Write every file (name relative to `out` -> content) all or nothing: targets are checked,
     each file goes to a temporary name, and only when all are written are they renamed into
@@ -201,11 +201,13 @@ def write_files(
             for directory in reversed(missing):
                 directory.mkdir()
                 created.append(directory)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-            written.append((Path(tmp), path))
+            fd, name_of_temporary = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}-", suffix=".tmp"
+            )
+            written.append((Path(name_of_temporary), path))
             with os.fdopen(fd, "wb") as f:
                 f.write(content.encode("utf-8") if isinstance(content, str) else content)
-            os.chmod(tmp, 0o644)
+            os.chmod(name_of_temporary, 0o644)
         # The renames under the directory's lock: two commands writing the same --out at once
         # each leave a whole set of files (the last one's), never a mix of the two.
         with directory_lock(out, flag=flag):

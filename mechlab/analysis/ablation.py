@@ -161,7 +161,7 @@ class Ablator:
             z[:, :, index] = 0.0 if value is None else value[:, :, index]
             return z
 
-        hooks = [(f"blocks.{layer}.attn.hook_z", replace) for layer in by_layer]
+        hooks: list = [(f"blocks.{layer}.attn.hook_z", replace) for layer in by_layer]
         with torch.inference_mode():
             logits = self.model.run_with_hooks(self.tokens, fwd_hooks=hooks)
             return next_token_loss(logits, self.tokens).mean(0).float().cpu()

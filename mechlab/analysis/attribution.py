@@ -42,6 +42,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -443,7 +444,7 @@ def run_method(
             scores = (grad * target.embed.double()).sum(-1)
     elif method == "integrated_gradients":
         chunk = chunk_size(model, pos, grad=True, limit=steps)
-        scores, baseline_target = integrated_gradients(target, base, steps, chunk)
+        scores, baseline_target = integrated_gradients(target, cast(Tensor, base), steps, chunk)
         delta = scores.sum().item() - (own_target - baseline_target)
         used_steps = steps
     elif method == "layer_gradient_x_activation":
@@ -464,6 +465,7 @@ def run_method(
         scores = relevance[-1] - torch.eye(pos, dtype=torch.float64)[-1]
     else:  # occlusion
         chunk = chunk_size(model, pos, grad=False, limit=pos)
+        base = cast(Tensor, base)  # occlusion is a BASELINE_METHOD
         scores = occlusion(target, base, chunk)
         baseline_target = target.values(base.unsqueeze(0), 1)[0].item()
     names = token_strings(model, target.ids)
@@ -488,7 +490,7 @@ def run_method(
             MechlabWarning(
                 f"integrated gradients on {result.model} miss completeness by "
                 f"{result.relative_delta:.1%} at {steps} steps (delta {delta:+.3g} of "
-                f"{own_target - baseline_target:+.3g}): raise steps for a faithful sum"
+                f"{own_target - (baseline_target or 0.0):+.3g}): raise steps for a faithful sum"
             ),
             stacklevel=3,
         )
@@ -618,7 +620,9 @@ def randomization_check(
     for top in range(n_layers - 1, -1, -every):
         low = max(0, top - every + 1)
         stages.append((f"L{low}", [copied.blocks[i] for i in range(low, top + 1)]))
-    embeddings = [copied.embed] + ([copied.pos_embed] if hasattr(copied, "pos_embed") else [])
+    embeddings: list[torch.nn.Module] = [copied.embed]
+    if hasattr(copied, "pos_embed"):
+        embeddings.append(copied.pos_embed)
     stages.append(("embed", embeddings))
     results = []
     bar = None

@@ -128,17 +128,17 @@ def head_weights(model: HookedTransformer) -> HeadWeights:
             attn = block.attn
             grouped = hasattr(attn, "_W_K")
             q = attn.W_Q.detach().float()
-            k = (attn._W_K if grouped else attn.W_K).detach().float()
-            v = (attn._W_V if grouped else attn.W_V).detach().float()
+            k = getattr(attn, "_W_K" if grouped else "W_K").detach().float()
+            v = getattr(attn, "_W_V" if grouped else "W_V").detach().float()
             o = attn.W_O.detach().float()
             if cfg.normalization_type in ("LN", "RMS") and not post_norm:  # fold it now
-                w = block.ln1.w.float()[:, None]
+                w = getattr(block.ln1, "w").float()[:, None]  # noqa: B009 (typed as a Module)
                 q, k, v = q * w, k * w, v * w
             if cfg.use_qk_norm:  # Gemma: each head's q and k are scaled by these weights
-                q = q * per_head(attn.q_norm.w, q)
-                k = k * per_head(attn.k_norm.w, k)
+                q = q * per_head(getattr(attn.q_norm, "w"), q)  # noqa: B009
+                k = k * per_head(getattr(attn.k_norm, "w"), k)  # noqa: B009
             for name in attention_output_norms(model, layer):
-                o = o * model.get_submodule(name).w.float()
+                o = o * getattr(model.get_submodule(name), "w").float()  # noqa: B009
             if layer_norm:  # LayerNorm centres what it reads, so only the centred parts matter
                 q, k, v, o = _centre(q, -2), _centre(k, -2), _centre(v, -2), _centre(o, -1)
             W_Q.append(q)
@@ -151,7 +151,7 @@ def head_weights(model: HookedTransformer) -> HeadWeights:
         )
         W_U = model.W_U.detach().float()
         if cfg.normalization_type in ("LN", "RMS"):
-            W_U = W_U * model.ln_final.w.float()[:, None]
+            W_U = W_U * getattr(model.ln_final, "w").float()[:, None]  # noqa: B009
         if layer_norm:
             W_E, W_U = _centre(W_E, -1), _centre(W_U, 0)
             W_pos = _centre(W_pos, -1) if W_pos is not None else None
@@ -396,6 +396,8 @@ def positional_patterns(
 ) -> Float[Tensor, "layer n_heads query_pos key_pos"]:
     """Each head's attention pattern if the residual stream held only the positional embeddings:
     softmax over keys <= query of W_pos W_Q W_K^T W_pos^T / scale (learned positions only)."""
+    if weights.W_pos is None:
+        raise InputError("a positional QK pattern needs learned positional embeddings")
     W_pos = weights.W_pos[:positions]
     queries = einops.einsum(
         W_pos, weights.W_Q, "pos d_model, layer n_heads d_model d_head -> layer n_heads pos d_head"

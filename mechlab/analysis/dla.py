@@ -22,6 +22,7 @@ The terms add up to the model's own logit (difference), up to the rounding of th
 """
 
 from dataclasses import dataclass
+from typing import cast
 
 import einops
 import torch
@@ -249,7 +250,8 @@ def logit_attribution(
         names |= {f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out"}
         names |= {f"{norm}.hook_scale" for norm in post_norms[layer]}
     with torch.inference_mode():
-        logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+        output, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+        logits = cast(Tensor, output)
         direction = model.W_U[:, answer_id].double()
         total = logits[0, -1, answer_id].double()
         magnitude = total.abs().item()

@@ -127,7 +127,7 @@ class HeadScan:
     tokens: Int[Tensor, "batch pos"]
     scores: dict[str, Float[Tensor, "layer n_heads"]] = field(default_factory=dict)
     # mean loss predicting token p+1 from position p, for p in 0 .. 2*seq_len-1
-    loss_by_position: Float[Tensor, " pos-1"] | None = None
+    loss_by_position: Float[Tensor, " pos-1"] = field(default_factory=lambda: torch.zeros(0))
 
     def __repr__(self) -> str:
         best = self.top("induction", 1)[0] if self.scores else None

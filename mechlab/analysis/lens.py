@@ -13,6 +13,7 @@ positions at a time and reduced to statistics at once, never [rows, pos, d_vocab
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from jaxtyping import Float, Int
@@ -93,7 +94,7 @@ class LensResult:
             return rows
 
         target = None
-        if self.target_id is not None:
+        if self.target_prob is not None and self.target_rank is not None:
             target = {
                 "token": self.target_token,
                 "prob": self.target_prob.tolist(),
@@ -366,8 +367,8 @@ class LensCurves:
 def lens_curves(results: Iterable[LensResult]) -> LensCurves:
     """Average the per-row statistics of several prompts over all positions. `results` may be a
     generator: only running sums are kept, so memory stays flat however many prompts there are."""
-    n_prompts, layers = 0, None
-    kl_sum = log_rank_sum = agreement_sum = None
+    n_prompts, layers = 0, cast(list[str], [])
+    kl_sum = log_rank_sum = agreement_sum = torch.zeros(0, dtype=torch.float64)
     positions = ranked_positions = 0
     for result in results:
         n_prompts += 1
@@ -375,7 +376,7 @@ def lens_curves(results: Iterable[LensResult]) -> LensCurves:
         kl = result.kl_to_final.double().sum(1)
         log_rank = result.next_token_rank[:, :-1].double().log1p().sum(1)
         agreement = (result.top_ids[:, :, 0] == result.top_ids[-1:, :, 0]).double().sum(1)
-        if kl_sum is None:
+        if n_prompts == 1:
             kl_sum, log_rank_sum, agreement_sum = kl, log_rank, agreement
         else:
             kl_sum += kl

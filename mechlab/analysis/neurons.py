@@ -132,19 +132,16 @@ class NeuronRecords:
             "document_tokens": torch.cat(self.documents) if self.documents else lengths,
             "document_lengths": lengths,
         }
-        if self.sample_values is not None:
-            tensors.update(
-                sample_values=self.sample_values,
-                sample_where=self.sample_where,
-                sample_contexts=self.sample_contexts,
-            )
-        if self.promoted is not None:
-            tensors.update(
-                promoted=self.promoted,
-                promoted_values=self.promoted_values,
-                suppressed=self.suppressed,
-                suppressed_values=self.suppressed_values,
-            )
+        optional = {
+            "sample_values": self.sample_values,
+            "sample_where": self.sample_where,
+            "sample_contexts": self.sample_contexts,
+            "promoted": self.promoted,
+            "promoted_values": self.promoted_values,
+            "suppressed": self.suppressed,
+            "suppressed_values": self.suppressed_values,
+        }
+        tensors.update({name: value for name, value in optional.items() if value is not None})
         return {name: value.contiguous() for name, value in tensors.items()}
 
     @classmethod
@@ -235,7 +232,7 @@ class NeuronRecords:
             context=context,
             documents=documents,
             weights_sha256=fields.text("weights_sha256"),
-            corpus=record.get("corpus") if isinstance(record.get("corpus"), dict) else {},
+            corpus=corpus if isinstance(corpus := record.get("corpus"), dict) else {},
             **{name: tensors[name] for name in shapes},
         )
 
@@ -318,8 +315,8 @@ class _Running:
     total: Tensor
     total_squares: Tensor
     positive: Tensor
-    histogram: Tensor | None = None
-    edges: Tensor | None = None
+    histogram: Tensor
+    edges: Tensor
 
 
 def top_activations(
@@ -401,7 +398,9 @@ def top_activations(
             values = acts.detach().float().cpu()
             if transform is not None:
                 values = transform(values)
-            update_layer(running[index], values, batch_info, k, context, samples, generator)
+            state = running[index]
+            assert state is not None  # made just above for the layer's first batch
+            update_layer(state, values, batch_info, k, context, samples, generator)
 
         with torch.inference_mode():
             model.run_with_hooks(

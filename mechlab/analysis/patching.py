@@ -309,7 +309,7 @@ def patch(
             f"the clean and corrupted prompts give the same logit difference ({clean_diff:.4f}): "
             "nothing to restore; choose a corruption that changes the answer"
         )
-    rows, cols = labels(model, over, clean_tokens)
+    row_labels, col_labels = labels(model, over, clean_tokens)
 
     def text(prompt, tokens) -> str:
         return prompt if isinstance(prompt, str) else "".join(token_strings(model, tokens[0]))
@@ -325,6 +325,6 @@ def patch(
         clean_logit_diff=clean_diff,
         corrupted_logit_diff=corrupted_diff,
         grid=(change / span).float().cpu(),
-        row_labels=rows,
-        col_labels=cols,
+        row_labels=row_labels,
+        col_labels=col_labels,
     )

@@ -675,16 +675,19 @@ DASHBOARD_TOKENS = 32768
 DASHBOARD_SAMPLES = 48  # activations above zero drawn per latent, for the quantile bands
 
 
-def final_norm_scale(model: HookedTransformer, sequences: Tensor) -> float:
-    """The final norm's mean scale (what it divides the residual stream by) over these tokens,
-    BOS left out; 1 for a model without one."""
+def final_norm_scale(model: HookedTransformer, sequences: list[Tensor]) -> float:
+    """The final norm's mean scale (what it divides the residual stream by) over these token
+    sequences, BOS left out; 1 for a model without one."""
     if "ln_final.hook_scale" not in model.hook_dict:
         return 1.0
+    scales = []
     with torch.inference_mode():
-        _, cache = model.run_with_cache(
-            sequences.to(model.cfg.device), names_filter="ln_final.hook_scale"
-        )
-    return cache["ln_final.hook_scale"][:, 1:].float().mean().item()
+        for tokens in sequences:
+            _, cache = model.run_with_cache(
+                tokens[None].to(model.cfg.device), names_filter="ln_final.hook_scale"
+            )
+            scales.append(cache["ln_final.hook_scale"][0, 1:].float().flatten().cpu())
+    return torch.cat(scales).mean().item()
 
 
 def feature_records(
@@ -715,9 +718,7 @@ def feature_records(
         samples=samples,
         progress=progress,
     )
-    documents = sequences(model, texts, min(tokens, 4096))
-    length = min(len(d) for d in documents)
-    scale = final_norm_scale(model, torch.stack([d[:length] for d in documents]))
+    scale = final_norm_scale(model, [d for d in sequences(model, texts, 2048) if len(d) > 1])
     with torch.inference_mode():
         effects = (sae.sae.W_dec.float() / scale) @ model.W_U.float().cpu()  # [latent, d_vocab]
         top, bottom = (

@@ -66,7 +66,7 @@ def token_strings(model: HookedTransformer, tokens: Tensor | list[int]) -> list[
     if model.tokenizer is None:
         return [f"<{i}>" for i in ids]
     known = len(model.tokenizer)
-    return [model.tokenizer.decode([i]) if i < known else f"<{i}>" for i in ids]
+    return [str(model.tokenizer.decode([i])) if i < known else f"<{i}>" for i in ids]
 
 
 def single_token(model: HookedTransformer, text: str | int, what: str, example: str) -> int:

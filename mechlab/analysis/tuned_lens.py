@@ -20,6 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from jaxtyping import Float, Int
@@ -202,7 +203,7 @@ def layer_inputs_and_final(
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
     with torch.no_grad():  # not inference_mode: the lens trains on these
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-        return torch.stack([cache[name] for name in names]), logits.log_softmax(-1)
+        return torch.stack([cache[name] for name in names]), cast(Tensor, logits).log_softmax(-1)
 
 
 # --------------------------------------------------------------------------------------------------

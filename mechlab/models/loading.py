@@ -646,7 +646,7 @@ def _load_tokenizer(directory: Path, plain: dict | None = None):
                 add_bos_token=True,
             )
         else:
-            tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[assignment]
                 directory, local_files_only=True, add_bos_token=True, trust_remote_code=False
             )
         ids = tokenizer("Hello world", add_special_tokens=False)["input_ids"]
@@ -924,6 +924,8 @@ def _load_official(
     spec: str, processing: Processing, *, device: str, n_ctx: int | None
 ) -> HookedTransformer:
     name = official_name(spec)
+    if name is None:  # load_model asks only for names official_name knows
+        raise ModelSpecError(f"unknown model spec {spec!r}. {ACCEPTED_FORMS}")
     cached, online = hub_cached(name), hub_reachable()
     if not cached and not online:
         raise ModelUnavailableError(
@@ -931,7 +933,7 @@ def _load_official(
             "cannot be reached. Run once with network access to cache it, point --model to a "
             f"local checkpoint directory, or use the offline default '{DEFAULT_MODEL}'."
         )
-    kwargs = dict(n_ctx=n_ctx) if n_ctx else {}
+    kwargs: dict[str, Any] = dict(n_ctx=n_ctx) if n_ctx else {}
     with (
         quiet_hooked_deprecation(),
         _hub_offline(not online),
@@ -989,7 +991,7 @@ def model_availability() -> list[tuple[str, str, bool, str]]:
         "EleutherAI/pythia-70m",
         "EleutherAI/pythia-160m",
     ]:
-        cached = hub_cached(official_name(name))
+        cached = hub_cached(official_name(name) or name)
         rows.append(
             (
                 name,

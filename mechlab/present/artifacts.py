@@ -168,8 +168,8 @@ def heads_files(scan, patterns: list, threshold: float = INDUCTION_THRESHOLD, st
         from mechlab.present.plots import plot_ablation
 
         report["ablation"] = study.to_json()
-        files["ablation.png"] = figure_png(plot_ablation(study))
-        items.append((ablation_caption(study), image_html(files["ablation.png"], "ablation")))
+        files["ablation.png"] = png = figure_png(plot_ablation(study))
+        items.append((ablation_caption(study), image_html(png, "ablation")))
     files["heads.json"] = json_text(report)
     files["heads.html"] = render_page(
         items, title=f"{scan.model}: induction and previous-token heads"
@@ -449,13 +449,13 @@ def circuits_section(result, circuit=None) -> tuple[list, Files]:
     from mechlab.present.plots import plot_composition, plot_copying, plot_induction_circuit
     from mechlab.present.views import circuits_html, layer_pairs_html
 
-    files: Files = {}
+    pngs: dict[str, bytes] = {}
     items: list = []
     if result.n_layers > 1:
         for kind in ("q", "k", "v"):
-            files[f"composition_{kind}.png"] = figure_png(plot_composition(result, kind))
+            pngs[f"composition_{kind}.png"] = figure_png(plot_composition(result, kind))
         items.append(
-            (circuits_caption(result), image_html(files["composition_k.png"], "K-composition"))
+            (circuits_caption(result), image_html(pngs["composition_k.png"], "K-composition"))
         )
         items.append(
             (
@@ -463,28 +463,28 @@ def circuits_section(result, circuit=None) -> tuple[list, Files]:
                 layer_pairs_html(result, "k"),
             )
         )
-    files["copying.png"] = figure_png(plot_copying(result))
-    items.append((copying_caption(result), image_html(files["copying.png"], "copying scores")))
+    pngs["copying.png"] = figure_png(plot_copying(result))
+    items.append((copying_caption(result), image_html(pngs["copying.png"], "copying scores")))
     items.append(("", circuits_html(result)))
     if circuit is not None:
-        files["induction_circuit.png"] = figure_png(plot_induction_circuit(circuit))
+        pngs["induction_circuit.png"] = figure_png(plot_induction_circuit(circuit))
         items.append(
             (
                 induction_circuit_caption(circuit),
-                image_html(files["induction_circuit.png"], "induction circuit"),
+                image_html(pngs["induction_circuit.png"], "induction circuit"),
             )
         )
     if result.positional_qk is not None:
         from mechlab.present.plots import plot_positional_qk
 
-        files["positional_qk.png"] = figure_png(plot_positional_qk(result))
+        pngs["positional_qk.png"] = figure_png(plot_positional_qk(result))
         items.append(
             (
                 f"Positional QK: {result.positional_qk_note}",
-                image_html(files["positional_qk.png"], "positional QK"),
+                image_html(pngs["positional_qk.png"], "positional QK"),
             )
         )
-    return items, files
+    return items, dict(pngs)
 
 
 def circuits_files(result, top: int = 10) -> Files:

@@ -1,6 +1,7 @@
 """Terminal tables (rich) made from result objects. Nothing here computes; see plots.py for
 figures."""
 
+from rich.console import JustifyMethod
 from rich.table import Table
 
 from mechlab.labels import head_label, heads_label, scored_heads_label
@@ -10,13 +11,14 @@ from mechlab.terminal import markup_safe
 
 def parity_table(report: ParityReport, *, title: str) -> Table:
     table = Table(title=markup_safe(title))
-    for column, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("component", "left"),
         ("max abs err", "right"),
         ("max rel err", "right"),
         ("atol x", "right"),  # the component's rms, where above one (see mechlab.scratch.parity)
         ("", "center"),
-    ]:
+    ]
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for c in report.components:
         table.add_row(
@@ -104,12 +106,13 @@ def ablation_table(study) -> Table:
             f"loss {joint.clean_loss_second_half:.3f} nats)"
         )
     )
-    for column, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("ablated", "left"),
         ("heads", "left"),
         ("loss", "right"),
         ("delta", "right"),
-    ]:
+    ]
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     rows = study.to_json()
     for row in rows:
@@ -133,12 +136,13 @@ def patch_table(result, k: int = 10) -> Table:
             f"corrupted {result.corrupted_logit_diff:.2f}"
         )
     )
-    for column, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("rank", "right"),
         ("activation", "left"),
         ("where", "left"),
         ("restored", "right"),
-    ]:
+    ]
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for rank, (row, col, value) in enumerate(result.top(k), start=1):
         table.add_row(str(rank), markup_safe(row), markup_safe(col), f"{value:.3f}")
@@ -172,13 +176,14 @@ def circuits_table(result, k: int = 10) -> Table:
 
     baseline = result.baseline["mean"]
     table = Table(title=markup_safe(f"{result.model}: strongest compositions, from the weights"))
-    for column, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("kind", "left"),
         ("earlier head", "left"),
         ("later head", "left"),
         ("score", "right"),
         ("/ baseline", "right"),
-    ]:
+    ]
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     if result.n_layers > 1:
         for kind in result.composition:

@@ -211,7 +211,11 @@ def render_page(items: list, *, title: str | None) -> str:
     `items` are Views, Headings, or (caption, html) pairs of static HTML (figures, tables) placed
     in order. With any Heading, the page opens with a table of contents.
     """
-    bodies, renders, contents, taken, parent = [], [], [], set(), ""
+    bodies: list[str] = []
+    renders: list[list[str]] = []
+    contents: list[tuple[int, str, str]] = []
+    taken: set[str] = set()
+    parent = ""
     for index, item in enumerate(items):
         if isinstance(item, Heading):  # a section's anchor starts with its part's
             anchor = heading_anchor(f"{parent} {item.text}" if item.level > 2 else item.text, taken)

@@ -14,6 +14,7 @@ import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import einops
 import torch
@@ -331,7 +332,7 @@ def attention_bugs(cfg: Config, site: Site, values, reference) -> Planted:
 
 
 def norm_bugs(cfg: Config, site: Site, values, reference) -> Planted:
-    norm = LayerNorm(cfg) if cfg.normalization.startswith("LN") else RMSNorm(cfg)
+    norm = LayerNorm(cfg) if (cfg.normalization or "").startswith("LN") else RMSNorm(cfg)
     load_parameters(norm, reference_parameters(site.module), "reference")
     x, centred = values["input"], isinstance(norm, LayerNorm)
     planted = [
@@ -377,7 +378,7 @@ def mlp_bugs(cfg: Config, site: Site, values, reference) -> Planted:
         (
             ACTIVATION_HINTS.get((name, cfg.act_fn))
             or f"the activation is {name}; this model uses {cfg.act_fn}",
-            lambda act=activation: planted_mlp(mlp, values["input"], act),
+            functools.partial(planted_mlp, mlp, values["input"], activation),
         )
         for name, activation in ACTIVATIONS.items()
         if name != cfg.act_fn
@@ -396,7 +397,11 @@ def block_bugs(cfg: Config, site: Site, values, reference) -> Planted:
         planted.append(
             (
                 "the MLP reads resid_pre: it should read resid_mid = resid_pre + attn_out",
-                lambda: resid_pre + attn_out + block.mlp(block.ln2(resid_pre)),
+                lambda: (
+                    resid_pre
+                    + attn_out
+                    + block.get_submodule("mlp")(block.get_submodule("ln2")(resid_pre))
+                ),
             )
         )
     return planted
@@ -424,7 +429,7 @@ def forgotten_biases(site: Site, values) -> list[tuple[str, Callable[[], Tensor]
     """A bias left out: rerun the reference component with that bias set to zero."""
     if site.kind in ("block", "transformer"):
         return []
-    found = []
+    found: Planted = []
     for name, param in site.module.named_parameters(recurse=False):
         if not name.lstrip("_").startswith("b") or not param.detach().abs().sum():
             continue
@@ -532,7 +537,7 @@ def planted_norm(
     if centre:
         x = x - x.mean(dim, keepdim=True)
     variance = x.pow(2).sum(dim, keepdim=True) / (x.shape[dim] - 1 if unbiased else x.shape[dim])
-    x = x / (variance + norm.cfg.eps).sqrt()
+    x = x / (variance + cast(Config, norm.cfg).eps).sqrt()
     return x * getattr(norm, "w", 1.0) + getattr(norm, "b", 0.0)
 
 

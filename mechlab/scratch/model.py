@@ -12,8 +12,9 @@ values the parity check (mechlab.scratch.parity) compares against TransformerLen
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast, get_args
 
 import einops
 import torch
@@ -64,9 +65,9 @@ class Config:
         for name in ["d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"]:
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be positive, got {getattr(self, name)}")
-        if self.act_fn not in Activation.__args__:
+        if self.act_fn not in get_args(Activation):
             raise ModelUnavailableError(f"unsupported activation function {self.act_fn!r}")
-        if self.normalization is not None and self.normalization not in Normalization.__args__:
+        if self.normalization is not None and self.normalization not in get_args(Normalization):
             raise ModelUnavailableError(f"unsupported normalization {self.normalization!r}")
         if self.n_heads % self.kv_heads:
             raise ValueError(
@@ -233,7 +234,7 @@ class Attention(nn.Module):
         )
         scores = causal_mask(scores)
         if self.local:
-            scores = sliding_window_mask(scores, cfg.window_size)
+            scores = sliding_window_mask(scores, cast(int, cfg.window_size))  # Config checks it
         pattern = scores.softmax(-1)
         z = einops.einsum(
             pattern,
@@ -271,7 +272,7 @@ def gelu_new(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu_new": gelu_new,
     "gelu_pytorch_tanh": gelu_new,  # Hugging Face's name for the same tanh approximation
     "gelu": F.gelu,
@@ -614,9 +615,9 @@ def config_from_hooked(hooked_cfg) -> Config:
             hooked_cfg.positional_embedding_type not in ("standard", "rotary")
         ),
         f"normalization_type={hooked_cfg.normalization_type!r}": hooked_cfg.normalization_type
-        not in (*Normalization.__args__, None),
+        not in (*get_args(Normalization), None),
         f"act_fn={hooked_cfg.act_fn!r}": not hooked_cfg.attn_only
-        and hooked_cfg.act_fn not in Activation.__args__,
+        and hooked_cfg.act_fn not in get_args(Activation),
     }
     present = [feature for feature, on in unsupported.items() if on]
     if present:
@@ -794,7 +795,7 @@ def _gemma3_from_hf(model) -> tuple[Config, dict[str, Tensor]]:
         raise ModelUnavailableError("Gemma 3 with rope scaling is not supported")
     if hf.attn_logit_softcapping or hf.final_logit_softcapping:
         raise ModelUnavailableError("Gemma 3 with logit soft-capping is not supported")
-    kinds = {"sliding_attention": "local", "full_attention": "global"}
+    kinds: dict[str, AttentionType] = {"sliding_attention": "local", "full_attention": "global"}
     cfg = Config(
         d_model=hf.hidden_size,
         n_layers=hf.num_hidden_layers,
@@ -856,7 +857,7 @@ def hooked_config(cfg: Config, name: str = "scratch"):
         d_mlp=None if cfg.attn_only else cfg.d_mlp,
         d_vocab=cfg.d_vocab,
         n_ctx=cfg.n_ctx,
-        act_fn=None if cfg.attn_only else cfg.act_fn,
+        act_fn=cast(str, None if cfg.attn_only else cfg.act_fn),  # None: no MLP
         normalization_type=cfg.normalization,
         eps=cfg.eps,
         positional_embedding_type="rotary" if cfg.positional == "rotary" else "standard",

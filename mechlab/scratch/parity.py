@@ -182,7 +182,7 @@ def _hooked_activations(model, tokens: Tensor) -> dict[str, Tensor]:
         )
     # ln_final.hook_normalized is taken before the norm's weight, and a model without norms has
     # no ln_final: take what the unembedding reads instead.
-    final_norm = {}
+    final_norm: dict[str, Tensor] = {}
     handle = model.unembed.register_forward_pre_hook(
         lambda module, args: final_norm.update(out=args[0])
     )

@@ -32,6 +32,7 @@ the previous-token head writes.
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ SCAN_SEQ_LEN = 20  # len(r) of the held-out [BOS] + r + r the heads are scored o
 BOS = 0
 
 
-POSITIONAL = "rotary"
+POSITIONAL: Literal["rotary"] = "rotary"
 ROTARY_BASE = 10000.0
 
 
@@ -264,18 +265,18 @@ def train_formation_run(
 
     run = FormationRun(n_layers, n_heads, seed, steps, model=model)
     run.composition_baseline = random_baseline(head_weights(to_hooked(model)))
-    start, recent = time.perf_counter(), []
+    start, recent = time.perf_counter(), cast(list[float], [])
     bar = progress_bar(total=steps, desc=f"training {n_layers}-layer", disable=not progress)
     try:
         for step in range(steps + 1):
             if step % eval_every == 0 or step == steps:
-                loss = sum(recent) / len(recent) if recent else float("nan")
+                mean_loss = sum(recent) / len(recent) if recent else float("nan")
                 recent = []
                 run.checkpoints.append(
                     Checkpoint(
                         step=step,
                         seconds=time.perf_counter() - start,
-                        loss=loss,
+                        loss=mean_loss,
                         **evaluate(model, held_out, scan_tokens),
                     )
                 )

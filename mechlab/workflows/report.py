@@ -118,7 +118,7 @@ class ModelReport:
     def files(self) -> Files:
         heads = self.scan.to_json()
         heads["ablation"] = self.ablation.to_json() if self.ablation else None
-        files = {
+        files: Files = {
             **self.figures,
             "parity.json": json_text(self.parity.to_json()),
             "heads.json": json_text(heads),
@@ -196,9 +196,10 @@ def tuned_lens_check(model, report: ModelReport) -> None:
             "--train-if-missing --out DIR`, about 15 minutes on a 2-core CPU)"
         )
         return
+    prompt, _ = LENS_PROMPTS[0]
     first = report.lenses[0]
     report.tuned_lens = logit_lens(
-        model, first.prompt, target=first.target_id, lens=TunedLens.load(directory, model)
+        model, prompt, target=first.target_id, lens=TunedLens.load(directory, model)
     )
     report.figures.update(lens_figures(report.tuned_lens, prefix="lens_tuned"))
 
@@ -208,7 +209,7 @@ def token_attribution(model, report: ModelReport) -> None:
     randomization check of RANDOMIZED_METHODS; skipped, with the reason, where the answer or the
     baseline is not one token."""
     prompt, answer = LENS_PROMPTS[0]
-    options = dict(answer=answer, baseline=ATTRIBUTION_BASELINE)
+    options: dict = dict(answer=answer, baseline=ATTRIBUTION_BASELINE)
     try:
         report.attributions = [
             attribute(model, prompt, method=method, **options) for method in ATTRIBUTION_METHODS
@@ -267,17 +268,17 @@ def write_report(
             for spec in specs
         ]
         files: Files = {}
-        items = []
+        items: list = []
         for report in reports:
             files.update(model_files(report.spec, report.files(), several=several))
             items += model_section(report)
         if several:
-            files["induction_mosaic.png"] = mosaic_png([r.scan for r in reports])
+            files["induction_mosaic.png"] = mosaic = mosaic_png([r.scan for r in reports])
             items.append(Heading("All models side by side"))
             items.append(
                 (
                     "Induction scores of all models side by side, by relative depth.",
-                    image_html(files["induction_mosaic.png"], "mosaic"),
+                    image_html(mosaic, "mosaic"),
                 )
             )
         files["report.json"] = json_text({report.spec: report.summary() for report in reports})
