@@ -20,6 +20,7 @@ BENCHMARKS = [
     "attribution",
     "circuits",
     "grokking",
+    "features",
 ]
 
 

@@ -24,7 +24,7 @@ from mechlab.scratch.grokking import all_pairs, train_grokking
 args = parse(
     __doc__ or "grokking",
     p=(int, 113, "the prime modulus", 23),
-    fraction=(float, 0.4, "share of the pairs trained on"),
+    fraction=(float, 0.5, "share of the pairs trained on"),
     steps=(int, 3000, "full-batch training steps", 200),
     seed=(int, 0, "seed of the weights and the split"),
 )

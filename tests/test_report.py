@@ -5,7 +5,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -144,61 +143,11 @@ def test_report_unknown_model_fails_cleanly(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-EXPERIMENTS = {
-    "00_write_your_own_attention.py": [],
-    "01_scratch_vs_library.py": ["--model", "random:llama-tiny"],
-    "02_logit_lens.py": ["--model", "random:tiny"],
-    "03_attention_patterns.py": ["--model", "random:tiny", "--layer", "1"],
-    "04_induction_heads.py": ["--model", "random:tiny", "--seq-len", "10", "--batch", "2"],
-    "05_induction_mosaic.py": [
-        "--model",
-        "random:tiny",
-        "--model",
-        "random:llama-tiny",
-        "--seq-len",
-        "10",
-        "--batch",
-        "2",
-    ],
-    "06_induction_formation.py": ["--steps", "30", "--eval-every", "10"],
-    "07_causal_checks.py": [
-        *["--model", "random:tiny", "--seq-len", "10", "--batch", "3"],
-        *["--clean", "abcd", "--corrupted", "abxd", "--answer", "e", "--wrong", "f"],
-    ],
-    "09_features.py": [
-        *["--model", "random:tiny", "--layer", "1", "--tokens", "3000"],
-        *["--sae-tokens", "8192"],
-    ],
-    "10_circuits_from_weights.py": ["--model", "random:llama-tiny"],
-    "11_grokking.py": ["--p", "23", "--steps", "100"],
-    "08_token_attribution.py": [
-        *["--model", "random:tiny", "--prompt", "abcd", "--answer", "e", "--wrong", "f"],
-        *["--baseline", "a", "--every", "1", "--prompts", "0"],
-    ],
-}
-
-
-@pytest.mark.parametrize("script", sorted(EXPERIMENTS))
-def test_experiment_runs_end_to_end(script, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "experiments" / script),
-            *EXPERIMENTS[script],
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert any(tmp_path.iterdir())
-
-
-def test_every_experiment_is_tested_and_in_cell_format():
+def test_every_experiment_is_in_cell_format():
+    """Each experiment is a script of # %% cells, so that it runs as a notebook too: every one of
+    them runs end to end, once, as a notebook (tests/test_notebooks.py)."""
     scripts = sorted(p.name for p in (ROOT / "experiments").glob("[0-9]*.py"))
-    assert scripts == sorted(EXPERIMENTS)
+    assert len(scripts) >= 12
     for name in scripts:
         assert (ROOT / "experiments" / name).read_text().startswith("# %%")
 
