@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mechlab.analysis.neurons import NeuronRecords, sequences, top_activations
+from mechlab.analysis.neurons import NeuronRecords, best, sequences, top_activations
 from mechlab.analysis.sae import (
     SAE,
     inference_tensors,
@@ -72,6 +72,18 @@ def test_top_activations_equal_sorting_every_activation(tiny, rounded):
         torch.testing.assert_close(records.frac_positive[index], (values > 0).float().mean(0))
         assert (records.histogram[index].sum(-1) == len(values)).all()
     assert records.tokens_seen == 900
+
+
+@pytest.mark.parametrize("top", [True, False])
+def test_best_is_the_head_of_a_stable_sort(top):
+    """The partial selection equals a full stable sort, with rows of many ties (integer keys),
+    rows where every key ties, and a count above the row's length."""
+    generator = torch.Generator().manual_seed(0)
+    key = torch.randint(0, 5, (300, 200), generator=generator).float()
+    key[7] = 2.0
+    for count in (1, 6, 150, 200, 500):
+        expected = key.sort(dim=1, descending=top, stable=True).indices[:, :count]
+        assert torch.equal(best(key, count, top), expected)
 
 
 def test_contexts_hold_the_activations_around_each_record(tiny):
@@ -191,6 +203,19 @@ def test_spliced_losses_against_hand_written_hooks(tiny):
     )
     halve = spliced_losses(tiny, tokens, name, lambda a: a / 2, mean)
     assert halve.spliced == pytest.approx(hand_loss(tiny, tokens, name, lambda a: a / 2), abs=1e-5)
+    # massive activations (norm above the limit) pass through, under every replacement
+    _, cache = tiny.run_with_cache(tokens, names_filter=name)
+    limit = cache[name][:, 1:].norm(dim=-1).median().item()
+
+    def below(fn):
+        return lambda a: torch.where(a.norm(dim=-1, keepdim=True) > limit, a, fn(a))
+
+    passed = spliced_losses(tiny, tokens, name, lambda a: a / 2, mean, limit=limit)
+    assert passed.spliced == pytest.approx(
+        hand_loss(tiny, tokens, name, below(lambda a: a / 2)), abs=1e-5
+    )
+    assert passed.zero == pytest.approx(hand_loss(tiny, tokens, name, below(torch.zeros_like)))
+    assert abs(passed.zero - zero.zero) > 1e-2  # about half the positions kept their own
     # a planted bug: splicing at the wrong layer gives another loss than the hand-written hook
     wrong = spliced_losses(tiny, tokens, "blocks.0.hook_resid_post", lambda a: a / 2, mean)
     assert abs(wrong.spliced - hand_loss(tiny, tokens, name, lambda a: a / 2)) > 1e-3
@@ -236,7 +261,13 @@ def test_a_short_training_learns_and_the_files_round_trip(tiny, tmp_path):
     losses = sae.manifest["loss"]
     assert len(losses) == 128 and sum(losses[-8:]) < 0.7 * sum(losses[:8])
     m = sae.metrics
-    assert 0 < m.l0 <= 8 and 0 <= m.dead_fraction < 1 and m.tokens >= 2048
+    assert 0 < m.l0 <= 8 and 0 <= m.dead_fraction < 1 and m.tokens + m.massive_tokens >= 2048
+    # massive activations: none above 10x the median in this model, and none encoded if there were
+    assert sae.manifest["massive_tokens_left_out"] == m.massive_tokens == 0
+    x = torch.randn(3, 64)
+    x[1] *= 2 * sae.norm_limit / x[1].norm()
+    features = sae.features(x)
+    assert (features[1] == 0).all() and (features[[0, 2]] == sae.encode(x)[[0, 2]]).all()
     for value in (m.variance_explained, m.clean_loss, m.spliced_loss, m.kl):
         assert torch.isfinite(torch.tensor(value))
     write_files(tmp_path / "sae", sae_files(sae))
@@ -250,6 +281,10 @@ def test_a_short_training_learns_and_the_files_round_trip(tiny, tmp_path):
     data["k"] = 10**6
     (tmp_path / "sae" / "sae.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match="is not below the width"):
+        SAE.load(tmp_path / "sae", tiny)
+    data["k"], data["norm_limit"] = 8, -1.0
+    (tmp_path / "sae" / "sae.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="norm_limit must be positive"):
         SAE.load(tmp_path / "sae", tiny)
 
 

@@ -113,39 +113,27 @@ def test_the_figure_check_fails_on_a_notebook_that_forces_agg(lab):
     assert not figure_cells_show_one_image(view, [1])
 
 
-def test_experiment_scripts_run_as_notebooks(tmp_path, smollm2):
+SCRIPTS = sorted((ROOT / "experiments").glob("[0-9]*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[script.name for script in SCRIPTS])
+def test_experiment_scripts_run_as_notebooks(tmp_path, smollm2, script, monkeypatch):
     """`make notebooks` turns the # %% scripts into notebooks; each runs end to end with nbclient
     on the offline default model."""
-    scripts = sorted((ROOT / "experiments").glob("[0-9]*.py"))
-    for script in scripts:
-        target = tmp_path / f"{script.stem}.ipynb"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "jupytext",
-                "--quiet",
-                "--to",
-                "ipynb",
-                str(script),
-                "-o",
-                str(target),
-            ],
-            check=True,
-        )
-        notebook = nbformat.read(target, as_version=4)
-        assert notebook.cells and any(cell.cell_type == "markdown" for cell in notebook.cells)
-        import os
-
-        os.environ["MECHLAB_EXPERIMENTS_OUT"] = str(tmp_path / script.stem)
-        os.environ["MECHLAB_EXPERIMENTS_QUICK"] = "1"  # training budgets shrink
-        try:
-            NotebookClient(
-                notebook,
-                timeout=600,
-                kernel_name="python3",
-                resources={"metadata": {"path": str(script.parent)}},
-            ).execute()
-        finally:
-            del os.environ["MECHLAB_EXPERIMENTS_OUT"], os.environ["MECHLAB_EXPERIMENTS_QUICK"]
-        assert any((tmp_path / script.stem).iterdir()), script.name
+    target = tmp_path / f"{script.stem}.ipynb"
+    subprocess.run(
+        [sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", str(script), "-o",
+         str(target)],
+        check=True,
+    )  # fmt: skip
+    notebook = nbformat.read(target, as_version=4)
+    assert notebook.cells and any(cell.cell_type == "markdown" for cell in notebook.cells)
+    monkeypatch.setenv("MECHLAB_EXPERIMENTS_OUT", str(tmp_path / script.stem))
+    monkeypatch.setenv("MECHLAB_EXPERIMENTS_QUICK", "1")  # training budgets shrink
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(script.parent)}},
+    ).execute()
+    assert any((tmp_path / script.stem).iterdir()), script.name

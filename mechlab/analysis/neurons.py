@@ -373,7 +373,10 @@ def top_activations(
         raise InputError(f"the texts hold fewer than k = {k} tokens: pass more text or a lower k")
 
     for first, batch in progress_bar(
-        batches(documents), desc=f"neurons of {cfg.model_name}", disable=not progress, leave=False
+        batches(documents),
+        desc=f"{'neurons' if transform is None else 'latents'} of {cfg.model_name}",
+        disable=not progress,
+        leave=False,
     ):
         length = max(len(d) for d in batch)
         ids = torch.zeros(len(batch), length, dtype=torch.long)
@@ -468,7 +471,7 @@ def update_layer(
         keys = torch.rand(values.T.shape, generator=generator)
         kinds.append((True, state.sample, torch.where(values.T > 0, keys, -1.0), samples))
     for top, kept, key, count in kinds:
-        order = key.sort(dim=1, descending=top, stable=True).indices[:, :count]
+        order = best(key, count, top)
         windows = padded[  # [neuron, candidate, window]
             batch.rows[order][..., None],
             batch.positions[order][..., None] + context + offsets,
@@ -476,6 +479,29 @@ def update_layer(
         ]
         new = [key.gather(1, order), values.T.gather(1, order), batch.where[order], windows]
         kept[:] = merge(kept, new, count, top)
+
+
+def best(key: Float[Tensor, "row candidate"], count: int, top: bool) -> Int[Tensor, "row c"]:
+    """Per row, the indices of the `count` largest keys (smallest if not `top`) in the order a
+    stable sort of the whole row gives: best first, equal keys in candidate order. A partial
+    `topk` finds each row's count-th best key; only the candidates at least as good (count of
+    them, more where keys tie) are sorted, not the thousands of others."""
+    count = min(count, key.shape[1])
+    threshold = key.topk(count, dim=1, largest=top).values[:, -1:]
+    chosen = key >= threshold if top else key <= threshold
+    counts = chosen.sum(1)
+    width = int(counts.max())
+    # the chosen candidates' indices, in candidate order, packed to the left of each row; the
+    # others go to a spare last column, dropped
+    slot = torch.where(chosen, chosen.cumsum(1) - 1, width)
+    candidates = torch.arange(key.shape[1]).expand_as(key)
+    packed = torch.zeros(key.shape[0], width + 1, dtype=torch.long).scatter_(1, slot, candidates)
+    packed = packed[:, :width]
+    filler = torch.arange(width) >= counts[:, None]  # rows with fewer chosen than the widest
+    worst = float("-inf") if top else float("inf")
+    packed_key = key.gather(1, packed).masked_fill(filler, worst)
+    order = packed_key.sort(dim=1, descending=top, stable=True).indices[:, :count]
+    return packed.gather(1, order)
 
 
 def start_running(values: Tensor, window: int) -> _Running:

@@ -6,12 +6,23 @@ has dimensions, in superposition. An SAE rewrites a layer's activation x as a sp
 combination of many more directions: f = TopK(W_enc (x - b_dec) + b_enc), x_hat = W_dec f + b_dec,
 with only k latents active per token (Gao et al. 2024's TopK, SAELens's `TopKTrainingSAE`).
 
-The layer's activations are cached once (the forward pass stops at that layer), then the SAE is
+The layer's activations are cached once (the forward pass stops at that layer; on a CPU through a
+bfloat16 copy of a float32 model, 2.1x the tokens per second, as benchmarks/bench_features.py
+measures: the SAE is still evaluated on the model as given), then the SAE is
 trained from memory for several epochs, the inputs scaled so that their mean norm is sqrt(d_model)
 (folded back into the weights at the end). SAELens's trainer does each step (its TopK auxiliary
 loss revives dead latents); mechlab drives the loop, so that Ctrl-C keeps a checkpoint (one
 safetensors file, nothing pickled: SAELens's own trainer state is a torch pickle) that the same run
 continues from.
+
+Massive activations (Sun et al. 2024) are left out as BOS is: at SmolLM2's layer 15 about 1 token
+in 3,000 (the first token of some sequences, an attention sink) has a residual norm ~75x the median
+and carries over half of the layer's variance; in training each such token is a loss spike of 10^3
+and the variance explained would measure those few tokens. Tokens whose norm exceeds
+`OUTLIER_RATIO` x the training activations' median are not SAE inputs: not trained on, not encoded
+for the dashboards, passed through unchanged when the reconstruction is spliced in (the zero and
+mean ablations leave them too), and counted. The metrics also give the variance explained with
+the SAE applied to them as well (`variance_explained_all`), so nothing is hidden.
 
 The metrics are computed here, on held-out text, not taken from SAELens's logs: the fraction of
 variance explained, L0, the fraction of latents never active, and the model's next-token loss with
@@ -48,6 +59,7 @@ LEARNING_RATE = 4e-4  # Gao et al.'s 2e-4 / sqrt(d_sae / 2^14) for d_sae of a fe
 DEFAULT_EPOCHS = 3
 EVAL_TOKENS = 32768  # held-out activations for variance explained, L0 and dead latents
 LOSS_TOKENS = 8192  # held-out tokens for the spliced losses (four forward passes each)
+OUTLIER_RATIO = 10.0  # a token whose norm is above this x the median is a massive activation
 FORMAT = 1
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -78,6 +90,16 @@ def check_arguments(model: HookedTransformer, layer, site, expansion, k) -> None
 
 # --------------------------------------------------------------------------------------------------
 # Activations
+
+
+def caching_model(model: HookedTransformer) -> HookedTransformer:
+    """The model to cache training activations with: a bfloat16 copy of a float32 model on the
+    CPU (faster there, see the module docstring), else the model itself."""
+    if model.cfg.device != "cpu" or model.cfg.dtype != torch.float32:
+        return model
+    import copy
+
+    return copy.deepcopy(model).to(torch.bfloat16, print_details=False)
 
 
 def cache_activations(
@@ -150,17 +172,20 @@ def spliced_losses(
     reconstruct: Callable[[Tensor], Tensor],
     mean: Float[Tensor, " d_model"],
     batch: int = 8,
+    limit: float = math.inf,
 ) -> SplicedLosses:
     """Loss (and KL from the clean run) with the activation at hook `name` replaced, at every
-    position but BOS, by reconstruct(activation), by zero and by `mean`; predictions from
-    positions 1 .. pos-2 (the BOS position's own prediction cannot change)."""
+    position but BOS and those whose norm is above `limit` (massive activations), by
+    reconstruct(activation), by zero and by `mean`; predictions from positions 1 .. pos-2 (the BOS
+    position's own prediction cannot change)."""
     totals = dict(clean=0.0, spliced=0.0, zero=0.0, mean=0.0, kl=0.0)
     count = 0
 
     def replace(fn):
         def hook(activation: Tensor, hook) -> Tensor:
-            out = activation.clone()
-            out[:, 1:] = fn(activation[:, 1:]).to(activation.dtype)
+            out, rest = activation.clone(), activation[:, 1:]
+            massive = rest.float().norm(dim=-1, keepdim=True) > limit
+            out[:, 1:] = torch.where(massive, rest, fn(rest).to(activation.dtype))
             return out
 
         return hook
@@ -193,7 +218,7 @@ def spliced_losses(
 class SAEMetrics:
     """mechlab's own measures of an SAE on held-out tokens."""
 
-    tokens: int  # held-out activations the first three are measured on
+    tokens: int  # held-out activations the first three are measured on (massive ones left out)
     variance_explained: float
     l0: float  # mean active latents per token
     dead_fraction: float  # latents never active on the held-out tokens
@@ -203,6 +228,8 @@ class SAEMetrics:
     zero_ablation_loss: float
     mean_ablation_loss: float
     kl: float  # KL(clean || spliced), nats per token
+    massive_tokens: int  # held-out tokens above the norm limit: passed through, not measured
+    variance_explained_all: float  # with the SAE applied to the massive tokens as well
 
     @property
     def delta_loss(self) -> float:
@@ -262,6 +289,15 @@ class SAE:
     @property
     def hook(self) -> str:
         return hook_name(self.layer, self.site)
+
+    @property
+    def norm_limit(self) -> float:
+        """Activations with a larger norm are massive ones, not SAE inputs (module docstring)."""
+        return self.manifest["norm_limit"]
+
+    def features(self, x: Float[Tensor, "*token d_model"]) -> Float[Tensor, "*token latent"]:
+        """The latents of x, zero for massive activations (what the dashboards show)."""
+        return self.encode(x) * (x.float().norm(dim=-1, keepdim=True) <= self.norm_limit)
 
     def encode(self, x: Float[Tensor, "*token d_model"]) -> Float[Tensor, "*token latent"]:
         with torch.inference_mode():
@@ -339,6 +375,8 @@ class SAE:
                 f"{model.cfg.model_name!r} (another weights hash): train one for this model"
             )
         layer, site = fields.integer("layer", 0), fields.text("site")
+        if not fields.number("norm_limit") > 0:
+            raise DataError(f"{json_path}: norm_limit must be positive; {fix}")
         d_in, width, k = (
             fields.integer("d_in", 1),
             fields.integer("width", 1),
@@ -390,15 +428,19 @@ def evaluate(
     """mechlab's metrics of `sae` on the held-out sequences (see the module docstring); `mean` is
     the training activations' mean, what mean-ablation puts in."""
     held_out = held_out[: math.ceil(eval_tokens / (held_out.shape[1] - 1))]
-    x = cache_activations(model, held_out, sae.layer, sae.site)
-    latents = torch.cat([sae.encode(chunk) for chunk in x.split(BATCH)])
+    everything = cache_activations(model, held_out, sae.layer, sae.site)
+    latents = torch.cat([sae.encode(chunk) for chunk in everything.split(BATCH)])
     reconstruction = torch.cat([sae.decode(chunk) for chunk in latents.split(BATCH)])
+    kept = everything.norm(dim=-1) <= sae.norm_limit
+    x, latents = everything[kept], latents[kept]
     active = latents > 0
     n_loss = max(1, math.ceil(loss_tokens / (held_out.shape[1] - 2)))
-    losses = spliced_losses(model, held_out[:n_loss], sae.hook, sae.reconstruct, mean)
+    losses = spliced_losses(
+        model, held_out[:n_loss], sae.hook, sae.reconstruct, mean, limit=sae.norm_limit
+    )
     return SAEMetrics(
         tokens=len(x),
-        variance_explained=variance_explained(x, reconstruction),
+        variance_explained=variance_explained(x, reconstruction[kept]),
         l0=active.sum(-1).float().mean().item(),
         dead_fraction=(~active.any(0)).float().mean().item(),
         loss_tokens=n_loss * (held_out.shape[1] - 2),
@@ -407,6 +449,8 @@ def evaluate(
         zero_ablation_loss=losses.zero,
         mean_ablation_loss=losses.mean,
         kl=losses.kl,
+        massive_tokens=int((~kept).sum()),
+        variance_explained_all=variance_explained(everything, reconstruction),
     )
 
 
@@ -470,8 +514,20 @@ def train_sae(
         )
     sequences = sequences[: math.ceil(tokens / (SEQ_LEN - 1))]
     started = time.perf_counter()
-    activations = cache_activations(model, sequences, layer, site, progress=progress)[:tokens]
+    cacher = caching_model(model)
+    activations = cache_activations(cacher, sequences, layer, site, progress=progress)[:tokens]
+    cached_in = str(cacher.cfg.dtype).removeprefix("torch.")
+    del cacher
     cached_seconds = time.perf_counter() - started
+    norms = activations.norm(dim=-1)
+    limit = OUTLIER_RATIO * norms.median().item()
+    massive = int((norms > limit).sum())
+    activations = activations[norms <= limit]
+    if len(activations) < batch:
+        raise InputError(
+            f"{len(activations):,} training tokens are left once massive activations are left "
+            f"out, fewer than one step of {batch:,}: give more text"
+        )
     mean = activations.mean(0)
     scale = math.sqrt(model.cfg.d_model) / activations.norm(dim=-1).mean().item()
 
@@ -551,6 +607,9 @@ def train_sae(
         "learning_rate": LEARNING_RATE,
         "seed": seed,
         "input_scale": scale,
+        "cached_in": cached_in,
+        "norm_limit": limit,
+        "massive_tokens_left_out": massive,
         "caching_seconds": cached_seconds,
         "training_seconds": state.seconds,
         "loss": state.losses,
@@ -714,7 +773,7 @@ def feature_records(
         k=k,
         tokens=tokens,
         hook=SITES[sae.site],
-        transform=sae.encode,
+        transform=sae.features,
         samples=samples,
         progress=progress,
     )

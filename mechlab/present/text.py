@@ -220,6 +220,7 @@ def sae_table(sae) -> Table:
     table.add_column("value", justify="right")
     for name, value in [
         ("fraction of variance explained", f"{m.variance_explained:.3f}"),
+        ("  with the massive activations too", f"{m.variance_explained_all:.3f}"),
         ("L0 (active latents per token)", f"{m.l0:.1f}"),
         ("dead latents (never active held out)", f"{m.dead_fraction:.1%}"),
         ("next-token loss, clean", f"{m.clean_loss:.3f}"),
@@ -233,6 +234,8 @@ def sae_table(sae) -> Table:
         table.add_row(name, value)
     table.caption = (
         f"held out: {m.tokens:,} activations, losses on {m.loss_tokens:,} tokens; trained on "
-        f"{sae.manifest['tokens']:,} tokens x {sae.manifest['epochs']} epochs"
+        f"{sae.manifest['tokens']:,} tokens x {sae.manifest['epochs']} epochs; "
+        f"{m.massive_tokens} held-out massive activations (norm > {sae.norm_limit:.4g}) passed "
+        "through"
     )
     return table
