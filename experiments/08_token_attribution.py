@@ -28,8 +28,8 @@ args = parse(
     answer=(str, " Paris", "the answer (one token)"),
     wrong=(str, None, "a wrong answer: attribute the logit difference"),
     baseline=(str, " the", "integrated gradients' and occlusion's baseline token (or zero)"),
-    every=(int, 10, "blocks re-drawn per stage of the randomization check"),
-    prompts=(int, 20, "prompts of the set for faithfulness (0: the prompt above only)", 3),
+    every=(int, 10, "blocks re-drawn per stage of the randomization check", 30),
+    prompts=(int, 20, "prompts of the set for faithfulness (0: the prompt above only)", 0),
 )
 out = ensure_writable_dir(args.out)
 model = load_model(args.model[0])

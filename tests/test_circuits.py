@@ -19,6 +19,7 @@ from mechlab.analysis.circuits import (
     head_weights,
     induction_circuit,
     ov_top1,
+    unembed_embed,
 )
 from mechlab.cli import main
 from mechlab.errors import DataError
@@ -142,6 +143,25 @@ def test_copying_and_ov_top1_equal_the_vocabulary_sized_circuit(name, request):
     assert used == 50
     expected = (full[..., ids, :].argmax(-1) == ids).double().mean(-1)
     torch.testing.assert_close(sampled.double(), expected)
+
+
+@pytest.mark.parametrize("spec", ["random:tiny", "random:llama-tiny"])
+def test_unembed_embed_is_the_product_of_the_folded_matrices(spec):
+    """W_U W_E with the folds moved onto the small product equals the product of the folded
+    vocabulary-sized matrices, on raw weights (LayerNorm and RMSNorm not folded by
+    TransformerLens), and the scan's copying scores that use it equal the circuits' own."""
+    from mechlab.analysis.heads import copying_scores as scan_copying
+
+    model = load_model(spec, **RAW)
+    model.ln_final.w.data.uniform_(0.5, 1.5)  # a final norm weight that matters
+    weights = head_weights(model)
+    torch.testing.assert_close(
+        unembed_embed(model), weights.W_U @ weights.W_E, atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(scan_copying(model), copying_scores(weights), atol=1e-5, rtol=0)
+    lean = head_weights(model, vocabulary=False)
+    assert lean.W_E.numel() == lean.W_U.numel() == 0
+    torch.testing.assert_close(lean.W_O, weights.W_O)
 
 
 def test_a_planted_copying_head_is_found(tiny):

@@ -110,11 +110,13 @@ def per_head(norm_weight: Tensor, matrix: Tensor) -> Tensor:
     return weight if weight.numel() == d_head else weight.reshape(heads, 1, d_head)
 
 
-def head_weights(model: HookedTransformer) -> HeadWeights:
+def head_weights(model: HookedTransformer, vocabulary: bool = True) -> HeadWeights:
     """The folded float32 weights of `model` (see the module docstring). Folding, centring and
     centring the unembedding are each idempotent, so a model TransformerLens has processed already
     comes out the same as its raw weights. In post-norm models (OLMo 2) the norm after each
-    attention output is folded into W_O like Gemma's ln1_post, and nothing into W_Q, W_K, W_V."""
+    attention output is folded into W_O like Gemma's ln1_post, and nothing into W_Q, W_K, W_V.
+    Without `vocabulary`, W_E and W_U are left empty (d_vocab 0): no vocabulary-sized copies for
+    what needs only the heads (and `unembed_embed`)."""
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
     from mechlab.analysis.dla import attention_output_norms
@@ -145,17 +147,21 @@ def head_weights(model: HookedTransformer) -> HeadWeights:
             W_K.append(k)
             W_V.append(v)
             W_O.append(o)
-        W_E = model.W_E.detach().float()
         W_pos = (
             model.W_pos.detach().float() if cfg.positional_embedding_type == "standard" else None
         )
-        W_U = model.W_U.detach().float()
-        if cfg.normalization_type in ("LN", "RMS"):
-            W_U = W_U * getattr(model.ln_final, "w").float()[:, None]  # noqa: B009
         if layer_norm:
-            W_E, W_U = _centre(W_E, -1), _centre(W_U, 0)
             W_pos = _centre(W_pos, -1) if W_pos is not None else None
-        W_U = _centre(W_U, -1)  # center_unembed: logits shift by a constant per position
+        if not vocabulary:
+            W_E, W_U = torch.empty(0, cfg.d_model), torch.empty(cfg.d_model, 0)
+        else:
+            W_E = model.W_E.detach().float()
+            W_U = model.W_U.detach().float()
+            if cfg.normalization_type in ("LN", "RMS"):
+                W_U = W_U * getattr(model.ln_final, "w").float()[:, None]  # noqa: B009
+            if layer_norm:
+                W_E, W_U = _centre(W_E, -1), _centre(W_U, 0)
+            W_U = _centre(W_U, -1)  # center_unembed: logits shift by a constant per position
     return HeadWeights(
         W_Q=torch.stack(W_Q),
         W_K=torch.stack(W_K),
@@ -315,12 +321,32 @@ def random_composition_scores(d_model: int, d_head: int, samples: int, seed: int
 # The full OV circuit W_E W_OV W_U: copying
 
 
-def copying_scores(weights: HeadWeights) -> Float[Tensor, "layer n_heads"]:
+def unembed_embed(model: HookedTransformer) -> Float[Tensor, "d_model d_model"]:
+    """W_U W_E as `head_weights` folds and centres them, without a folded copy of either
+    vocabulary-sized matrix: the final norm's weight D and the centrings P (over d_model) and Q
+    (over the vocabulary) move onto the small product, P D W_U Q W_E P, with
+    W_U Q W_E = W_U W_E - (W_U 1)(1^T W_E) / d_vocab."""
+    cfg = model.cfg
+    with torch.no_grad():
+        W_U, W_E = model.W_U.detach().float(), model.W_E.detach().float()
+        product = W_U @ W_E - torch.outer(W_U.sum(-1), W_E.sum(0)) / W_E.shape[0]
+        if cfg.normalization_type in ("LN", "RMS"):
+            product = product * getattr(model.ln_final, "w").float()[:, None]  # noqa: B009
+        if cfg.normalization_type in ("LN", "LNPre"):
+            product = _centre(_centre(product, 0), -1)
+    return product
+
+
+def copying_scores(
+    weights: HeadWeights, unembed_embed: Float[Tensor, "d_model d_model"] | None = None
+) -> Float[Tensor, "layer n_heads"]:
     """Elhage et al.'s copying measure of each head's full OV circuit W_E W_V W_O W_U
     (d_vocab x d_vocab): sum(eigenvalues) / sum(|eigenvalues|), in [-1, 1], near 1 when the head
     copies the tokens it attends to. Its non-zero eigenvalues are those of the cyclically permuted
-    d_head x d_head product W_O (W_U W_E) W_V, so the vocabulary-sized matrix is never formed."""
-    unembed_embed = weights.W_U @ weights.W_E  # [d_model, d_model]: the only product over d_vocab
+    d_head x d_head product W_O (W_U W_E) W_V, so the vocabulary-sized matrix is never formed
+    (W_U W_E from the weights, or `unembed_embed` when given)."""
+    if unembed_embed is None:  # [d_model, d_model]: the only product over d_vocab
+        unembed_embed = weights.W_U @ weights.W_E
     core = weights.W_O @ unembed_embed @ weights.kv(weights.W_V)  # [layer, n_heads, d_head, d_head]
     eigenvalues = torch.linalg.eigvals(core.double())
     return (eigenvalues.sum(-1).real / eigenvalues.abs().sum(-1)).float()

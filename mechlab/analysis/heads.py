@@ -398,15 +398,15 @@ def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
     head copies the tokens it attends to into its prediction.
 
     Computed by mechlab.analysis.circuits.copying_scores (the vocab x vocab circuit is never
-    formed, the norms folded in as there), in float32 whatever the model's dtype; kept per model
-    until its weights change."""
+    formed, the norms folded in as there, and no folded copy of W_E or W_U made), in float32
+    whatever the model's dtype; kept per model until its weights change."""
     from mechlab.analysis.circuits import copying_scores as circuit_copying
-    from mechlab.analysis.circuits import head_weights
+    from mechlab.analysis.circuits import head_weights, unembed_embed
 
     version = weights_version(model)
     cached = _COPYING_CACHE.get(model)
     if cached is not None and cached[0] == version:
         return cached[1].clone()
-    scores = circuit_copying(head_weights(model))
+    scores = circuit_copying(head_weights(model, vocabulary=False), unembed_embed(model))
     _COPYING_CACHE[model] = (version, scores)
     return scores.clone()
