@@ -16,7 +16,7 @@ safetensors file, nothing pickled: SAELens's own trainer state is a torch pickle
 continues from.
 
 Massive activations (Sun et al. 2024) are left out as BOS is: at SmolLM2's layer 15 about 1 token
-in 3,000 (the first token of some sequences, an attention sink) has a residual norm ~75x the median
+in 3,500 (the first token of some sequences, an attention sink) has a residual norm ~75x the median
 and carries over half of the layer's variance; in training each such token is a loss spike of 10^3
 and the variance explained would measure those few tokens. Tokens whose norm exceeds
 `OUTLIER_RATIO` x the training activations' median are not SAE inputs: not trained on, not encoded
