@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 
 from mechlab import load_model
-from mechlab.analysis.lens import decoded_logits, lens_curves, logit_lens
+from mechlab.analysis.lens import BLOCK, block_top_k, decoded_logits, lens_curves, logit_lens
 from mechlab.cli import main
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -299,3 +299,26 @@ def test_a_prompt_too_long_for_the_memory_is_refused_before_the_forward_pass(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs about" in err[0] and "use a shorter prompt" in err[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "case", ["random", "top in one block", "top in the tail", "ties", "few blocks"]
+)
+def test_block_top_k_finds_the_same_values_as_a_full_topk(case):
+    """Exact values and row maxima; columns hold those values (which of equal scores is free)."""
+    generator = torch.Generator().manual_seed(0)
+    vocab = 300 if case == "few blocks" else 50_257
+    scores = torch.randn(6, vocab, generator=generator)
+    if case == "top in one block":  # every one of the k best in block 3: the others hold none
+        scores[:, 3 * BLOCK : 4 * BLOCK] += 10
+    elif case == "top in the tail":  # the columns after the last whole block
+        scores[:, -5:] += 10
+    elif case == "ties":
+        scores = scores.round(decimals=1)
+    values, columns, row_max = block_top_k(scores, 7)
+    expected = scores.topk(7, dim=-1)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(scores.gather(1, columns), values)
+    assert torch.equal(row_max, scores.amax(-1))
+    if case != "ties":
+        assert torch.equal(columns, expected.indices)

@@ -260,7 +260,8 @@ def decode_residuals(
     # Decoding and its statistics are computed in float32 whatever the model's dtype: bfloat16
     # logits (8 bits of mantissa) would tie the top tokens. A half-precision model's unembedding
     # is copied to float32 once per call (113 MB for SmolLM2, 671 MB for Gemma 3).
-    unembed = (model.W_U.float(), model.b_U.float())
+    # A zero bias (GPT-2's, Llama's) is left out: addmm would first copy it into every row.
+    unembed = (model.W_U.float(), model.b_U.float() if model.b_U.any() else None)
     logits_buffer = residuals.new_empty(rows * chunk_size * d_vocab, dtype=torch.float32)
     scratch_buffer = residuals.new_empty(rows * chunk_size * d_vocab, dtype=torch.float32)
     # The token each position should predict; the last position has none (-1, masked below).
@@ -286,60 +287,108 @@ def decode_residuals(
 
 def decode_chunk(
     model,
-    unembed: tuple[Tensor, Tensor],
-    residuals: Tensor,
-    next_tokens: Tensor,
+    unembed: tuple[Tensor, Tensor | None],
+    residuals: Float[Tensor, "row chunk d_model"],
+    next_tokens: Int[Tensor, " chunk"],
     top_k: int,
     target_id: int | None,
-    logits_buffer: Tensor,
-    scratch_buffer: Tensor,
+    logits_buffer: Float[Tensor, " size"],
+    scratch_buffer: Float[Tensor, " size"],
 ) -> dict[str, Tensor]:
-    """Decode [row, chunk, d_model] residuals and keep only per-position statistics."""
+    """Decode [row, chunk, d_model] residuals and keep only per-position statistics.
+
+    Each pass over the logits is a read of 64 MB, so they are counted: the matmul writes them, one
+    pass finds each block's maximum (for the top-k and the softmax's shift), and the logits are
+    shifted in place; then exp, its sum, the entropy's product and sum, the KL's difference,
+    product and sum, and one comparison and sum per rank. The log-probabilities themselves are never
+    written: every statistic is taken on the shifted logits and the row's log Z subtracted after.
+    """
     rows, chunk, d_model = residuals.shape
     normalized = model.ln_final(residuals).reshape(rows * chunk, d_model)
     # x @ W_U + b_U directly: TransformerLens's Unembed copies the whole transposed W_U on every
     # call.
     W_U, b_U = unembed
-    logits = torch.addmm(b_U, normalized.float(), W_U, out=logits_buffer.view(rows * chunk, -1))
+    out = logits_buffer.view(rows * chunk, -1)
+    if b_U is None:
+        logits = torch.mm(normalized.float(), W_U, out=out)
+    else:
+        logits = torch.addmm(b_U, normalized.float(), W_U, out=out)
+    top_logits, top_ids, row_max = block_top_k(logits, top_k)
     logits = logits.view(rows, chunk, -1)
     scratch = scratch_buffer.view(rows, chunk, -1)
-    shifted = logits.sub_(logits.amax(-1, keepdim=True))  # in place, for a stable exp
+    row_max = row_max.view(rows, chunk, 1)
+    shifted = logits.sub_(row_max)  # in place, for a stable exp
     exp = torch.exp(shifted, out=scratch)
     sum_exp = exp.sum(-1)
-    log_z = sum_exp.log()
-    # Entropy H = log Z - sum(e * (l - max)) / Z, reusing the exp of the softmax.
+    log_z = sum_exp.log()  # log p = shifted - log Z
+    # Entropy H = log Z - sum(e * shifted) / Z, reusing the exp of the softmax.
     entropy = log_z - exp.mul_(shifted).sum(-1) / sum_exp
-    log_probs = shifted.sub_(log_z[..., None])  # now the log-probabilities
-    probs_final = log_probs[-1].exp()
-    # KL(final || row) = sum p_final (log p_final - log p_row), summed term by term: as
-    # -H_final - sum p_final log p_row it would lose small KLs to cancellation. Every sum runs along
-    # one position's own row, so its rounding does not depend on how many positions share the
-    # chunk: chunked and unchunked results are identical.
-    kl = torch.sub(log_probs[-1], log_probs, out=scratch).mul_(probs_final).sum(-1).clamp_min(0)
+    probs_final = (shifted[-1] - log_z[-1, :, None]).exp()
+    # KL(final || row) = sum p_final (log p_final - log p_row)
+    #                  = sum p_final (shifted_final - shifted_row) - (log Z_final - log Z_row),
+    # the first sum taken term by term: as -H_final - sum p_final log p_row it would lose small KLs
+    # to cancellation. Every sum runs along one position's own row of a [row, chunk, vocab] tensor,
+    # so its rounding does not depend on how many positions share the chunk: chunked and unchunked
+    # results are identical.
+    differences = torch.sub(shifted[-1], shifted, out=scratch).mul_(probs_final).sum(-1)
+    kl = (differences - (log_z[-1] - log_z)).clamp_min(0)
     kl[-1] = 0.0  # the output row against itself: exactly zero, not a rounding error
-    top_values, top_ids = log_probs.topk(top_k, dim=-1)
+    top_log_probs = (top_logits.view(rows, chunk, -1) - row_max) - log_z[..., None]
     safe_next = next_tokens.clamp_min(0)
-    next_log_prob = log_probs.gather(-1, safe_next.expand(rows, -1)[..., None])[..., 0]
+    next_shifted = shifted.gather(-1, safe_next.expand(rows, -1)[..., None])[..., 0]
     has_next = next_tokens >= 0
     stats = {
-        "top_ids": top_ids,
-        "top_probs": top_values.exp(),
+        "top_ids": top_ids.view(rows, chunk, -1),
+        "top_probs": top_log_probs.exp(),
         "entropy": entropy,
         "kl": kl,
-        "next_log_prob": next_log_prob.masked_fill(~has_next, math.nan),
-        "next_rank": count_above(log_probs, next_log_prob, scratch).masked_fill(~has_next, -1),
+        "next_log_prob": (next_shifted - log_z).masked_fill(~has_next, math.nan),
+        "next_rank": count_above(shifted, next_shifted, scratch).masked_fill(~has_next, -1),
     }
     if target_id is not None:
-        target_log_prob = log_probs[..., target_id]
-        stats["target_prob"] = target_log_prob.exp()
-        stats["target_rank"] = count_above(log_probs, target_log_prob, scratch)
+        target_shifted = shifted[..., target_id]
+        stats["target_prob"] = (target_shifted - log_z).exp()
+        stats["target_rank"] = count_above(shifted, target_shifted, scratch)
     return stats
 
 
-def count_above(log_probs: Tensor, threshold: Tensor, scratch: Tensor) -> Tensor:
-    """How many tokens are more likely than the threshold: the rank (0 = top-1). Counted in float32
-    (exact below 2**24), since summing a bool tensor first converts all of it to int64."""
-    return torch.gt(log_probs, threshold[..., None], out=scratch).sum(-1).long()
+def count_above(scores: Tensor, threshold: Tensor, scratch: Tensor) -> Tensor:
+    """How many tokens score above the threshold: the rank (0 = top-1). Counted in float32 (exact
+    below 2**24), since summing a bool tensor first converts all of it to int64."""
+    return torch.gt(scores, threshold[..., None], out=scratch).sum(-1).long()
+
+
+# Columns per block in block_top_k: a block's maximum is one pass, then only k blocks are searched.
+BLOCK = 64
+
+
+def block_top_k(
+    scores: Float[Tensor, "n vocab"], k: int
+) -> tuple[Float[Tensor, "n k"], Int[Tensor, "n k"], Float[Tensor, " n"]]:
+    """Each row's k largest scores, their columns and the row's maximum, in one pass over the
+    scores and a search of k blocks of BLOCK columns (torch.topk over 50,257 columns costs several
+    passes).
+
+    Exact: if a top-k score lay in a block not searched, each of the k searched blocks would hold a
+    score at least as large, so the searched scores hold the same k largest values. Only which of
+    several equal scores is returned may differ from torch.topk (which promises no order either).
+    """
+    n, vocab = scores.shape
+    n_blocks = vocab // BLOCK
+    if k * BLOCK * 4 > vocab:  # too few blocks to gain from them
+        values, ids = scores.topk(k, dim=-1)
+        return values, ids, scores.amax(-1)
+    body = scores[:, : n_blocks * BLOCK].unflatten(1, (n_blocks, BLOCK))
+    block_max = body.amax(-1)
+    tail = torch.arange(n_blocks * BLOCK, vocab, device=scores.device)
+    row_max = block_max.amax(-1)
+    if len(tail):
+        row_max = torch.maximum(row_max, scores[:, tail].amax(-1))
+    blocks = block_max.topk(k, dim=-1).indices.sort(-1).values
+    columns = blocks[..., None] * BLOCK + torch.arange(BLOCK, device=scores.device)
+    columns = torch.cat([columns.flatten(1), tail.expand(n, -1)], dim=1)
+    values, chosen = scores.gather(1, columns).topk(k, dim=-1)
+    return values, columns.gather(1, chosen), row_max
 
 
 @dataclass
