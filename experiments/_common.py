@@ -5,7 +5,8 @@ import argparse
 import os
 import sys
 
-from mechlab.models.loading import DEFAULT_MODEL, hub_cached
+from mechlab.defaults import DEFAULT_MODEL
+from mechlab.models.hub import hub_cached
 
 
 def default_model() -> str:

@@ -1247,7 +1247,8 @@ def run_verify(args: argparse.Namespace) -> int:
         check_output_targets(Path(args.json).parent, [Path(args.json).name], flag="--json")
     from mechlab.analysis.tokens import to_tokens
     from mechlab.io import json_text, write_files
-    from mechlab.models.loading import hugging_face_directory, load_hf_model, load_model
+    from mechlab.models.huggingface import load_hf_model
+    from mechlab.models.loading import hugging_face_directory, load_model
     from mechlab.present.text import parity_table
     from mechlab.scratch.model import Transformer
     from mechlab.scratch.parity import compare

@@ -34,15 +34,17 @@ SAE_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 MAX_PROMPTS_FILE_BYTES = 4 << 20  # 4 MiB
 MAX_PROMPTS = 10_000
 
-# random:<preset> shapes; `mechlab.models.loading` builds the models. SmolLM2's context is capped at
-# 2048, the length it was pre-trained with: HookedTransformer builds an n_ctx x n_ctx mask per
-# layer.
+# random:<preset> shapes; `mechlab.models.random_presets` builds the models. SmolLM2's context is
+# capped at 2048, the length it was pre-trained with: HookedTransformer builds an n_ctx x n_ctx mask
+# per layer.
 SMOLLM2_N_CTX = 2048
 # Gemma 3 270M was trained on 32k tokens; 2048 keeps its 18 masks small (override with n_ctx).
 GEMMA3_N_CTX = 2048
 # Gemma 3's layers: five local (sliding-window) layers, then one global, three times over.
 GEMMA3_ATTN_TYPES = (["local"] * 5 + ["global"]) * 3
-BYTE_VOCAB = 257  # the 256 bytes plus <|endoftext|>, see mechlab.models.loading.byte_tokenizer()
+BYTE_VOCAB = (
+    257  # the 256 bytes plus <|endoftext|>, see mechlab.models.random_presets.byte_tokenizer()
+)
 RANDOM_PRESETS: dict[str, dict] = {
     "tiny": dict(
         n_layers=2,

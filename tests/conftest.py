@@ -7,13 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechlab.models.loading import (
-    gemma3_directory,
-    load_hf_model,
-    load_model,
-    save_byte_tokenizer,
-    smollm2_directory,
-)
+from mechlab.models.gguf import gemma3_directory, smollm2_directory
+from mechlab.models.huggingface import load_hf_model
+from mechlab.models.loading import load_model
+from mechlab.models.random_presets import save_byte_tokenizer
 
 # The fixtures that load a real pretrained model (and test_precision's smollm2_bf16): any test that
 # uses one is marked slow automatically, so `make test-fast` (-m "not slow ...") never builds them.

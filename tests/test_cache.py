@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from mechlab.cache import cache_dir, pip_download
-from mechlab.models.loading import SMOLLM2_WHEEL, byte_tokenizer, load_model
+from mechlab.models.gguf import SMOLLM2_WHEEL
+from mechlab.models.loading import load_model
+from mechlab.models.random_presets import byte_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from torch.testing import assert_close
 from mechlab import ModelUnavailableError, load_model
 from mechlab.analysis.heads import scan_heads
 from mechlab.cli import main
-from mechlab.models.loading import GEMMA3, assemble_gguf
+from mechlab.models.gguf import GEMMA3, assemble_gguf
 from mechlab.scratch.model import Transformer
 from mechlab.scratch.parity import compare
 
@@ -82,13 +82,14 @@ def test_cli_verify_checks_gemma3_against_both(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_gemma3_warm_load_uses_the_cache(gemma3, monkeypatch):
-    import mechlab.models.loading
+    import mechlab.models.gguf
+    import mechlab.models.huggingface
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("a warm load must not dequantize or convert again")
 
-    monkeypatch.setattr(mechlab.models.loading, "load_hf_model", no_conversion)
-    monkeypatch.setattr(mechlab.models.loading, "dequantize_gguf", no_conversion)
+    monkeypatch.setattr(mechlab.models.huggingface, "load_hf_model", no_conversion)
+    monkeypatch.setattr(mechlab.models.gguf, "dequantize_gguf", no_conversion)
     again = load_model("gemma3-270m")
     for (name, a), (_, b) in zip(gemma3.named_parameters(), again.named_parameters(), strict=True):
         assert torch.equal(a, b), name
@@ -144,7 +145,7 @@ def test_gemma3_plain_tokenizer_is_gemmas_own(gemma3):
     AutoTokenizer's GemmaTokenizer); both must tokenize and decode alike."""
     from transformers import AutoTokenizer
 
-    from mechlab.models.loading import gemma3_directory
+    from mechlab.models.gguf import gemma3_directory
 
     own = AutoTokenizer.from_pretrained(gemma3_directory(), local_files_only=True)
     ours = gemma3.tokenizer

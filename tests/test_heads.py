@@ -21,7 +21,7 @@ from mechlab.analysis.heads import (
     repeated_tokens,
     scan_heads,
 )
-from mechlab.models.loading import quiet_hooked_deprecation
+from mechlab.models.hooked import quiet_hooked_deprecation
 
 L = 6  # seq_len of the hand-built patterns
 T = 2 * L + 1

