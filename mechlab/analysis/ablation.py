@@ -42,8 +42,8 @@ class AblationResult:
     heads: list[Head]
     method: str
     seq_len: int
-    loss_by_position: Float[Tensor, " pos_minus_1"]
-    clean_loss_by_position: Float[Tensor, " pos_minus_1"]
+    loss_by_position: Float[Tensor, " prediction"]
+    clean_loss_by_position: Float[Tensor, " prediction"]
 
     @property
     def loss_second_half(self) -> float:

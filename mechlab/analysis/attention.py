@@ -5,7 +5,7 @@ computes."""
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -47,7 +47,7 @@ class HeadPatterns:
     model: str  # the model's name
     heads: list[tuple[int, int]]  # (layer, head), in the order drawn
     tokens: list[str]  # the tokens drawn (the last `len(tokens)` of `n_tokens`)
-    pattern: Float[Tensor, "head query key"]  # float32, rows sum to one over every key
+    pattern: Float[Tensor, "head query_pos key_pos"]  # float32, each row sums to one
     n_tokens: int  # the sequence's length; more than len(tokens) when only the last were kept
 
     def __repr__(self) -> str:
@@ -103,7 +103,11 @@ def head_patterns(
 
 
 def attention_patterns(
-    model: HookedTransformer, tokens: Tensor, layers: list[int], *, last: int | None = None
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    layers: list[int],
+    *,
+    last: int | None = None,
 ) -> dict[int, Float[Tensor, "n_heads query_pos key_pos"]]:
     """The first sequence's attention patterns at the given layers (float32, on the CPU).
 

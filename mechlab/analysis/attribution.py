@@ -46,7 +46,7 @@ from typing import cast
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -236,7 +236,7 @@ def baseline_token(model: HookedTransformer, baseline: str) -> int | None:
     return single_token(model, baseline, "baseline", "--baseline ' the'")
 
 
-def starts_with_bos(model: HookedTransformer, ids: Tensor) -> bool:
+def starts_with_bos(model: HookedTransformer, ids: Int[Tensor, " pos"]) -> bool:
     bos = None if model.tokenizer is None else model.tokenizer.bos_token_id
     return bos is not None and len(ids) > 1 and int(ids[0]) == bos
 
@@ -338,7 +338,9 @@ def integrated_gradients(
     return (total * path).sum(-1), baseline_target
 
 
-def occlusion(target: Target, base: Tensor, chunk: int) -> Tensor:
+def occlusion(
+    target: Target, base: Float[Tensor, "pos d_model"], chunk: int
+) -> Float[Tensor, " pos"]:
     """How far the target falls when each token alone is replaced by the baseline (a kept BOS:
     0)."""
     first = 1 if target.kept_bos else 0
@@ -351,7 +353,9 @@ def occlusion(target: Target, base: Tensor, chunk: int) -> Tensor:
     return scores
 
 
-def rollout(layers: list[Tensor], *, residual: str) -> Tensor:
+def rollout(
+    layers: list[Float[Tensor, "query_pos key_pos"]], *, residual: str
+) -> Float[Tensor, "query_pos key_pos"]:
     """Roll per-layer ``[q, k]`` attention out through the layers (float64): Abnar & Zuidema's
     product of ``0.5 A + 0.5 I`` (residual="half"), or Chefer et al.'s ``R <- R + A R`` from the
     identity (residual="add")."""

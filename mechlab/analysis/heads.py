@@ -34,7 +34,7 @@ TL_SCORES = [
 SCORE_NAMES = [*PATTERN_SCORES, "copying", *TL_SCORES]
 
 
-def ordinary_token_ids(model: HookedTransformer) -> Tensor:
+def ordinary_token_ids(model: HookedTransformer) -> Int[Tensor, " token"]:
     """Token ids a random sequence may use: the tokenizer's vocabulary without special or added
     (control) tokens, and only ids the model can embed. Sorted, so the draw is
     machine-independent."""
@@ -284,13 +284,12 @@ def pattern_scores(
     """Per sequence and head: the mean attention each query pays to the key its head type predicts.
 
     - induction: queries in the second copy (positions seq_len+1 .. 2*seq_len) attending to the
-    token
-      right after the earlier copy of their own token (key = query - seq_len + 1). Exactly the
-      seq_len queries where induction is possible are averaged, so a perfect induction head scores
-      1; ARENA's diagonal mean also counts two first-half queries and tops out at
+      token right after the earlier copy of their own token (key = query - seq_len + 1). Exactly
+      the seq_len queries where induction is possible are averaged, so a perfect induction head
+      scores 1; ARENA's diagonal mean also counts two first-half queries and tops out at
       seq_len/(seq_len+2).
-    - duplicate_token: the same queries attending to the earlier copy itself (key = query -
-    seq_len).
+    - duplicate_token: the same queries attending to the earlier copy itself
+      (key = query - seq_len).
     - previous_token: every query but BOS attending to key = query - 1.
     - current_token: every query but BOS attending to itself.
     - first_token: every query but BOS attending to position 0 (BOS), the usual resting place.
@@ -343,11 +342,12 @@ def tl_scores(
     scores = {}
     for head_type, detection in tl_detection_patterns(tokens).items():
         on_pattern = einops.einsum(
-            pattern, detection, "batch n_heads q k, batch q k -> batch n_heads"
+            pattern,
+            detection,
+            "batch n_heads query_pos key_pos, batch query_pos key_pos -> batch n_heads",
         )
         scores[f"tl_{head_type}_mul"] = on_pattern / pattern.sum((-2, -1))
-        # abs_diff.mean() * size, in float32 and in TransformerLens's order, then its Python
-        # rounding.
+        # abs_diff.mean() * size, in float32 and in TransformerLens's order, then its rounding.
         difference = pattern - detection[:, None]
         error = (
             difference.abs_().mean((-2, -1)) * total
@@ -361,7 +361,7 @@ def tl_scores(
 
 def next_token_loss(
     logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
-) -> Float[Tensor, "batch pos_minus_1"]:
+) -> Float[Tensor, "batch pos-1"]:
     """Cross-entropy of predicting token p+1 at each position p, as logsumexp(logits) - logit of the
     target, 64 rows at a time: a log_softmax of everything would copy all the logits. Computed in
     float32 whatever the model's dtype."""

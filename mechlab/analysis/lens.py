@@ -363,7 +363,7 @@ BLOCK = 64
 
 
 def block_top_k(
-    scores: Float[Tensor, "n vocab"], k: int
+    scores: Float[Tensor, "n d_vocab"], k: int
 ) -> tuple[Float[Tensor, "n k"], Int[Tensor, "n k"], Float[Tensor, " n"]]:
     """Each row's k largest scores, their columns and the row's maximum, in one pass over the
     scores and a search of k blocks of BLOCK columns (torch.topk over 50,257 columns costs several

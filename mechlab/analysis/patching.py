@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -121,7 +121,9 @@ def parts(model: HookedTransformer) -> tuple[str, ...]:
     return ("attn",) if model.cfg.attn_only else ("attn", "mlp")
 
 
-def labels(model: HookedTransformer, over: str, tokens: Tensor) -> tuple[list[str], list[str]]:
+def labels(
+    model: HookedTransformer, over: str, tokens: Int[Tensor, "batch pos"]
+) -> tuple[list[str], list[str]]:
     n_layers = model.cfg.n_layers
     if over == "heads":
         heads = [f"H{head}" for head in range(model.cfg.n_heads)]
@@ -171,7 +173,7 @@ class LogitDiff:
         return self(final)
 
 
-def run_with_cache(model: HookedTransformer, tokens: Tensor, names: set[str]):
+def run_with_cache(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], names: set[str]):
     """A run caching `names` and every layer's resid_pre (where patched runs start from)."""
     wanted = names | {f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)}
     wanted.add(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
@@ -75,7 +76,9 @@ class TunedLens(nn.Module):
         translated = flat + torch.baddbmm(self.bias[:, None, :], flat, self.weight)
         return translated.reshape(shape)
 
-    def translate_rows(self, residuals: Tensor) -> Tensor:
+    def translate_rows(
+        self, residuals: Float[Tensor, "row pos d_model"]
+    ) -> Float[Tensor, "row pos d_model"]:
         """The logit lens's rows (the n_layers layer inputs, then the output): every row but the
         output translated."""
         if residuals.shape[0] != self.n_layers + 1:
@@ -197,7 +200,7 @@ def token_sequences(
 
 
 def layer_inputs_and_final(
-    model: HookedTransformer, tokens: Tensor
+    model: HookedTransformer, tokens: Int[Tensor, "batch pos"]
 ) -> tuple[Float[Tensor, "layer batch pos d_model"], Float[Tensor, "batch pos d_vocab"]]:
     """The residual stream before every layer, and the model's final log-probabilities."""
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
@@ -230,7 +233,14 @@ def support_kl(
     normalized = model.ln_final(translated)  # [layer batch pos d_model]
     W_U, b_U = model.W_U, model.b_U
     columns = (W_U.T if W_U_T is None else W_U_T)[top_ids]  # [batch pos support d_model]
-    top_logits = torch.einsum("lbpd,bpsd->lbps", normalized, columns) + b_U[top_ids]
+    top_logits = (
+        einops.einsum(
+            normalized,
+            columns,
+            "layer batch pos d_model, batch pos support d_model -> layer batch pos support",
+        )
+        + b_U[top_ids]
+    )
     if rest_sample is None:
         all_logits = normalized @ W_U + b_U
         rest_logits = all_logits.scatter(-1, top_ids.expand_as(top_logits), -math.inf)

@@ -18,6 +18,7 @@ from typing import cast
 
 import einops
 import torch
+from jaxtyping import Int
 from torch import Tensor, nn
 
 from mechlab.errors import InputError
@@ -190,7 +191,7 @@ class Site:
         return values
 
 
-def reference_tokens(reference) -> Tensor:
+def reference_tokens(reference) -> Int[Tensor, "batch pos"]:
     from mechlab.analysis.heads import bos_token_id, ordinary_token_ids
 
     candidates = ordinary_token_ids(reference)

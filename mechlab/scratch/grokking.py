@@ -136,7 +136,9 @@ def train_mask(p: int, fraction: float, seed: int) -> Bool[Tensor, " pair"]:
     return mask
 
 
-def answer_logits(model: Transformer, tokens: Tensor, p: int) -> Float[Tensor, "pair p"]:
+def answer_logits(
+    model: Transformer, tokens: Int[Tensor, "pair 3"], p: int
+) -> Float[Tensor, "pair p"]:
     """The logits of the answers 0..p-1 at the last position, computed for that position only
     (`last_only`: the MLP and the unembedding of the other two would be thrown away; 2.2x fewer
     seconds per step)."""

@@ -189,8 +189,7 @@ class Attention(nn.Module):
         needs when only the last position's logits are wanted."""
         cfg = self.cfg
         start = x.shape[1] - (queries or x.shape[1])  # the first query's position
-        # Biases are added in place (+=): a fresh tensor for each sum costs more than the add
-        # itself.
+        # Biases are added in place (+=): a fresh tensor for each sum costs more than the add.
         q = einops.einsum(
             x[:, start:],
             self.W_Q,
@@ -227,8 +226,8 @@ class Attention(nn.Module):
             einops.einsum(
                 q,
                 k,
-                "batch query_pos n_heads d_head, batch key_pos n_heads d_head -> batch n_heads "
-                "query_pos key_pos",
+                "batch query_pos n_heads d_head, batch key_pos n_heads d_head"
+                " -> batch n_heads query_pos key_pos",
             )
             / cfg.scale
         )
@@ -239,8 +238,8 @@ class Attention(nn.Module):
         z = einops.einsum(
             pattern,
             v,
-            "batch n_heads query_pos key_pos, batch key_pos n_heads d_head -> batch query_pos "
-            "n_heads d_head",
+            "batch n_heads query_pos key_pos, batch key_pos n_heads d_head"
+            " -> batch query_pos n_heads d_head",
         )
         out = einops.einsum(
             z, self.W_O, "batch pos n_heads d_head, n_heads d_head d_model -> batch pos d_model"

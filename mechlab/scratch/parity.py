@@ -154,7 +154,9 @@ def compare_tensors(
 # Collecting the same values from each kind of reference
 
 
-def reference_activations(reference, tokens: Tensor) -> tuple[dict[str, Tensor], str]:
+def reference_activations(
+    reference, tokens: Int[Tensor, "batch pos"]
+) -> tuple[dict[str, Tensor], str]:
     from transformer_lens import HookedTransformer
 
     if isinstance(reference, HookedTransformer):

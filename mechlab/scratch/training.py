@@ -3,12 +3,12 @@ scratch on data where copying from earlier in the context pays, and score every 
 goes.
 
 The data (`induction_batch`): sequences of SEQ_LEN tokens, BOS first, the rest drawn uniformly from
-the other VOCAB - 1 tokens, and one segment of each repeated: a length
-L ~ U{MIN_SEGMENT..MAX_SEGMENT}, a gap G ~ U{0..SEQ_LEN - 1 - 2L} between the two copies, and the
-first copy's start uniform over the places where both copies fit; the second copy overwrites the
-random tokens there. Tokens inside
-the second copy (after its first) are predictable by looking back at the first copy, which is what
-an induction head does (Olsson et al. 2022); every other token is random and unpredictable. The
+the other VOCAB - 1 tokens, and one segment of each repeated: a length L ~ U{MIN_SEGMENT..
+MAX_SEGMENT}, a gap G ~ U{0..SEQ_LEN - 1 - 2L} between the two copies, and the first copy's start
+uniform over the places where both copies fit; the second copy overwrites the random tokens there.
+Tokens inside the second copy (after its first) are predictable by looking back at the first copy,
+which is what an induction head does (Olsson et al. 2022); every other token is random and
+unpredictable. The
 length and place vary from sequence to sequence, so no fixed positional offset predicts the
 repeat: only matching on content does.
 
@@ -36,7 +36,7 @@ from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mechlab.defaults import INDUCTION_THRESHOLD
@@ -97,7 +97,9 @@ def induction_batch(
     return tokens, repeat, first & ~repeat
 
 
-def token_losses(model: Transformer, tokens: Tensor) -> Tensor:
+def token_losses(
+    model: Transformer, tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos-1"]:
     """Loss of predicting token p from tokens < p, at positions 1..pos-1 ([batch, pos-1])."""
     logits = model(tokens)[:, :-1]
     return F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
