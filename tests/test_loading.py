@@ -124,6 +124,57 @@ def test_random_seed_is_reproducible_and_changes_weights():
     assert not torch.equal(a.W_Q, c.W_Q)
 
 
+def load_as_transformer_lens_lays_out(spec: str, monkeypatch, **kwargs):
+    """The same model without skip_weight_copies: every weight contiguous, as TransformerLens
+    leaves it."""
+    import mechlab.models.loading
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mechlab.models.loading, "skip_weight_copies", lambda model: model)
+        return load_model(spec, **kwargs)
+
+
+LAID_OUT = ["unembed.W_U", "blocks.0.attn.W_Q", "blocks.0.attn.W_O", "blocks.1.attn.W_Q"]
+
+
+@pytest.mark.parametrize(
+    "spec,kwargs",
+    [
+        ("random:tiny", {}),
+        ("random:llama-tiny", {}),
+        ("random:llama-tiny", RAW),
+        ("random:tiny", {"dtype": "bfloat16"}),
+    ],
+)
+def test_weights_laid_out_for_no_copies_give_the_same_outputs_bit_for_bit(
+    spec, kwargs, monkeypatch
+):
+    model = load_model(spec, **kwargs)
+    plain = load_as_transformer_lens_lays_out(spec, monkeypatch, **kwargs)
+    parameters, plain_parameters = dict(model.named_parameters()), dict(plain.named_parameters())
+    for name in LAID_OUT:  # a view of the layout TransformerLens's forward pass copies into
+        assert not parameters[name].is_contiguous() and plain_parameters[name].is_contiguous()
+    assert parameters["unembed.W_U"].T.is_contiguous()
+    for name, value in parameters.items():
+        assert torch.equal(value, plain_parameters[name]), name
+    with torch.inference_mode():
+        assert torch.equal(model(TOKENS), plain(TOKENS))
+
+
+@pytest.mark.slow
+def test_gemma3_laid_out_is_bit_for_bit_and_its_single_key_head_is_left_alone(gemma3, monkeypatch):
+    """Gemma 3's one key/value head is used as a view, not copied: laid out like the others, its
+    keys would round differently (this check sees it)."""
+    plain = load_as_transformer_lens_lays_out("gemma3-270m", monkeypatch)
+    with torch.inference_mode():
+        assert torch.equal(gemma3(TOKENS), plain(TOKENS))
+        key = plain.blocks[0].attn._W_K
+        plain.blocks[0].attn._W_K = torch.nn.Parameter(
+            key.transpose(1, 2).contiguous().transpose(1, 2)
+        )
+        assert not torch.equal(gemma3(TOKENS), plain(TOKENS))
+
+
 @pytest.mark.parametrize("spec", ["nonsense-model", "random:huge", "random:tiny@x", ""])
 def test_unknown_specs_list_the_accepted_forms(spec):
     with pytest.raises(ModelSpecError, match=r"random:|Accepted forms"):

@@ -205,14 +205,14 @@ def check_lens_fits(model: HookedTransformer, pos: int, include_mid: bool) -> No
     The peak is the forward pass's largest attention (scores, pattern and a temporary of
     n_heads x pos^2), the cached residual streams (rows x pos x d_model) and the two decoding
     buffers (CHUNK_ELEMENTS float32 each, whatever the vocabulary: the chunk of positions shrinks as
-    it grows), plus a float32 copy of the unembedding for a half-precision model."""
+    it grows), plus the contiguous float32 copy of the unembedding (see decode_residuals)."""
     from mechlab.analysis.attention import forward_pattern_bytes
 
     cfg = model.cfg
     rows = cfg.n_layers * (2 if include_mid else 1) + 1
     needed = forward_pattern_bytes(model, pos) + rows * pos * cfg.d_model * cfg.dtype.itemsize
     needed += 2 * 4 * max(CHUNK_ELEMENTS, rows * cfg.d_vocab_out)
-    if cfg.dtype != torch.float32:
+    if cfg.dtype != torch.float32 or not model.W_U.is_contiguous():
         needed += 4 * cfg.d_model * cfg.d_vocab_out
     check_fits(needed, what=f"the lens over {pos} tokens", fix="use a shorter prompt.")
 
@@ -258,10 +258,16 @@ def decode_residuals(
     # Two chunk-sized buffers, reused: writing into memory already mapped is several times faster
     # than a fresh tensor per operation (each would be page-faulted in anew).
     # Decoding and its statistics are computed in float32 whatever the model's dtype: bfloat16
-    # logits (8 bits of mantissa) would tie the top tokens. A half-precision model's unembedding
-    # is copied to float32 once per call (113 MB for SmolLM2, 671 MB for Gemma 3).
+    # logits (8 bits of mantissa) would tie the top tokens. The unembedding is copied once per call
+    # to a contiguous float32 [d_model, d_vocab] (113 MB for SmolLM2, 671 MB for Gemma 3): loaded
+    # models keep it transposed (mechlab.models.loading.skip_weight_copies), and a matmul with a
+    # transposed operand rounds differently for different numbers of rows, so the chunk size
+    # would change the results in their last bits (and the ranks of near-ties).
     # A zero bias (GPT-2's, Llama's) is left out: addmm would first copy it into every row.
-    unembed = (model.W_U.float(), model.b_U.float() if model.b_U.any() else None)
+    unembed = (
+        model.W_U.float().contiguous(),
+        model.b_U.float() if model.b_U.any() else None,
+    )
     logits_buffer = residuals.new_empty(rows * chunk_size * d_vocab, dtype=torch.float32)
     scratch_buffer = residuals.new_empty(rows * chunk_size * d_vocab, dtype=torch.float32)
     # The token each position should predict; the last position has none (-1, masked below).
