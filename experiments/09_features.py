@@ -24,6 +24,7 @@ args = parse(
     layer=(int, 15, "the layer: its MLP neurons and its residual stream's SAE", 3),
     tokens=(int, 65536, "tokens of Wikipedia text for the neurons and the features", 4096),
     sae_tokens=(int, 200_000, "training tokens for the SAE", 8192),
+    loss_tokens=(int, 2048, "held-out tokens for the SAE's spliced next-token loss", 256),
 )
 out = ensure_writable_dir(args.out)
 model = load_model(args.model[0])
@@ -76,7 +77,7 @@ sae = train_sae(
     epochs=3,
     progress=True,
     eval_tokens=min(8192, args.tokens),
-    loss_tokens=2048,
+    loss_tokens=args.loss_tokens,
 )
 print(sae)
 features = feature_records(model, sae, paragraphs, tokens=args.tokens)

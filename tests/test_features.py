@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from mechlab.analysis.neurons import NeuronRecords, best, sequences, top_activations
 from mechlab.analysis.sae import (
     SAE,
+    final_norm_scale,
     inference_tensors,
     spliced_losses,
     train_sae,
@@ -99,6 +100,25 @@ def test_contexts_hold_the_activations_around_each_record(tiny):
             assert float(value) == pytest.approx(float(expected), abs=1e-6)
         tokens = records.window_tokens(document, position)
         assert tokens[4] == int(documents[document][position])
+    # every window, at both ends of a document too: the ids there, None outside it
+    ids = records.documents[0].tolist()
+    for position in range(-6, len(ids) + 6):
+        expected = [
+            ids[p] if 0 <= p < len(ids) else None for p in range(position - 4, position + 5)
+        ]
+        assert records.window_tokens(0, position) == expected, position
+
+
+@pytest.mark.parametrize("spec", ["random:tiny", "random:llama-tiny"])
+def test_final_norm_scale_is_the_mean_of_the_hooked_scale(spec):
+    """Blocks, then the final norm alone: the same mean as a full run's ln_final.hook_scale."""
+    model = load_model(spec)
+    documents = [d for d in sequences(model, TEXTS, 300) if len(d) > 1]
+    scales = []
+    for tokens in documents:
+        _, cache = model.run_with_cache(tokens[None], names_filter="ln_final.hook_scale")
+        scales.append(cache["ln_final.hook_scale"][0, 1:].flatten())
+    assert final_norm_scale(model, documents) == pytest.approx(torch.cat(scales).mean().item())
 
 
 def test_logit_effects_are_w_out_times_w_u(tiny):

@@ -84,10 +84,11 @@ class NeuronRecords:
         """The token ids at position - context .. position + context of a document (None outside
         it)."""
         ids = self.documents[document]
-        return [
-            int(ids[p]) if 0 <= p < len(ids) else None
-            for p in range(position - self.context, position + self.context + 1)
-        ]
+        start, stop = position - self.context, position + self.context + 1
+        # one slice, not an int() per element: a notebook asks for hundreds of thousands of windows
+        inside: list[int | None] = ids[max(start, 0) : max(stop, 0)].tolist()
+        before = min(max(-start, 0), stop - start)
+        return [None] * before + inside + [None] * (stop - start - before - len(inside))
 
     def __repr__(self) -> str:
         return (

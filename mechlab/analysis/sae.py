@@ -34,6 +34,7 @@ residual-stream SAE, since zeroing the residual stream destroys everything).
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -720,8 +721,13 @@ def resume(directory, plan: dict, trainer, batch: int) -> TrainingState:
         trainer.n_forward_passes_since_fired = tensors["n_forward_passes_since_fired"]
     except (KeyError, RuntimeError, ValueError) as error:
         raise DataError(f"{path} does not fit this SAE ({str(error)[:120]}); {fix}") from None
-    for _ in range(step):
-        trainer.lr_scheduler.step()
+    with warnings.catch_warnings():
+        # the schedule is fast-forwarded to the step the checkpoint stopped at, before this run's
+        # first optimizer step: what torch warns about ("lr_scheduler.step() before
+        # optimizer.step()") is the intent here
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        for _ in range(step):
+            trainer.lr_scheduler.step()
     trainer.n_training_steps = step
     trainer.n_training_samples = step * batch
     return TrainingState(step, losses, seconds)
@@ -734,18 +740,25 @@ DASHBOARD_TOKENS = 32768
 DASHBOARD_SAMPLES = 48  # activations above zero drawn per latent, for the quantile bands
 
 
+# Tokens the final norm's mean scale is taken over: a mean, steady to a percent by a few hundred.
+FINAL_NORM_TOKENS = 512
+
+
 def final_norm_scale(model: HookedTransformer, sequences: list[Tensor]) -> float:
     """The final norm's mean scale (what it divides the residual stream by) over these token
-    sequences, BOS left out; 1 for a model without one."""
+    sequences, BOS left out; 1 for a model without one. The blocks run, then the final norm alone
+    (the unembedding, a fifth of SmolLM2's forward pass, is not needed)."""
     if "ln_final.hook_scale" not in model.hook_dict:
         return 1.0
     scales = []
-    with torch.inference_mode():
+
+    def keep(scale: Tensor, hook) -> None:
+        scales.append(scale[0, 1:].float().flatten().cpu())
+
+    with torch.inference_mode(), model.hooks(fwd_hooks=[("ln_final.hook_scale", keep)]):
         for tokens in sequences:
-            _, cache = model.run_with_cache(
-                tokens[None].to(model.cfg.device), names_filter="ln_final.hook_scale"
-            )
-            scales.append(cache["ln_final.hook_scale"][0, 1:].float().flatten().cpu())
+            residual = model(tokens[None].to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
+            model.ln_final(residual)
     return torch.cat(scales).mean().item()
 
 
@@ -777,7 +790,9 @@ def feature_records(
         samples=samples,
         progress=progress,
     )
-    scale = final_norm_scale(model, [d for d in sequences(model, texts, 2048) if len(d) > 1])
+    scale = final_norm_scale(
+        model, [d for d in sequences(model, texts, FINAL_NORM_TOKENS) if len(d) > 1]
+    )
     with torch.inference_mode():
         effects = (sae.sae.W_dec.float() / scale) @ model.W_U.float().cpu()  # [latent, d_vocab]
         top, bottom = (
