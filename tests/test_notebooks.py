@@ -1,12 +1,12 @@
 """Notebooks for real: a notebook run in JupyterLab (in Chromium) shows every figure once and every
 attention view interactive, prints no widget warning and asks nothing of the network; the same
 notebook saved and opened untrusted shows each view's static picture and the hint; and the
-experiment scripts, made notebooks with jupytext, run headless with nbclient."""
+experiment scripts, made notebooks with jupytext, run headless with nbclient (one after another in
+one kernel, each in a fresh namespace)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from jupyterlab import jupyterlab, open_notebook
@@ -113,27 +113,58 @@ def test_the_figure_check_fails_on_a_notebook_that_forces_agg(lab):
     assert not figure_cells_show_one_image(view, [1])
 
 
-SCRIPTS = sorted((ROOT / "experiments").glob("[0-9]*.py"))
+EXPERIMENTS = ROOT / "experiments"
+SCRIPTS = sorted(EXPERIMENTS.glob("[0-9]*.py"))
+
+
+@pytest.fixture(scope="module")
+def experiment_kernel():
+    """One kernel for every experiment notebook, started in experiments/ (so `_common` imports):
+    each notebook still runs every cell in order, in a namespace reset before it, but Python,
+    torch and TransformerLens start once instead of twelve times (about 8 s each)."""
+    starter = NotebookClient(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import mechlab")]),
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(EXPERIMENTS)}},
+    )
+    starter.execute(cleanup_kc=False)  # the kernel stays up for the notebooks below
+    yield starter.km
+    starter._cleanup_kernel()  # shuts the kernel down: the starter owns it
+
+
+def prelude(out: Path) -> str:
+    """Run before each notebook: a clean namespace (%reset -f, so a name a notebook forgot to define
+    is a NameError, as in a fresh kernel), no figures left open, the quick budgets, and where to
+    write. It defines nothing the notebook could lean on."""
+    return (
+        "%reset -f\n"
+        "import os, matplotlib.pyplot\n"
+        "matplotlib.pyplot.close('all')\n"
+        "os.environ['MECHLAB_EXPERIMENTS_QUICK'] = '1'  # training budgets shrink\n"
+        f"os.environ['MECHLAB_EXPERIMENTS_OUT'] = {str(out)!r}\n"
+        "del os, matplotlib"
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[script.name for script in SCRIPTS])
-def test_experiment_scripts_run_as_notebooks(tmp_path, smollm2, script, monkeypatch):
-    """`make notebooks` turns the # %% scripts into notebooks; each runs end to end with nbclient
-    on the offline default model."""
-    target = tmp_path / f"{script.stem}.ipynb"
-    subprocess.run(
-        [sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", str(script), "-o",
-         str(target)],
-        check=True,
-    )  # fmt: skip
-    notebook = nbformat.read(target, as_version=4)
+def test_experiment_scripts_run_as_notebooks(tmp_path, smollm2, script, experiment_kernel):
+    """`make notebooks` turns the # %% scripts into notebooks with jupytext; each runs end to end
+    with nbclient on the offline default model."""
+    notebook = jupytext.read(script)
     assert notebook.cells and any(cell.cell_type == "markdown" for cell in notebook.cells)
-    monkeypatch.setenv("MECHLAB_EXPERIMENTS_OUT", str(tmp_path / script.stem))
-    monkeypatch.setenv("MECHLAB_EXPERIMENTS_QUICK", "1")  # training budgets shrink
-    NotebookClient(
+    out = tmp_path / script.stem
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(prelude(out)))
+    client = NotebookClient(
         notebook,
+        km=experiment_kernel,
         timeout=600,
         kernel_name="python3",
-        resources={"metadata": {"path": str(script.parent)}},
-    ).execute()
-    assert any((tmp_path / script.stem).iterdir()), script.name
+        resources={"metadata": {"path": str(EXPERIMENTS)}},
+    )
+    try:
+        client.execute()
+    finally:
+        if client.kc is not None:
+            client.kc.stop_channels()
+    assert any(out.iterdir()), script.name
