@@ -13,6 +13,7 @@
 # an induction head's keys read the output of a previous-token head (K-composition).
 
 # %%
+import einops
 import torch
 from _common import parse
 
@@ -20,7 +21,10 @@ from mechlab import circuits, induction_circuit, load_model, scan_heads
 from mechlab.io import ensure_writable_dir, save_figure, write_json
 from mechlab.present.plots import plot_composition, plot_induction_circuit
 
-args = parse(__doc__ or "circuits from the weights")
+args = parse(
+    __doc__ or "circuits from the weights",
+    ov_tokens=(int, 128, "input tokens sampled for each head's OV top-1 (copying) measure", 16),
+)
 out = ensure_writable_dir(args.out)
 model = load_model(args.model[0])
 print(model.cfg.model_name, model.cfg.normalization_type)
@@ -46,7 +50,11 @@ if model.cfg.normalization_type == "RMSPre":
             for name in ("W_Q", "_W_K", "_W_V", "W_K", "W_V"):
                 weight = attn._parameters.get(name)
                 if weight is not None:
-                    weight.copy_(torch.einsum("mn,hmd->hnd", R, weight))
+                    weight.copy_(
+                        einops.einsum(
+                            R, weight, "d_model new, head d_model d_head -> head new d_head"
+                        )
+                    )
             attn.W_O.copy_(attn.W_O @ R)
             attn.b_O.copy_(attn.b_O @ R)
             if not model.cfg.attn_only:
@@ -75,7 +83,7 @@ else:
 # the largest. No forward pass.
 
 # %%
-result = circuits(model)
+result = circuits(model, ov_tokens=args.ov_tokens)
 print(result)
 print("random circuits of these shapes:", result.baseline)
 for kind in "qkv":
