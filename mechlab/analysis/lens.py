@@ -27,6 +27,13 @@ from mechlab.memory import check_fits
 # Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab).
 # 64 MB: 25 positions of GPT-2 small's 13 rows; the naive [13, 256, 50257] for 256 tokens is 670 MB.
 CHUNK_ELEMENTS = 1 << 24
+# The fewest rows decoded by one matmul. Loaded models keep W_U transposed (mechlab.models.loading.
+# skip_weight_copies), and with a transposed operand this CPU's BLAS takes another kernel below 16
+# rows, which rounds differently (measured: 1, 8 and 15 rows differ in the last bits from the same
+# rows in a matmul of 3,400; 16 to 2,000 rows agree exactly, at any offset). A chunk of fewer rows
+# (one position of a shallow model) is padded with zero rows, so the chunk size never changes a
+# result (tests/test_lens.py checks chunks of 1, 7 and all positions bit for bit).
+MIN_ROWS = 16
 
 
 @dataclass
@@ -205,14 +212,14 @@ def check_lens_fits(model: HookedTransformer, pos: int, include_mid: bool) -> No
     The peak is the forward pass's largest attention (scores, pattern and a temporary of
     n_heads x pos^2), the cached residual streams (rows x pos x d_model) and the two decoding
     buffers (CHUNK_ELEMENTS float32 each, whatever the vocabulary: the chunk of positions shrinks as
-    it grows), plus the contiguous float32 copy of the unembedding (see decode_residuals)."""
+    it grows), plus a float32 copy of the unembedding for a half-precision model."""
     from mechlab.analysis.attention import forward_pattern_bytes
 
     cfg = model.cfg
     rows = cfg.n_layers * (2 if include_mid else 1) + 1
     needed = forward_pattern_bytes(model, pos) + rows * pos * cfg.d_model * cfg.dtype.itemsize
-    needed += 2 * 4 * max(CHUNK_ELEMENTS, rows * cfg.d_vocab_out)
-    if cfg.dtype != torch.float32 or not model.W_U.is_contiguous():
+    needed += 2 * 4 * max(CHUNK_ELEMENTS, max(rows, MIN_ROWS) * cfg.d_vocab_out)
+    if cfg.dtype != torch.float32:
         needed += 4 * cfg.d_model * cfg.d_vocab_out
     check_fits(needed, what=f"the lens over {pos} tokens", fix="use a shorter prompt.")
 
@@ -258,24 +265,19 @@ def decode_residuals(
     # Two chunk-sized buffers, reused: writing into memory already mapped is several times faster
     # than a fresh tensor per operation (each would be page-faulted in anew).
     # Decoding and its statistics are computed in float32 whatever the model's dtype: bfloat16
-    # logits (8 bits of mantissa) would tie the top tokens. The unembedding is copied once per call
-    # to a contiguous float32 [d_model, d_vocab] (113 MB for SmolLM2, 671 MB for Gemma 3): loaded
-    # models keep it transposed (mechlab.models.loading.skip_weight_copies), and a matmul with a
-    # transposed operand rounds differently for different numbers of rows, so the chunk size
-    # would change the results in their last bits (and the ranks of near-ties).
+    # logits (8 bits of mantissa) would tie the top tokens. A half-precision model's unembedding
+    # is copied to float32 once per call (113 MB for SmolLM2, 671 MB for Gemma 3).
     # A zero bias (GPT-2's, Llama's) is left out: addmm would first copy it into every row.
-    unembed = (
-        model.W_U.float().contiguous(),
-        model.b_U.float() if model.b_U.any() else None,
-    )
-    logits_buffer = residuals.new_empty(rows * chunk_size * d_vocab, dtype=torch.float32)
-    scratch_buffer = residuals.new_empty(rows * chunk_size * d_vocab, dtype=torch.float32)
+    unembed = (model.W_U.float(), model.b_U.float() if model.b_U.any() else None)
+    size = max(rows * chunk_size, MIN_ROWS) * d_vocab
+    logits_buffer = residuals.new_empty(size, dtype=torch.float32)
+    scratch_buffer = residuals.new_empty(size, dtype=torch.float32)
     # The token each position should predict; the last position has none (-1, masked below).
     next_tokens = torch.cat([tokens[1:], tokens.new_full((1,), -1)])
     parts = []
     for start in range(0, pos, chunk_size):
         stop = min(start + chunk_size, pos)
-        size = rows * (stop - start) * d_vocab
+        size = max(rows * (stop - start), MIN_ROWS) * d_vocab
         parts.append(
             decode_chunk(
                 model,
@@ -314,14 +316,20 @@ def decode_chunk(
     # x @ W_U + b_U directly: TransformerLens's Unembed copies the whole transposed W_U on every
     # call.
     W_U, b_U = unembed
-    out = logits_buffer.view(rows * chunk, -1)
+    normalized = normalized.float()
+    if len(normalized) < MIN_ROWS:  # see MIN_ROWS: zero rows, decoded and dropped
+        normalized = torch.cat(
+            [normalized, normalized.new_zeros(MIN_ROWS - len(normalized), d_model)]
+        )
+    out = logits_buffer.view(len(normalized), -1)
     if b_U is None:
-        logits = torch.mm(normalized.float(), W_U, out=out)
+        logits = torch.mm(normalized, W_U, out=out)
     else:
-        logits = torch.addmm(b_U, normalized.float(), W_U, out=out)
+        logits = torch.addmm(b_U, normalized, W_U, out=out)
+    logits = logits[: rows * chunk]
     top_logits, top_ids, row_max = block_top_k(logits, top_k)
     logits = logits.view(rows, chunk, -1)
-    scratch = scratch_buffer.view(rows, chunk, -1)
+    scratch = scratch_buffer[: logits.numel()].view(rows, chunk, -1)
     row_max = row_max.view(rows, chunk, 1)
     shifted = logits.sub_(row_max)  # in place, for a stable exp
     exp = torch.exp(shifted, out=scratch)
