@@ -14,12 +14,18 @@ OUT    ?= out/demo
 demo: $(VENV)/.installed
 	$(VENV)/bin/mechlab report --model smollm2-135m --out $(OUT)
 
+# One pytest worker per core, each test file whole on one worker (a module's JupyterLab, kernel or
+# Ray cluster starts once) and one torch thread per worker: most tests use one core at a time
+# (imports, subprocesses, browsers, kernels), and two threads per worker on two cores would fight.
+# Measured on this 2-core machine: see docs/architecture.md.
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile
+
 test: lint browser
-	$(PY) -m pytest
+	$(PYTEST)
 
 # For contributors: every test that needs no real model, browser, notebook or Ray cluster.
 test-fast: lint
-	$(PY) -m pytest -m "not slow and not browser and not notebook"
+	$(PYTEST) -m "not slow and not browser and not notebook"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
