@@ -313,8 +313,7 @@ def decode_chunk(
     """
     rows, chunk, d_model = residuals.shape
     normalized = model.ln_final(residuals).reshape(rows * chunk, d_model)
-    # x @ W_U + b_U directly: TransformerLens's Unembed copies the whole transposed W_U on every
-    # call.
+    # x @ W_U + b_U directly, into the reused buffer (the Unembed module would allocate anew)
     W_U, b_U = unembed
     normalized = normalized.float()
     if len(normalized) < MIN_ROWS:  # see MIN_ROWS: zero rows, decoded and dropped
