@@ -277,7 +277,6 @@ def decode_residuals(
     parts = []
     for start in range(0, pos, chunk_size):
         stop = min(start + chunk_size, pos)
-        size = max(rows * (stop - start), MIN_ROWS) * d_vocab
         parts.append(
             decode_chunk(
                 model,
@@ -286,8 +285,8 @@ def decode_residuals(
                 next_tokens[start:stop],
                 top_k,
                 target_id,
-                logits_buffer[:size],
-                scratch_buffer[:size],
+                logits_buffer,
+                scratch_buffer,
             )
         )
     return {name: torch.cat([part[name] for part in parts], dim=1) for name in parts[0]}
@@ -303,7 +302,8 @@ def decode_chunk(
     logits_buffer: Float[Tensor, " size"],
     scratch_buffer: Float[Tensor, " size"],
 ) -> dict[str, Tensor]:
-    """Decode [row, chunk, d_model] residuals and keep only per-position statistics.
+    """Decode [row, chunk, d_model] residuals and keep only per-position statistics, using the
+    front of the two reused buffers.
 
     Each pass over the logits is a read of 64 MB, so they are counted: the matmul writes them, one
     pass finds each block's maximum (for the top-k and the softmax's shift), and the logits are
@@ -320,7 +320,7 @@ def decode_chunk(
         normalized = torch.cat(
             [normalized, normalized.new_zeros(MIN_ROWS - len(normalized), d_model)]
         )
-    out = logits_buffer.view(len(normalized), -1)
+    out = logits_buffer[: len(normalized) * W_U.shape[1]].view(len(normalized), -1)
     if b_U is None:
         logits = torch.mm(normalized, W_U, out=out)
     else:
