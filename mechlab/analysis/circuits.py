@@ -124,7 +124,13 @@ def head_weights(model: HookedTransformer, vocabulary: bool = True) -> HeadWeigh
     cfg = model.cfg
     post_norm = cfg.original_architecture in POST_NORM_ARCHITECTURES  # ln1 follows attention
     layer_norm = cfg.normalization_type in ("LN", "LNPre")
-    W_Q, W_K, W_V, W_O = [], [], [], []
+    stacked: dict[str, Tensor] = {}  # filled a layer at a time: a list then a stack would hold two
+
+    def put(name: str, layer: int, tensor: Tensor) -> None:
+        if name not in stacked:
+            stacked[name] = tensor.new_empty(cfg.n_layers, *tensor.shape)
+        stacked[name][layer] = tensor
+
     with torch.no_grad():
         for layer, block in enumerate(model.blocks):
             attn = block.attn
@@ -143,10 +149,9 @@ def head_weights(model: HookedTransformer, vocabulary: bool = True) -> HeadWeigh
                 o = o * getattr(model.get_submodule(name), "w").float()  # noqa: B009
             if layer_norm:  # LayerNorm centres what it reads, so only the centred parts matter
                 q, k, v, o = _centre(q, -2), _centre(k, -2), _centre(v, -2), _centre(o, -1)
-            W_Q.append(q)
-            W_K.append(k)
-            W_V.append(v)
-            W_O.append(o)
+            for name, tensor in zip(("W_Q", "W_K", "W_V", "W_O"), (q, k, v, o), strict=True):
+                put(name, layer, tensor)
+            del q, k, v, o
         W_pos = (
             model.W_pos.detach().float() if cfg.positional_embedding_type == "standard" else None
         )
@@ -163,10 +168,7 @@ def head_weights(model: HookedTransformer, vocabulary: bool = True) -> HeadWeigh
                 W_E, W_U = _centre(W_E, -1), _centre(W_U, 0)
             W_U = _centre(W_U, -1)  # center_unembed: logits shift by a constant per position
     return HeadWeights(
-        W_Q=torch.stack(W_Q),
-        W_K=torch.stack(W_K),
-        W_V=torch.stack(W_V),
-        W_O=torch.stack(W_O),
+        **stacked,
         W_E=W_E,
         W_U=W_U,
         W_pos=W_pos,

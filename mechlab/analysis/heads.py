@@ -359,12 +359,15 @@ def tl_scores(
     return scores
 
 
+LOSS_ROWS = 16  # logsumexp's temporaries: 3 MB for GPT-2's vocabulary (64 rows: 13 MB, in the peak)
+
+
 def next_token_loss(
     logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
 ) -> Float[Tensor, "batch pos-1"]:
     """Cross-entropy of predicting token p+1 at each position p, as logsumexp(logits) - logit of the
-    target, 64 rows at a time: a log_softmax of everything would copy all the logits. Computed in
-    float32 whatever the model's dtype."""
+    target, LOSS_ROWS rows at a time: a log_softmax of everything would copy all the logits.
+    Computed in float32 whatever the model's dtype."""
     losses = []
     for sequence_logits, sequence in zip(
         logits, tokens, strict=True
@@ -374,7 +377,9 @@ def next_token_loss(
             torch.cat(
                 [
                     block.float().logsumexp(-1) - block.gather(-1, target[:, None])[:, 0].float()
-                    for block, target in zip(rows.split(64), targets.split(64), strict=True)
+                    for block, target in zip(
+                        rows.split(LOSS_ROWS), targets.split(LOSS_ROWS), strict=True
+                    )
                 ]
             )
         )
