@@ -25,8 +25,10 @@ from mechlab.errors import InputError
 from mechlab.memory import check_fits
 
 # Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab).
-# 64 MB: 25 positions of GPT-2 small's 13 rows; the naive [13, 256, 50257] for 256 tokens is 670 MB.
-CHUNK_ELEMENTS = 1 << 24
+# 34 MB: 12 positions of GPT-2 small's 13 rows, in each of the two buffers (67 MB in all); the naive
+# [13, 256, 50257] for 256 tokens is 670 MB. Twice this (25 positions) was no faster and raised the
+# peak over a forward pass of 256 tokens from 5 MB to 102 MB (benchmarks/bench_lens.py).
+CHUNK_ELEMENTS = 1 << 23
 # The fewest rows decoded by one matmul. Loaded models keep W_U transposed (mechlab.models.loading.
 # skip_weight_copies), and with a transposed operand this CPU's BLAS takes another kernel below 16
 # rows, which rounds differently (measured: 1, 8 and 15 rows differ in the last bits from the same
@@ -305,7 +307,7 @@ def decode_chunk(
     """Decode [row, chunk, d_model] residuals and keep only per-position statistics, using the
     front of the two reused buffers.
 
-    Each pass over the logits is a read of 64 MB, so they are counted: the matmul writes them, one
+    Each pass over the logits is a read of 34 MB, so they are counted: the matmul writes them, one
     pass finds each block's maximum (for the top-k and the softmax's shift), and the logits are
     shifted in place; then exp, its sum, the entropy's product and sum, the KL's difference,
     product and sum, and one comparison and sum per rank. The log-probabilities themselves are never
