@@ -51,8 +51,8 @@ print(status("VmHWM") - before)
 
 # glibc raises its mmap threshold each time a large block is freed, after which blocks of that size
 # come from the heap and stay resident once freed: the peak then measures how the allocator's
-# history went (119 to 165 MiB over runs of one call in the neurons test, 8x the tokens adding 0
-# to 90 MiB), not what the code keeps. A fixed threshold (its default, 128 KiB) turns that off:
+# history went (119 to 165 MiB over runs of one call in the neurons test, 8x the tokens adding 25
+# to 87 MiB), not what the code keeps. A fixed threshold (its default, 128 KiB) turns that off:
 # every large block is mapped and unmapped, and the same runs read 86 to 91 MiB.
 FIXED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(128 << 10)}
 
