@@ -108,12 +108,12 @@ class Ablator:
         self._clean_z: dict[int, Tensor] = {}
         self._clean_loss: Tensor | None = None
 
-    def clean_loss(self) -> Tensor:
+    def clean_loss(self) -> Float[Tensor, " prediction"]:
         if self._clean_loss is None:
             self._clean_loss = self._loss([])
         return self._clean_loss
 
-    def replacement(self, layer: int) -> Tensor | None:
+    def replacement(self, layer: int) -> Float[Tensor, "batch pos n_heads d_head"] | None:
         """What every head of `layer` is replaced with, [batch, pos, n_heads, d_head]; None for
         zero ablation."""
         if self.method == "zero":
@@ -148,7 +148,7 @@ class Ablator:
             clean_loss_by_position=self.clean_loss(),
         )
 
-    def _loss(self, heads: list[Head]) -> Tensor:
+    def _loss(self, heads: list[Head]) -> Float[Tensor, " prediction"]:
         by_layer: dict[int, list[int]] = {}
         for layer, head in heads:
             by_layer.setdefault(layer, []).append(head)

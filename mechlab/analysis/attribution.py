@@ -46,7 +46,7 @@ from typing import cast
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, Real
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -172,7 +172,7 @@ class Target:
         self.embed = self.embeddings(tokens[0])
         self.kept_bos = starts_with_bos(model, tokens[0])
 
-    def embeddings(self, ids: Tensor) -> Float[Tensor, "pos d_model"]:
+    def embeddings(self, ids: Int[Tensor, " pos"]) -> Float[Tensor, "pos d_model"]:
         """``hook_embed`` of a token sequence: what the model's embedding layer makes of it."""
         with torch.no_grad():
             _, cache = self.model.run_with_cache(
@@ -208,7 +208,9 @@ class Target:
             logits = cap * torch.tanh(logits / cap)
         return (logits.float() * self.sign).sum(-1)
 
-    def values(self, embed: Tensor, chunk: int) -> Float[Tensor, " batch"]:
+    def values(
+        self, embed: Float[Tensor, "batch pos d_model"], chunk: int
+    ) -> Float[Tensor, " batch"]:
         """The targets of many embeddings, without gradients, in chunks of `chunk`."""
         with torch.no_grad():
             return torch.cat([self(part) for part in embed.split(chunk)])
@@ -297,8 +299,12 @@ def check_layer(model: HookedTransformer, layer: int | None) -> int:
 
 
 def gradients(
-    target: Target, embed: Tensor, names: Sequence[str] = ()
-) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+    target: Target, embed: Float[Tensor, "batch pos d_model"], names: Sequence[str] = ()
+) -> tuple[
+    Float[Tensor, " batch"],
+    Float[Tensor, "batch pos d_model"],
+    list[tuple[Float[Tensor, "batch ..."], Float[Tensor, "batch ..."]]],
+]:
     """The targets of a batch of embeddings, their gradient with respect to the embeddings, and the
     activations at hook `names` with the target's gradient with respect to each, by one backward
     pass (``[batch]``, ``[batch, pos, d_model]``, a list of (activation, gradient) pairs)."""
@@ -316,15 +322,15 @@ def gradients(
     return values.detach(), grads[0], pairs
 
 
-def gauss_legendre(steps: int) -> tuple[Tensor, Tensor]:
+def gauss_legendre(steps: int) -> tuple[Float[Tensor, " step"], Float[Tensor, " step"]]:
     """Nodes and weights of Gauss-Legendre quadrature on [0, 1] (float64)."""
     nodes, weights = np.polynomial.legendre.leggauss(steps)
     return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(weights / 2)
 
 
 def integrated_gradients(
-    target: Target, base: Tensor, steps: int, chunk: int
-) -> tuple[Tensor, float]:
+    target: Target, base: Float[Tensor, "pos d_model"], steps: int, chunk: int
+) -> tuple[Float[Tensor, " pos"], float]:
     """Per-token integrated gradients from `base` to the input (float64), and the baseline's
     target."""
     alphas, weights = gauss_legendre(steps)
@@ -506,7 +512,7 @@ def run_method(
 # tokens the model needs (faithfulness)?
 
 
-def spearman(a: Tensor, b: Tensor) -> float:
+def spearman(a: Real[Tensor, " n"], b: Real[Tensor, " n"]) -> float:
     """Spearman's rank correlation (ties share their mean rank); NaN when either is constant."""
 
     def ranks(x: Tensor) -> Tensor:
@@ -665,7 +671,7 @@ def randomization_check(
 
 
 def bootstrap_interval(
-    values: Tensor, generator: torch.Generator, samples: int = 2000
+    values: Float[Tensor, " sample"], generator: torch.Generator, samples: int = 2000
 ) -> tuple[float, float]:
     """The 95% percentile bootstrap interval of the mean of `values` (resampled with
     replacement)."""
@@ -732,7 +738,12 @@ class Faithfulness:
         }
 
 
-def erased(target: Target, base: Tensor, order: Tensor, fractions: Sequence[float]) -> Tensor:
+def erased(
+    target: Target,
+    base: Float[Tensor, "pos d_model"],
+    order: Int[Tensor, " ranked"],
+    fractions: Sequence[float],
+) -> Float[Tensor, "2 fraction"]:
     """For each share: the target with the top-k of `order` removed, and with only they kept
     (``[2, len(fractions)]``). `order` indexes the ranked positions, best first."""
     first = 1 if target.kept_bos else 0

@@ -93,7 +93,9 @@ class HeadWeights:
     def group(self) -> int:
         return self.W_Q.shape[1] // self.W_K.shape[1]
 
-    def kv(self, tensor: Tensor) -> Tensor:
+    def kv(
+        self, tensor: Float[Tensor, "layer n_kv_heads ..."]
+    ) -> Float[Tensor, "layer n_heads ..."]:
         """A per-key/value-head tensor [layer, n_kv_heads, ...] repeated for each query head."""
         return tensor.repeat_interleave(self.group, dim=1)
 
@@ -102,7 +104,9 @@ def _centre(matrix: Tensor, dim: int) -> Tensor:
     return matrix - matrix.mean(dim, keepdim=True)
 
 
-def per_head(norm_weight: Tensor, matrix: Tensor) -> Tensor:
+def per_head(
+    norm_weight: Float[Tensor, " width"], matrix: Float[Tensor, "heads d_model d_head"]
+) -> Float[Tensor, "*scale d_head"]:
     """A query or key norm's weight shaped to scale `matrix` ([heads, d_model, d_head]): one
     d_head vector shared by the heads (Gemma), or one over all heads' d_head vectors (OLMoE)."""
     heads, _, d_head = matrix.shape
@@ -286,7 +290,9 @@ def _random_baseline(d_model: int, d_head: int, samples: int, seed: int) -> dict
     }
 
 
-def bartlett_r(rng, samples: int, d_model: int, d_head: int) -> Tensor:
+def bartlett_r(
+    rng, samples: int, d_model: int, d_head: int
+) -> Float[Tensor, "sample d_head d_head"]:
     """R of the QR decomposition of `samples` Gaussian d_model x d_head matrices, drawn directly
     (Bartlett 1933): upper triangular, R_ii = sqrt(chi2(d_model - i)), R_ij ~ N(0, 1) above."""
     R = np.triu(rng.standard_normal((samples, d_head, d_head)), k=1)
@@ -295,7 +301,9 @@ def bartlett_r(rng, samples: int, d_model: int, d_head: int) -> Tensor:
     return torch.from_numpy(R).float()
 
 
-def random_composition_scores(d_model: int, d_head: int, samples: int, seed: int) -> Tensor:
+def random_composition_scores(
+    d_model: int, d_head: int, samples: int, seed: int
+) -> Float[Tensor, " sample"]:
     """Composition scores of `samples` pairs of random circuits A = V O, B = B1 B2 whose four
     factors have independent N(0, 1) entries, drawn without forming them. Only the R factors of
     V, B1 and B2^T matter, and they can be drawn directly (`bartlett_r`). A Gaussian O keeps its

@@ -144,7 +144,7 @@ class FrozenNorm:
     bias: Tensor | None
 
     @classmethod
-    def of(cls, norm: nn.Module, scale: Tensor) -> "FrozenNorm":
+    def of(cls, norm: nn.Module, scale: Float[Tensor, " 1"]) -> "FrozenNorm":
         from transformer_lens.components import LayerNorm, LayerNormPre
 
         def double(name: str) -> Tensor | None:
@@ -164,10 +164,10 @@ class FrozenNorm:
         x = x / self.scale
         return x if self.weight is None else x * self.weight
 
-    def offset(self) -> Tensor | float:
+    def offset(self) -> Float[Tensor, " d_model"] | float:
         return 0.0 if self.bias is None else self.bias
 
-    def bias_through(self, direction: Float[Tensor, " d_model"]) -> Tensor:
+    def bias_through(self, direction: Float[Tensor, " d_model"]) -> Float[Tensor, ""]:
         return torch.zeros((), dtype=torch.float64) if self.bias is None else self.bias @ direction
 
 
@@ -183,7 +183,7 @@ class DirectParts:
         self.total = self.zero.clone()
         self.squares = self.zero.clone()
 
-    def add(self, written: Float[Tensor, "... d_model"]) -> Tensor:
+    def add(self, written: Float[Tensor, "*part d_model"]) -> Float[Tensor, "*part"]:
         through = self.final.linear(written.double())
         self.squares += ((through * self.direction) ** 2).sum()
         part = through @ self.direction

@@ -151,7 +151,7 @@ class HeadScan:
 
         return head_scan_html(self)
 
-    def score(self, name: str) -> Tensor:
+    def score(self, name: str) -> Float[Tensor, "layer n_heads"]:
         if name not in self.scores:
             raise InputError(f"unknown score {name!r}: choose one of {', '.join(self.scores)}")
         return self.scores[name]
@@ -226,7 +226,7 @@ def pattern_pass(
     *,
     chunk_size: int | None = None,
     progress: bool = False,
-) -> tuple[dict[str, Tensor], Tensor]:
+) -> tuple[dict[str, Float[Tensor, "layer n_heads"]], Float[Tensor, " prediction"]]:
     """The token-dependent part of the scan: one forward pass in chunks, each layer's pattern
     reduced to per-head score sums by a hook as soon as it exists, and the loss at each position."""
     cfg = model.cfg

@@ -296,7 +296,7 @@ def decode_residuals(
 
 def decode_chunk(
     model,
-    unembed: tuple[Tensor, Tensor | None],
+    unembed: tuple[Float[Tensor, "d_model d_vocab"], Float[Tensor, " d_vocab"] | None],
     residuals: Float[Tensor, "row chunk d_model"],
     next_tokens: Int[Tensor, " chunk"],
     top_k: int,
@@ -367,7 +367,11 @@ def decode_chunk(
     return stats
 
 
-def count_above(scores: Tensor, threshold: Tensor, scratch: Tensor) -> Tensor:
+def count_above(
+    scores: Float[Tensor, "row chunk d_vocab"],
+    threshold: Float[Tensor, "row chunk"],
+    scratch: Float[Tensor, "row chunk d_vocab"],
+) -> Int[Tensor, "row chunk"]:
     """How many tokens score above the threshold: the rank (0 = top-1). Counted in float32 (exact
     below 2**24), since summing a bool tensor first converts all of it to int64."""
     return torch.gt(scores, threshold[..., None], out=scratch).sum(-1).long()

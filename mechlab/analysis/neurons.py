@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -289,7 +289,9 @@ def merge(kept: list[Tensor], new: list[Tensor], k: int, top: bool) -> list[Tens
     return [gather_rows(tensor, order) for tensor in joined]
 
 
-def gather_rows(tensor: Tensor, order: Tensor) -> Tensor:
+def gather_rows(
+    tensor: Shaped[Tensor, "neuron candidate *rest"], order: Int[Tensor, "neuron k"]
+) -> Shaped[Tensor, "neuron k *rest"]:
     """tensor[n, order[n, i], ...] for every neuron n."""
     index = order.reshape(*order.shape, *[1] * (tensor.dim() - 2))
     return tensor.gather(1, index.expand(-1, -1, *tensor.shape[2:]))
@@ -453,7 +455,7 @@ def top_activations(
 
 def update_layer(
     state: _Running,
-    acts: Tensor,
+    acts: Float[Tensor, "batch pos neuron"],
     batch: _Batch,
     k: int,
     context: int,
@@ -505,7 +507,7 @@ def best(key: Float[Tensor, "row candidate"], count: int, top: bool) -> Int[Tens
     return packed.gather(1, order)
 
 
-def start_running(values: Tensor, window: int) -> _Running:
+def start_running(values: Float[Tensor, "candidate neuron"], window: int) -> _Running:
     n_neurons = values.shape[1]
 
     def empty() -> list[Tensor]:
@@ -536,7 +538,7 @@ def start_running(values: Tensor, window: int) -> _Running:
     )
 
 
-def update_stats(state: _Running, values: Tensor) -> None:
+def update_stats(state: _Running, values: Float[Tensor, "candidate neuron"]) -> None:
     doubles = values.double()
     state.total += doubles.sum(0)
     state.total_squares += doubles.pow(2).sum(0)

@@ -164,7 +164,9 @@ class LogitDiff:
             last = self.model.ln_final(last)
         return last[:, 0] @ self.direction + self.bias
 
-    def run_from(self, residual: Tensor, layer: int, hooks=()) -> Tensor:
+    def run_from(
+        self, residual: Float[Tensor, "batch pos d_model"], layer: int, hooks=()
+    ) -> Float[Tensor, " batch"]:
         """The logit difference of each sequence, running the blocks from `layer` on
         `residual` (the stream before that layer) with `hooks`."""
         model = self.model
@@ -190,7 +192,7 @@ def exact_grid(
     corrupted_cache,
     metric: LogitDiff,
     progress: Callable | None = None,
-) -> Tensor:
+) -> Float[Tensor, "row col"]:
     """The raw logit difference (not normalised) with each activation patched, [rows, cols]."""
     cfg = model.cfg
     pos = corrupted_cache["blocks.0.hook_resid_pre"].shape[1]
@@ -227,8 +229,12 @@ def exact_grid(
 
 
 def attribution_grid(
-    model: HookedTransformer, over: str, tokens: Tensor, clean_cache, metric: LogitDiff
-) -> tuple[Tensor, float]:
+    model: HookedTransformer,
+    over: str,
+    tokens: Int[Tensor, "batch pos"],
+    clean_cache,
+    metric: LogitDiff,
+) -> tuple[Float[Tensor, "row col"], float]:
     """First-order estimates of the raw change in logit difference for each patch, [rows, cols],
     and the corrupted logit difference; one corrupted forward and one backward pass."""
     names = hook_names(model, over)

@@ -18,7 +18,7 @@ from typing import cast
 
 import einops
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from mechlab.errors import InputError
@@ -158,7 +158,7 @@ class Site:
             raise InputError(f"{model} has no {kind} component")
         return cls(kind, layer, module, module_name, output_name)
 
-    def run(self, reference, tokens: Tensor) -> dict[str, Tensor]:
+    def run(self, reference, tokens: Int[Tensor, "batch pos"]) -> dict[str, Tensor]:
         """One forward pass of the reference: this component's input and output (and the block's
         activations the diagnoses use)."""
         seen: dict = {}
@@ -447,13 +447,13 @@ def forgotten_biases(site: Site, values) -> list[tuple[str, Callable[[], Tensor]
 
 def planted_attention(
     attn: Attention,
-    x: Tensor,
+    x: Float[Tensor, "batch pos d_model"],
     *,
     mask_diagonal: int = 1,
     scale: float | None = None,
     softmax_dim: int = -1,
     rotary: Callable = apply_rotary,
-) -> Tensor:
+) -> Float[Tensor, "batch pos d_model"]:
     """mechlab's attention (mechlab.scratch.model.Attention, without grouped-query sharing
     shortcuts) with one of its steps changed."""
     cfg = attn.cfg
@@ -511,7 +511,9 @@ def planted_attention(
     )
 
 
-def rotate_backwards(x: Tensor, cfg: Config) -> Tensor:
+def rotate_backwards(
+    x: Float[Tensor, "batch pos heads d_head"], cfg: Config
+) -> Float[Tensor, "batch pos heads d_head"]:
     """Rotary by minus the angle: flipping the sign of the second half of each pair before and
     after a rotation reverses it."""
     half = (cfg.rotary_dim or cfg.d_head) // 2
@@ -520,7 +522,9 @@ def rotate_backwards(x: Tensor, cfg: Config) -> Tensor:
     return apply_rotary(x * flip, cfg) * flip
 
 
-def rotate_adjacent_pairs(x: Tensor, cfg: Config) -> Tensor:
+def rotate_adjacent_pairs(
+    x: Float[Tensor, "batch pos heads d_head"], cfg: Config
+) -> Float[Tensor, "batch pos heads d_head"]:
     """Rotary pairing dimensions (0, 1), (2, 3), ...: reorder them into halves, rotate, reorder
     back."""
     rotary_dim = cfg.rotary_dim or cfg.d_head
@@ -531,8 +535,13 @@ def rotate_adjacent_pairs(x: Tensor, cfg: Config) -> Tensor:
 
 
 def planted_norm(
-    norm: nn.Module, x: Tensor, *, centre: bool, unbiased: bool = False, dim: int = -1
-) -> Tensor:
+    norm: nn.Module,
+    x: Float[Tensor, "*shape"],
+    *,
+    centre: bool,
+    unbiased: bool = False,
+    dim: int = -1,
+) -> Float[Tensor, "*shape"]:
     """A LayerNorm (centre=True) or RMSNorm (centre=False) with the reference's weights, its
     statistics over `dim`, the variance optionally divided by n - 1."""
     if centre:
@@ -542,7 +551,9 @@ def planted_norm(
     return x * getattr(norm, "w", 1.0) + getattr(norm, "b", 0.0)
 
 
-def planted_mlp(mlp: MLP, x: Tensor, activation: Callable) -> Tensor:
+def planted_mlp(
+    mlp: MLP, x: Float[Tensor, "batch pos d_model"], activation: Callable
+) -> Float[Tensor, "batch pos d_model"]:
     """mechlab's MLP with another activation function."""
     planted = copy.copy(mlp)
     planted.act = activation

@@ -261,7 +261,7 @@ def causal_mask(
     return scores.masked_fill(future, float("-inf"))
 
 
-def gelu_new(x: Tensor) -> Tensor:
+def gelu_new(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
     """GPT-2's tanh approximation of GELU (Hendrycks & Gimpel 2016):
     0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))).
 

@@ -205,7 +205,7 @@ class Formation:
         }
 
 
-def evaluate(model: Transformer, held_out, scan_tokens: Tensor) -> dict:
+def evaluate(model: Transformer, held_out, scan_tokens: Int[Tensor, "batch pos"]) -> dict:
     """In-context losses on the held-out batch, every head's scores on [BOS] + r + r, and each
     head's strongest K-composition from an earlier head (from the weights)."""
     from mechlab.analysis.circuits import composition_scores, head_weights, ranked_into
