@@ -42,9 +42,8 @@ SMOLLM2_N_CTX = 2048
 GEMMA3_N_CTX = 2048
 # Gemma 3's layers: five local (sliding-window) layers, then one global, three times over.
 GEMMA3_ATTN_TYPES = (["local"] * 5 + ["global"]) * 3
-BYTE_VOCAB = (
-    257  # the 256 bytes plus <|endoftext|>, see mechlab.models.random_presets.byte_tokenizer()
-)
+# the 256 bytes plus <|endoftext|>, see mechlab.models.random_presets.byte_tokenizer()
+BYTE_VOCAB = 257
 RANDOM_PRESETS: dict[str, dict] = {
     "tiny": dict(
         n_layers=2,
