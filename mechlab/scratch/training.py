@@ -8,9 +8,8 @@ MAX_SEGMENT}, a gap G ~ U{0..SEQ_LEN - 1 - 2L} between the two copies, and the f
 uniform over the places where both copies fit; the second copy overwrites the random tokens there.
 Tokens inside the second copy (after its first) are predictable by looking back at the first copy,
 which is what an induction head does (Olsson et al. 2022); every other token is random and
-unpredictable. The
-length and place vary from sequence to sequence, so no fixed positional offset predicts the
-repeat: only matching on content does.
+unpredictable. The length and place vary from sequence to sequence, so no fixed positional offset
+predicts the repeat: only matching on content does.
 
 Tried and rejected (the learner may want to know what fails): repeats at one fixed offset, which a
 positional head solves without induction; several short repeats per sequence, which stay on the
