@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 OUT    ?= out/demo
 
-.PHONY: demo test test-fast lint venv browser notebooks clean
+.PHONY: demo test test-fast test-kernels lint venv browser notebooks clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/mechlab report --model smollm2-135m --out $(OUT)
@@ -20,12 +20,32 @@ demo: $(VENV)/.installed
 # Measured on this 2-core machine: see docs/architecture.md.
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile
 
+# The numerics-sensitive tests (marked numerics) also run once under another CPU's kernel path
+# (MKL_CBWR=AVX2): a test that holds only for this machine's rounding fails here, not on a user's.
 test: lint browser
-	$(PYTEST)
+	$(PYTEST) -m "not seeds"
+	MKL_CBWR=AVX2 $(PYTEST) -m "numerics and not slow and not seeds"
 
 # For contributors: every test that needs no real model, browser, notebook or Ray cluster.
 test-fast: lint
-	$(PYTEST) -m "not slow and not browser and not notebook"
+	$(PYTEST) -m "not slow and not browser and not notebook and not seeds"
+
+# Every numerics-sensitive test (bits compared, training, an argmax pinned; the extra seeds of the
+# training tests too) under each kernel path this machine can show: the native one, MKL's
+# conditional-numerical-reproducibility modes, and ATen's unvectorized kernels; then the fast tier
+# with one and two threads per worker (a reduction's order changes with the threads).
+# See "Tests that hold on every CPU" in docs/architecture.md.
+KERNEL_PATHS := native MKL_CBWR=COMPATIBLE MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=default
+test-kernels: lint
+	@for setting in $(KERNEL_PATHS); do \
+	  echo "== $$setting"; start=$$(date +%s); \
+	  env $$([ "$$setting" = native ] || echo "$$setting") $(PYTEST) -m numerics -q || exit 1; \
+	  echo "== $$setting: $$(( $$(date +%s) - start )) s"; done
+	@for threads in 1 2; do \
+	  echo "== OMP_NUM_THREADS=$$threads, fast tier"; start=$$(date +%s); \
+	  OMP_NUM_THREADS=$$threads $(PY) -m pytest -n auto --dist loadfile -q \
+	    -m "not slow and not browser and not notebook and not seeds" || exit 1; \
+	  echo "== OMP_NUM_THREADS=$$threads: $$(( $$(date +%s) - start )) s"; done
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

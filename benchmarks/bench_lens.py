@@ -21,7 +21,7 @@ def floor(model, tokens, residual) -> None:
 
 SETUP = f"""
 import torch
-from mechlab.analysis.lens import decoded_logits, logit_lens
+from mechlab.analysis.lens import CHUNK_ELEMENTS, decoded_logits, logit_lens
 from mechlab.models.loading import load_model
 model = load_model("random:gpt2-small")
 tokens = torch.randint(0, 50257, (1, {POS}), generator=torch.Generator().manual_seed(0))

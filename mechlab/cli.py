@@ -707,7 +707,9 @@ def run_lens(args: argparse.Namespace) -> int:
         )
     if args.tuned:
         float32_only(args, "a tuned lens")
-    check_output_targets(args.out, ["lens.json", "lens.html", "lens_top1.png"])
+    from mechlab.present.artifacts import lens_file_names
+
+    check_output_targets(args.out, lens_file_names(curves=len(prompts) > 1))
     from mechlab.analysis.lens import lens_curves, logit_lens
     from mechlab.io import write_files
     from mechlab.models.loading import load_model
@@ -837,7 +839,9 @@ def run_heads(args: argparse.Namespace) -> int:
 
     specs = model_specs(args)
     several = len(specs) > 1
-    own = ["heads.json", "heads.html"] + (["ablation.png"] if args.ablate else [])
+    from mechlab.present.artifacts import heads_file_names
+
+    own = heads_file_names(ablation=bool(args.ablate))
     names = [f"{model_slug(spec)}/{name}" if several else name for spec in specs for name in own]
     check_output_targets(args.out, names + (["induction_mosaic.png"] if several else []))
     from mechlab.io import write_files
@@ -1223,7 +1227,11 @@ def run_attention(args: argparse.Namespace) -> int:
         raise InputError(
             "the prompt is empty: pass some text, e.g. --prompt 'The capital of France is'"
         )
-    check_output_targets(args.out, ["attention.html"])
+    from mechlab.present.artifacts import attention_file_names
+
+    # the layers drawn, when the arguments name them; every layer's are checked once it is loaded
+    named = sorted(set(args.layer or []) | {layer for layer, _ in args.heads or []})
+    check_output_targets(args.out, attention_file_names(named))
     from mechlab.analysis.attention import head_patterns, select_heads
     from mechlab.io import write_files
     from mechlab.models.loading import load_model
@@ -1232,6 +1240,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, **placement(args))
     selected = select_heads(model, layers=args.layer or [], heads=args.heads or [])
+    check_output_targets(args.out, attention_file_names([heads[0][0] for heads in selected]))
     layers = [head_patterns(model, args.prompt, heads, last=MAX_VIEW_TOKENS) for heads in selected]
     write_files(args.out, attention_files(model.cfg.model_name, layers))
     say(f"wrote {args.out}/attention.html and {len(selected)} PNGs")

@@ -106,6 +106,7 @@ def test_layer_gradient_x_activation_matches_hand_written_hooks(small):
 IGNORE_INCOMPLETE = pytest.mark.filterwarnings("ignore::mechlab.errors.MechlabWarning")
 
 
+@pytest.mark.numerics
 @IGNORE_INCOMPLETE
 @pytest.mark.parametrize("baseline", ["zero", "a"])
 def test_integrated_gradients_match_captum(small, baseline):
@@ -141,6 +142,7 @@ def test_gauss_legendre_integrates_polynomials_exactly():
     assert weights.sum().item() == pytest.approx(1.0, rel=1e-12)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("spec", ["random:tiny", "random:llama-tiny"])
 def test_integrated_gradients_are_complete_at_64_steps(spec):
     model = load_model(spec)
@@ -309,6 +311,7 @@ def test_the_command_writes_every_method_and_the_curves(tmp_path, capsys):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.numerics
 @IGNORE_INCOMPLETE
 def test_smollm2_puts_the_indirect_object_first(smollm2):
     """On the IOI prompt, occlusion and integrated gradients both put their largest positive score
@@ -319,6 +322,7 @@ def test_smollm2_puts_the_indirect_object_first(smollm2):
         assert (position, token) == (2, " Mary") and score > 0, result
 
 
+@pytest.mark.numerics
 def test_smollm2_integrated_gradients_are_complete_on_a_smooth_path(smollm2):
     """From the ' the' baseline the path stays among real embeddings and 64 nodes are complete to
     well under 1%; from the zero baseline they are not (see the README's method table): the

@@ -161,6 +161,7 @@ def test_resid_patching_at_the_first_layer_restores_where_the_prompts_differ(sma
     assert result.grid[0, 5].abs() > 1e-3
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("over", ["heads", "resid", "layers"])
 def test_attribution_patching_is_the_first_order_term(small, over):
     """Each attribution cell is the derivative of the logit difference along clean - corrupted:
@@ -191,6 +192,7 @@ def test_attribution_patching_is_the_first_order_term(small, over):
         assert result.grid[row, col].item() * span == pytest.approx(derivative, abs=2e-3, rel=2e-2)
 
 
+@pytest.mark.numerics
 def test_logit_attribution_adds_up_and_matches_transformer_lens(small):
     tokens = small.to_tokens(PROMPT_A)
     _, cache = small.run_with_cache(tokens)
@@ -246,6 +248,7 @@ def test_logit_attribution_adds_up_without_weight_processing(checkpoint, request
     assert abs(result.unembed_bias) > 1e-3
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("spec", ["random:tiny", "random:llama-tiny"])
 def test_logit_attribution_adds_up_in_bfloat16(spec):
     """In bfloat16 the parts (summed in float64) and the model's own rounded logits differ by
@@ -360,6 +363,7 @@ def test_patching_and_dla_run_per_query_head_on_smollm2(smollm2):
     assert dla.top_heads(1)[0][:2] == (23, 3)
 
 
+@pytest.mark.numerics
 def test_smollm2_needs_its_induction_heads(smollm2):
     """Ablating the top induction heads together ruins the repeat; as many non-induction heads of
     the same layers barely matter (measured: +3.8 vs +0.03 nats for K = 3, mean ablation)."""

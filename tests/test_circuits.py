@@ -49,6 +49,7 @@ def gemma_shaped(tmp_path_factory):
 # Composition
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("spec", ["random:tiny", "random:llama-tiny", "hf_gpt2_dir"])
 def test_composition_equals_transformer_lens(spec, request):
     """TransformerLens computes the same score with FactoredMatrix SVDs over every pair of heads
@@ -122,6 +123,7 @@ def test_a_composition_in_the_wrong_order_is_caught(tiny, monkeypatch):
 # The full OV circuit
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", ["tiny", "llama_tiny"])
 def test_copying_and_ov_top1_equal_the_vocabulary_sized_circuit(name, request):
     """On a 257-token vocabulary the full OV circuit W_E W_OV W_U can be formed: its eigenvalues
@@ -458,6 +460,7 @@ def test_the_fast_baseline_sampler_matches_drawing_the_four_matrices(d_model, d_
 # Real models: what the weights say about their induction heads
 
 
+@pytest.mark.numerics
 def test_smollm2_induction_heads_read_keys_from_its_previous_token_heads(smollm2):
     """SmolLM2's top induction heads (L18H6, L17H3, L17H4, L17H5 in the behavioural scan) read
     their keys from L16H0, its strongest previous-token head (scan score 0.88), at about 4x the
@@ -481,6 +484,7 @@ def test_smollm2_induction_heads_read_keys_from_its_previous_token_heads(smollm2
     assert repr(circuit).startswith("InductionCircuit(smollm2-135m: L18H6 reads keys from L17H8")
 
 
+@pytest.mark.numerics
 def test_gemma3_weights_rank_the_previous_token_head_first_but_below_the_baseline(gemma3):
     """Gemma 3's strongest induction head L5H1 reads keys most from L4H1, a previous-token head,
     but the score is below the random baseline: its post-attention norms scale some residual

@@ -50,6 +50,7 @@ def brute_force(model, texts, tokens, layer, hook="mlp.hook_post", transform=Non
     return torch.stack(values).detach(), torch.tensor(where)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("rounded", [False, True])
 def test_top_activations_equal_sorting_every_activation(tiny, rounded):
     """The streamed top-k and bottom-k equal a stable sort of all activations at once, ties
@@ -207,6 +208,7 @@ def hand_loss(model, tokens, name, replacement):
     return F.cross_entropy(logits[:, 1:-1].flatten(0, 1), tokens[:, 2:].flatten()).item()
 
 
+@pytest.mark.numerics
 def test_spliced_losses_against_hand_written_hooks(tiny):
     tokens = torch.randint(0, 256, (4, 24), generator=torch.Generator().manual_seed(0))
     tokens[:, 0] = 256
@@ -271,6 +273,7 @@ def corpus_texts():
     return corpus.train[:4], corpus.held_out[:1]
 
 
+@pytest.mark.numerics
 def test_a_short_training_learns_and_the_files_round_trip(tiny, tmp_path):
     from mechlab.io import write_files
     from mechlab.present.artifacts import sae_files
@@ -308,6 +311,7 @@ def test_a_short_training_learns_and_the_files_round_trip(tiny, tmp_path):
         SAE.load(tmp_path / "sae", tiny)
 
 
+@pytest.mark.numerics
 def test_ctrl_c_keeps_a_checkpoint_the_same_run_continues_from(tiny, tmp_path, monkeypatch):
     from sae_lens.training.sae_trainer import SAETrainer
 

@@ -26,6 +26,7 @@ PROMPTS = [
 ]
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_gemma3_is_the_real_pretrained_model(gemma3, gemma3_hf):
     cfg = gemma3.cfg
@@ -95,6 +96,7 @@ def test_gemma3_warm_load_uses_the_cache(gemma3, monkeypatch):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_gemma3_has_induction_heads(gemma3):
     scan = scan_heads(gemma3, seq_len=40, batch=4)
@@ -161,6 +163,7 @@ def test_gemma3_plain_tokenizer_is_gemmas_own(gemma3):
     assert len(ours) == len(own) == 262144
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_gemma3_direct_logit_attribution_adds_up(gemma3, tmp_path):
     """The reported case: Gemma's post-attention norm sits between each head and the residual

@@ -109,6 +109,7 @@ def planted_readout(p: int, frequencies: list[int], scale: float = 8.0) -> torch
     return (scale * logits).float()
 
 
+@pytest.mark.numerics
 def test_restricted_loss_of_the_algorithm_is_low_and_excluded_loss_high():
     p, keys = 31, [4, 9, 13]
     _, labels = all_pairs(p)
@@ -145,6 +146,7 @@ def test_the_model_is_nandas_and_the_switch_it_needs_works():
     assert model(tokens[:4]).shape == (4, 3, 114)  # 'a b =' fills the context of 3
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_a_short_run_memorises_before_it_generalises():
     """CI's version of the default run: p = 53 with 70% of the pairs, 1,300 full-batch steps (it

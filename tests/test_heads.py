@@ -129,6 +129,7 @@ def reference_tl_scores(model: HookedTransformer, tokens: torch.Tensor) -> dict[
     return results
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("spec", ["random:tiny", "random:llama-tiny@3"])
 def test_tl_scores_agree_with_transformer_lens_head_detector(spec):
     model = load_model(spec)
@@ -140,6 +141,7 @@ def test_tl_scores_agree_with_transformer_lens_head_detector(spec):
         assert_close(scan.scores[name], expected, atol=1e-5, rtol=0, msg=name)
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_smollm2_has_induction_heads_and_learns_in_context(smollm2):
     scan = scan_heads(smollm2, seq_len=50, batch=10)
@@ -154,6 +156,7 @@ def test_smollm2_has_induction_heads_and_learns_in_context(smollm2):
         assert_close(two.scores[name], expected[name], atol=1e-5, rtol=0, msg=name)
 
 
+@pytest.mark.numerics
 def test_chunking_does_not_change_the_scores():
     model = load_model("random:llama-tiny")
     tokens = repeated_tokens(model, seq_len=10, batch=5)

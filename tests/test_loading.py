@@ -41,6 +41,7 @@ def test_local_directory_tokenizes_with_bos(hf_gpt2_dir):
     assert model.to_tokens("Hi").tolist() == [[256, 72, 105]]
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_smollm2_is_the_real_pretrained_model(smollm2, smollm2_hf):
     cfg = smollm2.cfg
@@ -137,6 +138,7 @@ def load_as_transformer_lens_lays_out(spec: str, monkeypatch, **kwargs):
 LAID_OUT = ["unembed.W_U", "blocks.0.attn.W_Q", "blocks.0.attn.W_O", "blocks.1.attn.W_Q"]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(
     "spec,kwargs",
     [
@@ -161,18 +163,23 @@ def test_weights_laid_out_for_no_copies_give_the_same_outputs_bit_for_bit(
         assert torch.equal(model(TOKENS), plain(TOKENS))
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_gemma3_laid_out_is_bit_for_bit_and_its_single_key_head_is_left_alone(gemma3, monkeypatch):
-    """Gemma 3's one key/value head is used as a view, not copied: laid out like the others, its
-    keys would round differently (this check sees it)."""
+    """Gemma 3's one key/value head is used by TransformerLens as a view, not copied, so it is left
+    as it is (a relayout would hand the matmul other strides than TransformerLens's own forward
+    pass does); its several query heads are laid out like every other model's. The outputs are
+    then equal bit for bit by construction: every matmul sees the same shapes and the same memory
+    layout on both sides, whatever kernel the BLAS picks on this CPU."""
     plain = load_as_transformer_lens_lays_out("gemma3-270m", monkeypatch)
+    for block, plain_block in zip(gemma3.blocks, plain.blocks, strict=True):
+        ours, theirs = block.attn, plain_block.attn
+        assert ours._W_K.shape[0] == 1 and ours._W_V.shape[0] == 1
+        assert ours._W_K.stride() == theirs._W_K.stride() and ours._W_K.is_contiguous()
+        assert ours._W_V.stride() == theirs._W_V.stride() and ours._W_V.is_contiguous()
+        assert not ours.W_Q.is_contiguous() and theirs.W_Q.is_contiguous()
     with torch.inference_mode():
         assert torch.equal(gemma3(TOKENS), plain(TOKENS))
-        key = plain.blocks[0].attn._W_K
-        plain.blocks[0].attn._W_K = torch.nn.Parameter(
-            key.transpose(1, 2).contiguous().transpose(1, 2)
-        )
-        assert not torch.equal(gemma3(TOKENS), plain(TOKENS))
 
 
 @pytest.mark.parametrize("spec", ["nonsense-model", "random:huge", "random:tiny@x", ""])

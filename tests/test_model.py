@@ -28,6 +28,9 @@ from mechlab.scratch.model import (
 )
 from mechlab.scratch.parity import compare
 
+# parity and precision against references: run under other kernel paths too (make test-kernels)
+pytestmark = pytest.mark.numerics
+
 RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False)
 PROMPT = "Induction heads copy: abc xyz abc xyz"
 

@@ -13,6 +13,9 @@ from mechlab.cli import main
 from mechlab.scratch.model import Transformer
 from mechlab.scratch.parity import component_names, reference_activations
 
+# parity and precision against references: run under other kernel paths too (make test-kernels)
+pytestmark = pytest.mark.numerics
+
 PROMPTS = [
     "The capital of France is",
     "The Eiffel Tower is located in the city of",

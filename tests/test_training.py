@@ -98,6 +98,7 @@ def train_a_little(model: Transformer, steps: int = 20) -> Transformer:
     return model
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_to_hooked_matches_the_scratch_model_on_random_and_trained_weights(name):
     model = Transformer(CONFIGS[name], seed=0)
@@ -187,15 +188,22 @@ def test_train_induction_bad_arguments_are_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_induction_heads_form_in_two_layers_and_not_in_one():
+@pytest.mark.numerics
+@pytest.mark.parametrize(
+    "seed", [0, *(pytest.param(s, marks=pytest.mark.seeds) for s in (1, 2, 3))]
+)
+def test_induction_heads_form_in_two_layers_and_not_in_one(seed):
     """CI's version of `mechlab train-induction` (1000 steps): 650 steps, past the phase change
-    (step 525 for seed 0; 450 to 600 over seeds 0 to 3)."""
-    formation = mechlab.train_induction(layers=2, heads=8, steps=650, seed=0, eval_every=325)
+    (steps 450 to 600 over seeds 0 to 3 on this machine). It asserts the phenomenon, not one
+    trajectory: which layer-0 head becomes the previous-token head, and which layer-1 head the
+    induction head, changes with the seed and with the CPU's rounding (another kernel's sums
+    differ in the last bit, and 650 steps of Adam amplify that), so no head is named."""
+    formation = mechlab.train_induction(layers=2, heads=8, steps=650, seed=seed, eval_every=325)
     two, one = formation.runs
     assert (two.n_layers, one.n_layers) == (2, 1) and not formation.interrupted
     assert [c.step for c in two.checkpoints] == [0, 325, 650]
     final, control = two.checkpoints[-1], one.checkpoints[-1]
-    assert two.phase_change_step() is not None and final.max_induction >= 0.4
+    assert two.phase_change_step() in (325, 650) and final.max_induction >= 0.4
     assert final.max_induction - control.max_induction > 0.3
     assert max(c.max_induction for c in one.checkpoints) < 0.2
     # the canonical circuit: a previous-token head in layer 0, the induction head in layer 1
@@ -204,10 +212,12 @@ def test_induction_heads_form_in_two_layers_and_not_in_one():
     # and it is used: the loss on repeated tokens falls far below their first occurrences'
     assert final.repeat_loss < final.first_loss - 2.0
     assert control.repeat_loss > final.repeat_loss + 1.0
-    # read from the weights alone: the induction head's keys read the previous-token head, far
-    # above random circuits of this shape, and that K-composition rose as the head formed
+    # read from the weights alone: the induction head's keys read a previous-token head of layer 0
+    # (whichever of them formed), far above random circuits of this shape, and that K-composition
+    # rose as the head formed
     layer_1 = induction[1].argmax().item()
-    assert final.k_composer[1][layer_1] == [0, previous[0].argmax().item()]
+    composer_layer, composer_head = final.k_composer[1][layer_1]
+    assert composer_layer == 0 and previous[0, composer_head] >= 0.4
     assert final.k_composition[1][layer_1] > 2 * two.composition_baseline["p95"]  # 0.24 vs 0.095
     assert two.checkpoints[0].k_composition[1][layer_1] < two.composition_baseline["p95"] * 1.2
     assert one.checkpoints[-1].k_composition == [[0.0] * 8]  # one layer: nothing to compose

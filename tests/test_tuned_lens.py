@@ -36,6 +36,7 @@ def tiny():
     return load_model("random:tiny")
 
 
+@pytest.mark.numerics
 def test_an_untrained_lens_is_exactly_the_logit_lens(tiny):
     prompt = "Hello there, general Kenobi"
     plain = logit_lens(tiny, prompt, target=" ")
@@ -97,6 +98,7 @@ def test_the_sampled_rest_estimate_is_within_its_stated_bound(tiny):
     assert abs(sampled.mean() - exact_rest) <= 0.05 * exact_rest
 
 
+@pytest.mark.numerics
 def test_one_training_step_lowers_the_held_out_kl_of_a_random_model(tiny):
     lens = train_tuned_lens(tiny, [TEXT], tokens=BATCH * SEQ_LEN, seed=0)
     assert lens.manifest["steps"] == 1 and lens.manifest["tokens_seen"] == BATCH * SEQ_LEN
@@ -106,6 +108,7 @@ def test_one_training_step_lowers_the_held_out_kl_of_a_random_model(tiny):
     assert sum(after.tuned_kl) < sum(before.tuned_kl)
 
 
+@pytest.mark.numerics
 def test_save_and_load_round_trip_bit_identical_and_refuse_another_model(tiny, tmp_path):
     lens = train_tuned_lens(tiny, [TEXT], tokens=BATCH * SEQ_LEN, seed=0)
     lens.save(tmp_path / "lens")
@@ -170,6 +173,7 @@ def test_a_wheel_whose_wikipedia_file_was_changed_is_refused(tmp_path):
 # On SmolLM2, and the commands
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_a_short_training_beats_the_logit_lens_at_every_layer_on_smollm2(smollm2):
     corpus = load_corpus()
@@ -268,6 +272,7 @@ def test_cli_lens_with_a_missing_or_foreign_lens_is_one_line(tmp_path, capsys):
         assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.numerics
 def test_an_interrupted_run_continues_from_its_checkpoint_to_the_same_lens(
     tiny, tmp_path, monkeypatch
 ):

@@ -24,18 +24,23 @@ from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, tok
 from mechlab.errors import InputError
 from mechlab.memory import check_fits
 
-# Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab).
-# 34 MB: 12 positions of GPT-2 small's 13 rows, in each of the two buffers (67 MB in all); the naive
-# [13, 256, 50257] for 256 tokens is 670 MB. Twice this (25 positions) was no faster and raised the
-# peak over a forward pass of 256 tokens from 5 MB to 102 MB (benchmarks/bench_lens.py).
+# Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab), and
+# at least MIN_ROWS rows (small matmuls with a transposed operand take a slower path on some BLAS
+# builds). 34 MB: 12 positions of GPT-2 small's 13 rows, in each of the two buffers (67 MB in all);
+# the naive [13, 256, 50257] for 256 tokens is 670 MB. Twice this (25 positions) was no faster and
+# raised the peak over a forward pass of 256 tokens from 5 MB to 102 MB (benchmarks/bench_lens.py).
 CHUNK_ELEMENTS = 1 << 23
-# The fewest rows decoded by one matmul. Loaded models keep W_U transposed (mechlab.models.loading.
-# skip_weight_copies), and with a transposed operand this CPU's BLAS takes another kernel below 16
-# rows, which rounds differently (measured: 1, 8 and 15 rows differ in the last bits from the same
-# rows in a matmul of 3,400; 16 to 2,000 rows agree exactly, at any offset). A chunk of fewer rows
-# (one position of a shallow model) is padded with zero rows, so the chunk size never changes a
-# result (tests/test_lens.py checks chunks of 1, 7 and all positions bit for bit).
 MIN_ROWS = 16
+
+
+def positions_per_chunk(rows: int, d_vocab: int) -> int:
+    """The positions decoded together: fixed for a model (its rows and vocabulary), never taken
+    from the prompt. Chunk k always holds positions [k * n, (k + 1) * n), the last one padded with
+    zero positions to the same shape, so every position is decoded by operations of one shape at
+    one offset whatever the prompt's length: the lens of a prompt and of any prefix of it agree bit
+    for bit at the prefix's positions, on every CPU, by construction (BLAS libraries pick kernels
+    by a matmul's shape, and elementwise loops treat a tensor's last few elements apart)."""
+    return max(-(-MIN_ROWS // rows), CHUNK_ELEMENTS // (rows * d_vocab))
 
 
 @dataclass
@@ -151,14 +156,14 @@ def logit_lens(
     target: str | int | None = None,
     top_k: int = 5,
     include_mid: bool = False,
-    chunk_size: int | None = None,
     lens=None,
 ) -> LensResult:
     """Decode every layer's residual stream (see the module docstring) for one prompt; with `lens`
     (a `mechlab.analysis.tuned_lens.TunedLens` for this model), translate each layer's input first:
     the tuned lens.
 
-    `chunk_size` positions are decoded at a time (default: CHUNK_ELEMENTS logits per chunk).
+    A position's results are the same bit for bit whatever follows it in the prompt (see
+    positions_per_chunk).
     """
     if not isinstance(top_k, int) or not 1 <= top_k <= model.cfg.d_vocab:
         raise InputError(f"top_k must be between 1 and {model.cfg.d_vocab}, got {top_k!r}")
@@ -171,9 +176,7 @@ def logit_lens(
     with torch.inference_mode():
         if lens is not None:
             residuals = lens.translate_rows(residuals)
-        stats = decode_residuals(
-            model, residuals, tokens[0], top_k=top_k, target_id=target_id, chunk_size=chunk_size
-        )
+        stats = decode_residuals(model, residuals, tokens[0], top_k=top_k, target_id=target_id)
     ids = tokens[0].cpu()
     vocabulary = {
         i: s
@@ -213,14 +216,14 @@ def check_lens_fits(model: HookedTransformer, pos: int, include_mid: bool) -> No
 
     The peak is the forward pass's largest attention (scores, pattern and a temporary of
     n_heads x pos^2), the cached residual streams (rows x pos x d_model) and the two decoding
-    buffers (CHUNK_ELEMENTS float32 each, whatever the vocabulary: the chunk of positions shrinks as
-    it grows), plus a float32 copy of the unembedding for a half-precision model."""
+    buffers (a chunk of positions' float32 logits each, see positions_per_chunk), plus a float32
+    copy of the unembedding for a half-precision model."""
     from mechlab.analysis.attention import forward_pattern_bytes
 
     cfg = model.cfg
     rows = cfg.n_layers * (2 if include_mid else 1) + 1
     needed = forward_pattern_bytes(model, pos) + rows * pos * cfg.d_model * cfg.dtype.itemsize
-    needed += 2 * 4 * max(CHUNK_ELEMENTS, max(rows, MIN_ROWS) * cfg.d_vocab_out)
+    needed += 2 * 4 * rows * positions_per_chunk(rows, cfg.d_vocab_out) * cfg.d_vocab_out
     if cfg.dtype != torch.float32:
         needed += 4 * cfg.d_model * cfg.d_vocab_out
     check_fits(needed, what=f"the lens over {pos} tokens", fix="use a shorter prompt.")
@@ -258,12 +261,12 @@ def decode_residuals(
     *,
     top_k: int,
     target_id: int | None,
-    chunk_size: int | None,
 ) -> dict[str, Tensor]:
-    """Statistics of each row's decoded distribution, a chunk of positions at a time."""
+    """Statistics of each row's decoded distribution, a chunk of positions at a time (see
+    positions_per_chunk)."""
     rows, pos, _ = residuals.shape
     d_vocab = model.cfg.d_vocab_out
-    chunk_size = min(pos, chunk_size or max(1, CHUNK_ELEMENTS // (rows * d_vocab)))
+    chunk_size = positions_per_chunk(rows, d_vocab)
     # Two chunk-sized buffers, reused: writing into memory already mapped is several times faster
     # than a fresh tensor per operation (each would be page-faulted in anew).
     # Decoding and its statistics are computed in float32 whatever the model's dtype: bfloat16
@@ -271,27 +274,32 @@ def decode_residuals(
     # is copied to float32 once per call (113 MB for SmolLM2, 671 MB for Gemma 3).
     # A zero bias (GPT-2's, Llama's) is left out: addmm would first copy it into every row.
     unembed = (model.W_U.float(), model.b_U.float() if model.b_U.any() else None)
-    size = max(rows * chunk_size, MIN_ROWS) * d_vocab
+    size = rows * chunk_size * d_vocab
     logits_buffer = residuals.new_empty(size, dtype=torch.float32)
     scratch_buffer = residuals.new_empty(size, dtype=torch.float32)
     # The token each position should predict; the last position has none (-1, masked below).
     next_tokens = torch.cat([tokens[1:], tokens.new_full((1,), -1)])
     parts = []
     for start in range(0, pos, chunk_size):
-        stop = min(start + chunk_size, pos)
+        chunk = residuals[:, start : start + chunk_size]
+        chunk_next = next_tokens[start : start + chunk_size]
+        padding = chunk_size - chunk.shape[1]  # the last chunk: zero positions, decoded and dropped
+        if padding:
+            chunk = torch.cat([chunk, chunk.new_zeros(rows, padding, chunk.shape[-1])], dim=1)
+            chunk_next = torch.cat([chunk_next, chunk_next.new_full((padding,), -1)])
         parts.append(
             decode_chunk(
                 model,
                 unembed,
-                residuals[:, start:stop],
-                next_tokens[start:stop],
+                chunk.contiguous(),  # one shape and layout for every chunk
+                chunk_next,
                 top_k,
                 target_id,
                 logits_buffer,
                 scratch_buffer,
             )
         )
-    return {name: torch.cat([part[name] for part in parts], dim=1) for name in parts[0]}
+    return {name: torch.cat([part[name] for part in parts], dim=1)[:, :pos] for name in parts[0]}
 
 
 def decode_chunk(
@@ -304,8 +312,8 @@ def decode_chunk(
     logits_buffer: Float[Tensor, " size"],
     scratch_buffer: Float[Tensor, " size"],
 ) -> dict[str, Tensor]:
-    """Decode [row, chunk, d_model] residuals and keep only per-position statistics, using the
-    front of the two reused buffers.
+    """Decode [row, chunk, d_model] residuals and keep only per-position statistics, using the two
+    reused buffers.
 
     Each pass over the logits is a read of 34 MB, so they are counted: the matmul writes them, one
     pass finds each block's maximum (for the top-k and the softmax's shift), and the logits are
@@ -318,16 +326,11 @@ def decode_chunk(
     # x @ W_U + b_U directly, into the reused buffer (the Unembed module would allocate anew)
     W_U, b_U = unembed
     normalized = normalized.float()
-    if len(normalized) < MIN_ROWS:  # see MIN_ROWS: zero rows, decoded and dropped
-        normalized = torch.cat(
-            [normalized, normalized.new_zeros(MIN_ROWS - len(normalized), d_model)]
-        )
-    out = logits_buffer[: len(normalized) * W_U.shape[1]].view(len(normalized), -1)
+    out = logits_buffer.view(len(normalized), -1)
     if b_U is None:
         logits = torch.mm(normalized, W_U, out=out)
     else:
         logits = torch.addmm(b_U, normalized, W_U, out=out)
-    logits = logits[: rows * chunk]
     top_logits, top_ids, row_max = block_top_k(logits, top_k)
     logits = logits.view(rows, chunk, -1)
     scratch = scratch_buffer[: logits.numel()].view(rows, chunk, -1)
@@ -342,9 +345,7 @@ def decode_chunk(
     # KL(final || row) = sum p_final (log p_final - log p_row)
     #                  = sum p_final (shifted_final - shifted_row) - (log Z_final - log Z_row),
     # the first sum taken term by term: as -H_final - sum p_final log p_row it would lose small KLs
-    # to cancellation. Every sum runs along one position's own row of a [row, chunk, vocab] tensor,
-    # so its rounding does not depend on how many positions share the chunk: chunked and unchunked
-    # results are identical.
+    # to cancellation.
     differences = torch.sub(shifted[-1], shifted, out=scratch).mul_(probs_final).sum(-1)
     kl = (differences - (log_z[-1] - log_z)).clamp_min(0)
     kl[-1] = 0.0  # the output row against itself: exactly zero, not a rounding error

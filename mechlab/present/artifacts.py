@@ -14,6 +14,17 @@ from mechlab.labels import head_label, heads_label
 Files = dict[str, bytes | str]  # file name (relative to the output directory) -> content
 
 
+def declared(files: Files, names: list[str]) -> Files:
+    """`files`, after checking that they are exactly the `names` declared for them: the CLI checks
+    the declared names before any work, so a builder that wrote another file would write a target
+    never checked (a programming error, not the user's)."""
+    if set(files) != set(names):
+        raise RuntimeError(
+            f"files built {sorted(files)} differ from the files declared {sorted(names)}"
+        )
+    return files
+
+
 def model_files(spec: str, files: Files, *, several: bool) -> Files:
     """A model's files under ``<model slug>/`` when several models share the output directory."""
     from mechlab.io import model_slug
@@ -65,9 +76,14 @@ def lens_caption(result) -> str:
     )
 
 
+def lens_file_names(*, curves: bool) -> list[str]:
+    """The files lens_files writes: the CLI checks these before any work."""
+    return [*LENS_FIGURES, "lens.json", "lens.html"] + (["lens_curves.png"] if curves else [])
+
+
 def lens_files(result, curves=None, prompts: list[str] | None = None) -> Files:
     """lens.json, the three heatmaps, lens.html; with `curves` (many prompts) also
-    lens_curves.png."""
+    lens_curves.png (lens_file_names)."""
     from mechlab.present.plots import plot_lens_curves
     from mechlab.present.views import lens_grid_html, render_page
 
@@ -80,7 +96,7 @@ def lens_files(result, curves=None, prompts: list[str] | None = None) -> Files:
     files["lens.html"] = render_page(
         [(lens_caption(result), lens_grid_html(result))], title=f"{result.model}: logit lens"
     )
-    return files
+    return declared(files, lens_file_names(curves=curves is not None))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,6 +171,12 @@ def induction_views(scan, patterns: list) -> list:
     ]
 
 
+def heads_file_names(*, ablation: bool) -> list[str]:
+    """The files heads_files writes for one model: the CLI checks these before any work."""
+    figures = [f"heads_{name}.png" for name in HEAD_FIGURE_SCORES] + ["loss_by_position.png"]
+    return [*figures, "heads.json", "heads.html"] + (["ablation.png"] if ablation else [])
+
+
 def heads_files(scan, patterns: list, threshold: float = INDUCTION_THRESHOLD, study=None) -> Files:
     """heads.json, a heatmap per score, loss_by_position.png and heads.html (attention views of
     `patterns`, see induction_views); with an ablation `study`, also ablation.png and heads.json's
@@ -174,7 +196,7 @@ def heads_files(scan, patterns: list, threshold: float = INDUCTION_THRESHOLD, st
     files["heads.html"] = render_page(
         items, title=f"{scan.model}: induction and previous-token heads"
     )
-    return files
+    return declared(files, heads_file_names(ablation=study is not None))
 
 
 def mosaic_png(scans) -> bytes:
@@ -185,6 +207,11 @@ def mosaic_png(scans) -> bytes:
 
 # --------------------------------------------------------------------------------------------------
 # Attention
+
+
+def attention_file_names(layers: list[int]) -> list[str]:
+    """The files attention_files writes for these layers: the CLI checks these before any work."""
+    return ["attention.html"] + [f"attention_L{layer}.png" for layer in layers]
 
 
 def attention_files(model_name: str, layers: list) -> Files:
@@ -202,7 +229,7 @@ def attention_files(model_name: str, layers: list) -> Files:
     for patterns in layers:
         layer = patterns.heads[0][0]
         files[f"attention_L{layer}.png"] = figure_png(plot_patterns(patterns))
-    return files
+    return declared(files, attention_file_names([patterns.heads[0][0] for patterns in layers]))
 
 
 # --------------------------------------------------------------------------------------------------
