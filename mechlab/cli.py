@@ -11,6 +11,7 @@ import re
 import sys
 import warnings
 
+from mechlab.checks import check_seed, is_prime
 from mechlab.defaults import (
     ATTRIBUTION_MAX_STEPS,
     ATTRIBUTION_METHODS,
@@ -21,6 +22,7 @@ from mechlab.defaults import (
     GROKKING_P,
     GROKKING_STEPS,
     INDUCTION_THRESHOLD,
+    MAX_GROKKING_P,
     MAX_PROMPTS,
     MAX_PROMPTS_FILE_BYTES,
     NEURON_TOKENS,
@@ -79,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def whole_number(text: str, minimum: int) -> int:
+    shown = repr(text) if len(text) <= 40 else f"a text of {len(text):,} characters"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {shown}") from None
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        shown = str(value) if len(text) <= 40 else f"a number of {len(text.strip()):,} digits"
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {shown}")
     return value
 
 
@@ -118,10 +122,26 @@ def token_or_id(text: str) -> str | int:
 
 
 def prime(text: str) -> int:
+    """A prime modulus, at most MAX_GROKKING_P (train_grokking then checks that its run fits)."""
     value = whole_number(text, 3)
-    if any(value % d == 0 for d in range(2, int(value**0.5) + 1)):
+    if value > MAX_GROKKING_P:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_GROKKING_P:,} (the run's memory grows as p^3), got a number of "
+            f"{len(text.strip())} digits (e.g. 113, 97, 53)"
+        )
+    if not is_prime(value):
         raise argparse.ArgumentTypeError(f"must be a prime, got {value} (e.g. 113, 97, 53)")
     return value
+
+
+def seed(text: str) -> int:
+    value = whole_number(text, 0)
+    try:
+        return check_seed(value)
+    except InputError:
+        raise argparse.ArgumentTypeError(
+            f"must be at most 2**63 - 1, got a number of {len(text.strip())} digits (e.g. 0)"
+        ) from None
 
 
 def open_unit_interval(text: str) -> float:
@@ -262,7 +282,7 @@ def build_parser() -> Parser:
         help="length of the random sequence r in [BOS] + r + r",
     )
     heads.add_argument("--batch", type=positive_int, default=10, help="number of random sequences")
-    heads.add_argument("--seed", type=non_negative_int, default=0)
+    heads.add_argument("--seed", type=seed, default=0)
     heads.add_argument(
         "--threshold",
         type=unit_interval,
@@ -340,7 +360,7 @@ def build_parser() -> Parser:
     train.add_argument(
         "--steps", type=positive_int, default=1000, help="training steps per model (default 1000)"
     )
-    train.add_argument("--seed", type=non_negative_int, default=0)
+    train.add_argument("--seed", type=seed, default=0)
     train.add_argument(
         "--eval-every", type=positive_int, default=25, help="steps between checkpoints"
     )
@@ -369,7 +389,7 @@ def build_parser() -> Parser:
     grok.add_argument(
         "--steps", type=positive_int, help=f"full-batch training steps (default {GROKKING_STEPS})"
     )
-    grok.add_argument("--seed", type=non_negative_int, default=0)
+    grok.add_argument("--seed", type=seed, default=0)
     grok.add_argument("--out", required=True, help="output directory")
     grok.set_defaults(run=run_train_grokking)
 
@@ -462,8 +482,7 @@ def build_parser() -> Parser:
     neurons.add_argument(
         "--tokens",
         type=positive_int,
-        default=NEURON_TOKENS,
-        help=f"tokens of text to go through (default {NEURON_TOKENS})",
+        help=f"tokens of text to go through (default {NEURON_TOKENS}, or all there are)",
     )
     neurons.add_argument("--out", help="output directory (neurons.safetensors, neurons.json)")
     neurons.set_defaults(run=run_neurons)
@@ -472,6 +491,12 @@ def build_parser() -> Parser:
         "show", help="a neuron's page from records made by `mechlab neurons --out DIR`"
     )
     neurons_show.add_argument("directory", help="the records' directory")
+    neurons_show.add_argument(
+        "--model",
+        metavar="SPEC",
+        type=model_spec,
+        help="the model the records were made with, if it moved (default: the spec they hold)",
+    )
     neurons_show.add_argument("--layer", type=non_negative_int, required=True)
     neurons_show.add_argument(
         "--neuron", type=non_negative_int, action="append", required=True, help="repeatable"
@@ -505,13 +530,19 @@ def build_parser() -> Parser:
         "--tokens", type=positive_int, help="training tokens (default: all the corpus holds)"
     )
     sae_train.add_argument("--epochs", type=positive_int, default=3, help="passes (default 3)")
-    sae_train.add_argument("--seed", type=non_negative_int, default=0)
+    sae_train.add_argument("--seed", type=seed, default=0)
     sae_train.add_argument("--out", required=True, help="directory of the SAE")
     sae_train.set_defaults(run=run_sae_train)
     sae_show = sae_actions.add_parser(
         "show", help="feature dashboards of an SAE made by `mechlab sae train --out DIR`"
     )
     sae_show.add_argument("directory", help="the SAE's directory")
+    sae_show.add_argument(
+        "--model",
+        metavar="SPEC",
+        type=model_spec,
+        help="the model the SAE was trained on, if it moved (default: the spec it holds)",
+    )
     sae_show.add_argument(
         "--feature", type=non_negative_int, action="append", help="a latent's page, repeatable"
     )
@@ -524,8 +555,8 @@ def build_parser() -> Parser:
     sae_show.add_argument(
         "--tokens",
         type=positive_int,
-        default=32768,
-        help="held-out tokens to look for activations in (default 32768)",
+        help=f"held-out tokens to look for activations in (default {NEURON_TOKENS}, or all there "
+        "are)",
     )
     sae_show.add_argument("--out", required=True, help="directory of the pages")
     sae_show.set_defaults(run=run_sae_show)
@@ -577,7 +608,7 @@ def build_parser() -> Parser:
         help=f"training tokens (default {TUNED_LENS_TOKENS})",
     )
     tune.add_argument("--corpus", default="wikipedia", help="training text (default wikipedia)")
-    tune.add_argument("--seed", type=non_negative_int, default=0)
+    tune.add_argument("--seed", type=seed, default=0)
     tune.add_argument(
         "--eval-only",
         action="store_true",
@@ -1054,7 +1085,7 @@ def run_neurons_show(args: argparse.Namespace) -> int:
     from mechlab.models.loading import load_model
     from mechlab.present.features import neuron_page, neuron_token_ids
 
-    model = load_model(records.model)
+    model = load_model(args.model or records.spec or records.model)
     records = NeuronRecords.load(args.directory, model)  # the weights hash checked too
     pages = {}
     for name, neuron in zip(names, neurons, strict=True):
@@ -1140,10 +1171,11 @@ def run_sae_show(args: argparse.Namespace) -> int:
     from mechlab.models.loading import load_model
     from mechlab.present.features import features_index_page, unit_page, unit_token_ids
 
-    model = load_model(str(manifest.get("model")))
+    model = load_model(args.model or str(manifest.get("spec") or manifest.get("model")))
     sae = SAE.load(args.directory, model)
     texts, _ = corpus_paragraphs(held_out=True)
-    records = feature_records(model, sae, texts, tokens=args.tokens, progress=True)
+    asked = {"tokens": args.tokens} if args.tokens else {}  # else the library's default
+    records = feature_records(model, sae, texts, progress=True, **asked)
     ranking = records.frac_positive[0].argsort(descending=True).tolist()
     alive = [f for f in ranking if records.frac_positive[0, f] > 0]
     chosen = list(dict.fromkeys(args.feature)) if args.feature else alive[: args.top]

@@ -23,6 +23,9 @@ PREVIOUS_TOKEN_THRESHOLD = 0.4
 GROKKING_P = 113
 GROKKING_FRACTION = 0.5
 GROKKING_STEPS = 3000
+# The largest modulus even considered (memory decides below it: a run holds p^3 logits several
+# times over): checked before the memory estimate or the primality test, whose cost grows with p.
+MAX_GROKKING_P = 1_000_000
 
 # Neuron records (mechlab neurons): tokens of Wikipedia text gone through by default.
 NEURON_TOKENS = 65536

@@ -22,6 +22,8 @@ def available_bytes() -> int:
 
 
 def gib(n_bytes: int | float) -> str:
+    if n_bytes >= 2**30 * 10**15:  # past what a float divides: count the digits instead
+        return f"about 10^{len(str(int(n_bytes) >> 30)) - 1} GiB"
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 

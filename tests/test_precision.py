@@ -162,4 +162,5 @@ def test_bfloat16_direct_logit_attribution_adds_up(smollm2, smollm2_bf16):
     assert half.total == (answer - wrong).item()
     rounding = torch.finfo(torch.bfloat16).eps * (answer.abs() + wrong.abs()).item() / 2
     assert abs(half.sum_of_parts - half.total) <= rounding
+    assert half.dtype == "bfloat16" and abs(half.sum_of_parts - half.total) <= half.tolerance
     assert half.top_heads(1)[0][:2] == full.top_heads(1)[0][:2] == (23, 3)

@@ -51,6 +51,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.checks import check_seed
 from mechlab.defaults import ATTRIBUTION_MAX_STEPS, ATTRIBUTION_METHODS
 from mechlab.errors import InputError, MechlabWarning
 from mechlab.memory import available_bytes, check_fits
@@ -619,6 +620,7 @@ def randomization_check(
     if not callable(method):
         check_method(method)
     check_steps(steps)
+    check_seed(seed)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise InputError(f"every must be a whole number of blocks, at least 1, got {every!r}")
     prepare(model, prompt, answer, wrong)  # bad input fails before the model is copied

@@ -45,6 +45,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.checks import check_count
 from mechlab.defaults import INDUCTION_THRESHOLD, PREVIOUS_TOKEN_THRESHOLD
 from mechlab.errors import DataError, InputError
 from mechlab.labels import head_label
@@ -475,9 +476,15 @@ class Circuits:
 
     def top(self, kind: str = "k", k: int = 10) -> list[tuple[int, int, int, int, float]]:
         """The k strongest compositions of `kind` as (earlier layer, head, later layer, head,
-        score), strongest first."""
-        values = self.composition[kind].flatten()
-        order = values.argsort(descending=True)[:k].tolist()
+        score), strongest first (only pairs whose first head is in an earlier layer compose)."""
+        self.check_kind(kind)
+        check_count(k, "k", minimum=1)
+        layers = torch.arange(self.n_layers)
+        earlier = (layers[:, None, None, None] < layers[None, None, :, None]).expand(
+            self.composition[kind].shape
+        )
+        values = self.composition[kind].masked_fill(~earlier, float("-inf")).flatten()
+        order = values.argsort(descending=True)[: min(k, int(earlier.sum()))].tolist()
         n_heads = self.n_heads
         rows = []
         for index in order:
@@ -489,7 +496,15 @@ class Circuits:
 
     def into(self, layer: int, head: int, kind: str = "k") -> list[tuple[int, int, float]]:
         """Every earlier head's composition into (layer, head), strongest first."""
+        self.check_kind(kind)
+        check_count(layer, "layer", minimum=0, maximum=self.n_layers - 1)
+        check_count(head, "head", minimum=0, maximum=self.n_heads - 1)
         return ranked_into(self.composition[kind], layer, head)
+
+    @staticmethod
+    def check_kind(kind: str) -> None:
+        if kind not in KINDS:
+            raise InputError(f"unknown composition kind {kind!r}: choose one of {', '.join(KINDS)}")
 
     def __repr__(self) -> str:
         if self.n_layers < 2:

@@ -59,6 +59,10 @@ class AttributionResult:
     mlps: Float[Tensor, " layer"]
     unembed_bias: float  # b_U, plus the final norm's bias through W_U if it has one
     total: float  # the model's own logit (difference) at the last position
+    # how far the parts may honestly differ from the total in the model's dtype (checked before the
+    # result is returned: DirectParts.tolerance), and that dtype
+    tolerance: float = 0.0
+    dtype: str = "float32"
 
     @property
     def what(self) -> str:
@@ -108,6 +112,8 @@ class AttributionResult:
             "unembed_bias": self.unembed_bias,
             "total": self.total,
             "sum_of_parts": self.sum_of_parts,
+            "tolerance": self.tolerance,
+            "dtype": self.dtype,
             "top_heads": [list(head) for head in self.top_heads(10)],
         }
 
@@ -302,6 +308,8 @@ def logit_attribution(
         mlps=torch.stack(mlps).float(),
         unembed_bias=bias.item(),
         total=total.item(),
+        tolerance=parts.tolerance(cfg.dtype, magnitude),
+        dtype=str(cfg.dtype).removeprefix("torch."),
     )
-    check_adds_up(result, tolerance=parts.tolerance(cfg.dtype, magnitude))
+    check_adds_up(result, tolerance=result.tolerance)
     return result

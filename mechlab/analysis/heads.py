@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.checks import check_seed
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
 from mechlab.labels import scored_heads_label
@@ -107,6 +108,7 @@ def repeated_tokens(
     [batch, 2*seq_len+1]. Drawn with torch's CPU generator from `seed`, so every machine gets the
     same."""
     check_scan_shape(model, seq_len, batch)
+    check_seed(seed)
     candidates = ordinary_token_ids(model)
     generator = torch.Generator().manual_seed(seed)
     random = candidates[torch.randint(0, len(candidates), (batch, seq_len), generator=generator)]

@@ -10,6 +10,7 @@ the number of tokens. Ties are ordered by position in the corpus (earlier text f
 position), so the result equals sorting every activation at once with a stable sort.
 """
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,11 @@ from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.errors import DataError, InputError
+from mechlab.checks import check_seed, other_weights
+from mechlab.defaults import NEURON_TOKENS
+from mechlab.errors import DataError, InputError, MechlabWarning
+from mechlab.memory import check_fits
+from mechlab.models.loading import model_spec
 
 BATCH_TOKENS = 4096  # tokens per forward pass, padding included
 MAX_SEQUENCE = 512  # a text's tokens after BOS at most
@@ -59,6 +64,7 @@ class NeuronRecords:
     suppressed_values: Tensor | None = None
     weights_sha256: str = ""
     corpus: dict = field(default_factory=dict)
+    spec: str = ""  # what load_model loads the model from again (models.loading.model_spec)
     # a uniform sample of each unit's activations above zero (where [-1, -1]: fewer than asked)
     sample_values: Tensor | None = None  # [layer, neuron, samples]
     sample_where: Tensor | None = None
@@ -100,6 +106,7 @@ class NeuronRecords:
         return {
             "format": FORMAT,
             "model": self.model,
+            "spec": self.spec or self.model,
             "weights_sha256": self.weights_sha256,
             "hook": self.hook,
             "layers": self.layers,
@@ -221,12 +228,13 @@ class NeuronRecords:
                 raise DataError(f"{tensor_path}: {name!r} points outside the documents; {fix}")
         if model is not None and fields.text("weights_sha256") != weights_sha256(model):
             raise DataError(
-                f"the neuron records in {str(directory)!r} belong to {record.get('model')!r}, "
-                f"not to {model.cfg.model_name!r} (another weights hash): record this model's "
-                "with `mechlab neurons`"
+                f"the neuron records in {str(directory)!r} belong to "
+                + other_weights(record.get("model"), model.cfg.model_name, "to")
+                + ": record this model's with `mechlab neurons`"
             )
         return cls(
             model=fields.text("model"),
+            spec=spec if isinstance(spec := record.get("spec"), str) and spec else "",
             hook=fields.text("hook"),
             layers=layers,
             tokens_seen=fields.integer("tokens_seen", 0),
@@ -240,6 +248,19 @@ class NeuronRecords:
 
 # --------------------------------------------------------------------------------------------------
 # The pass
+
+
+def check_records_fit(layers: int, units: int, k: int, samples: int, context: int) -> None:
+    """Refuse, at the first batch, records that cannot fit: each unit keeps its 2k + samples records
+    with a window of 2 * context + 1 activations and token ids (float32 and int64), and merging a
+    batch into them holds about as much again."""
+    window = 2 * context + 1
+    needed = 2 * layers * units * (2 * k + samples) * (window * (4 + 8) + 4 + 16)
+    check_fits(
+        needed,
+        what=f"records of {layers * units:,} units, {2 * k + samples} each with {window} tokens",
+        fix="record fewer layers, a lower k or samples, or a shorter context.",
+    )
 
 
 def sequences(model: HookedTransformer, texts: list[str], tokens: int) -> list[Tensor]:
@@ -329,7 +350,7 @@ def top_activations(
     layers: list[int] | None = None,
     k: int = 20,
     context: int = 12,
-    tokens: int = 65536,
+    tokens: int | None = None,
     hook: str = "mlp.hook_post",
     progress: bool = False,
     transform: Callable[[Tensor], Tensor] | None = None,
@@ -338,7 +359,9 @@ def top_activations(
 ) -> NeuronRecords:
     """The k highest and k lowest activations of every neuron at `hook` (default: the MLP's
     hidden layer, what W_out reads) of `layers` (default: every layer), over the first `tokens`
-    tokens of `texts`, with `context` tokens of context on each side. See the module docstring.
+    tokens of `texts` (default: NEURON_TOKENS, or all the texts hold; asked for explicitly, a
+    warning says when the texts hold fewer), with `context` tokens of context on each side. See the
+    module docstring.
 
     `transform` maps the hook's activations [..., d] to the units recorded (an SAE's encoder: its
     latents); `samples` more activations above zero are kept per unit, drawn uniformly (seeded by
@@ -347,6 +370,10 @@ def top_activations(
     from mechlab.progress import progress_bar
 
     cfg = model.cfg
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise InputError(
+            f"texts must be a list of strings, got {type(texts).__name__}: pass [text] for one text"
+        )
     layers = list(range(cfg.n_layers)) if layers is None else list(layers)
     if not layers or len(set(layers)) != len(layers):
         raise InputError(f"layers must be distinct layer indices, got {layers}")
@@ -356,10 +383,17 @@ def top_activations(
                 f"layer {layer!r} is out of range: {cfg.model_name} has layers 0 .. "
                 f"{cfg.n_layers - 1}"
             )
+    check_seed(seed)
+    asked, tokens = tokens, NEURON_TOKENS if tokens is None else tokens
     checks = [("k", k, 1), ("context", context, 0), ("tokens", tokens, 1), ("samples", samples, 0)]
     for name, value, low in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+    if context > MAX_SEQUENCE:
+        raise InputError(
+            f"context must be at most {MAX_SEQUENCE} tokens (the longest text recorded), got "
+            f"{context:,}"
+        )
     if not isinstance(hook, str) or not hook:
         raise InputError(f"hook must be a block's hook name such as 'mlp.hook_post', got {hook!r}")
     names = {f"blocks.{layer}.{hook}": index for index, layer in enumerate(layers)}
@@ -370,6 +404,14 @@ def top_activations(
             "mlp.hook_post (what W_out reads) or mlp.hook_pre"
         )
     documents = sequences(model, texts, tokens)
+    seen = sum(len(d) - 1 for d in documents)
+    if asked is not None and seen < asked:
+        warnings.warn(
+            f"the texts hold {seen:,} tokens, fewer than the {tokens:,} asked for: all of them "
+            "are recorded",
+            MechlabWarning,
+            stacklevel=2,
+        )
     generator = torch.Generator().manual_seed(seed)
     running: list[_Running | None] = [None] * len(layers)
     if sum(len(d) - 1 for d in documents) < k:
@@ -400,6 +442,8 @@ def top_activations(
                 first_values = acts[batch_info.rows, batch_info.positions].float().cpu()
                 if transform is not None:
                     first_values = transform(first_values)
+                if index == 0:  # the units are known now: refuse records that cannot fit
+                    check_records_fit(len(layers), first_values.shape[1], k, samples, context)
                 running[index] = start_running(first_values, 2 * context + 1)
             values = acts.detach().float().cpu()
             if transform is not None:
@@ -424,6 +468,7 @@ def top_activations(
     variance = stacked(lambda s: s.total_squares / n) - mean.double() ** 2
     result = NeuronRecords(
         model=cfg.model_name,
+        spec=model_spec(model),
         hook=hook,
         layers=layers,
         top_values=stacked(lambda s: s.top[1]),

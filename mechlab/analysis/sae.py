@@ -45,7 +45,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.checks import check_seed, other_weights
 from mechlab.errors import DataError, InputError
+from mechlab.memory import check_fits
+from mechlab.models.loading import model_spec
 
 SITES = {
     "resid_pre": "hook_resid_pre",
@@ -61,6 +64,7 @@ DEFAULT_EPOCHS = 3
 EVAL_TOKENS = 32768  # held-out activations for variance explained, L0 and dead latents
 LOSS_TOKENS = 8192  # held-out tokens for the spliced losses (four forward passes each)
 OUTLIER_RATIO = 10.0  # a token whose norm is above this x the median is a massive activation
+OUTLIER_MARGIN = 0.05  # tokens cached beyond those asked for, to make up for massive ones left out
 FORMAT = 1
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -87,6 +91,18 @@ def check_arguments(model: HookedTransformer, layer, site, expansion, k) -> None
             f"k must be an integer from 1 to the width - 1 ({width - 1} = {expansion} x "
             f"{cfg.d_model} - 1), got {k!r}"
         )
+    check_fits(
+        sae_training_bytes(cfg.d_model, width),
+        what=f"an SAE of {width:,} latents ({expansion} x {cfg.d_model})",
+        fix="choose a smaller --expansion (8 to 32 is usual).",
+    )
+
+
+def sae_training_bytes(d_model: int, width: int) -> int:
+    """About the memory an SAE's training holds, in float32: the encoder and decoder with their
+    gradients and Adam's two moments (8 d_model x width), a batch's pre-activations, latents and
+    their gradients (4 BATCH x width), and the held-out latents the metrics are taken on."""
+    return 4 * width * (8 * d_model + 4 * BATCH + EVAL_TOKENS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -372,8 +388,9 @@ class SAE:
             raise DataError(f"{json_path} is not in a format this mechlab reads; {fix}")
         if fields.text("weights_sha256") != weights_sha256(model):
             raise DataError(
-                f"the SAE in {str(directory)!r} was trained for {manifest.get('model')!r}, not for "
-                f"{model.cfg.model_name!r} (another weights hash): train one for this model"
+                f"the SAE in {str(directory)!r} was trained for "
+                + other_weights(manifest.get("model"), model.cfg.model_name, "for")
+                + ": train one for this model"
             )
         layer, site = fields.integer("layer", 0), fields.text("site")
         if not fields.number("norm_limit") > 0:
@@ -488,6 +505,7 @@ def train_sae(
     from mechlab.progress import progress_bar
 
     check_arguments(model, layer, site, expansion, k)
+    check_seed(seed)
     for name, value in [
         ("epochs", epochs),
         ("eval_tokens", eval_tokens),
@@ -496,13 +514,14 @@ def train_sae(
     ]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
-    sequences = token_sequences(model, texts, SEQ_LEN)
+    seq_len = min(SEQ_LEN, model.cfg.n_ctx)  # a model with a shorter context: shorter sequences
+    sequences = token_sequences(model, texts, seq_len)
     if held_out is None:
         cut = max(1, len(sequences) // 10)
         sequences, evaluation = sequences[:-cut], sequences[-cut:]
     else:
-        evaluation = token_sequences(model, held_out, SEQ_LEN)
-    available = len(sequences) * (SEQ_LEN - 1)
+        evaluation = token_sequences(model, held_out, seq_len)
+    available = len(sequences) * (seq_len - 1)
     tokens = available if tokens is None else tokens
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < batch:
         raise InputError(
@@ -513,17 +532,20 @@ def train_sae(
             f"{tokens:,} training tokens is more than the texts hold: {available:,}; ask for "
             f"{available:,} or fewer"
         )
-    sequences = sequences[: math.ceil(tokens / (SEQ_LEN - 1))]
+    # A little more than asked for is cached (massive activations are left out below), so that
+    # `tokens` remain to train on where the texts hold them.
+    sequences = sequences[: math.ceil(tokens * (1 + OUTLIER_MARGIN) / (seq_len - 1))]
     started = time.perf_counter()
     cacher = caching_model(model)
-    activations = cache_activations(cacher, sequences, layer, site, progress=progress)[:tokens]
+    activations = cache_activations(cacher, sequences, layer, site, progress=progress)
     cached_in = str(cacher.cfg.dtype).removeprefix("torch.")
     del cacher
     cached_seconds = time.perf_counter() - started
     norms = activations.norm(dim=-1)
     limit = OUTLIER_RATIO * norms.median().item()
-    massive = int((norms > limit).sum())
-    activations = activations[norms <= limit]
+    kept = (norms <= limit).nonzero()[:, 0][:tokens]  # the first `tokens` that are not massive
+    massive = int((norms[: int(kept[-1]) + 1] > limit).sum()) if len(kept) else len(norms)
+    activations = activations[kept]
     if len(activations) < batch:
         raise InputError(
             f"{len(activations):,} training tokens are left once massive activations are left "
@@ -594,6 +616,7 @@ def train_sae(
     tensors = inference_tensors(training, scale)
     manifest = {
         "model": model.cfg.model_name,
+        "spec": model_spec(model),
         "weights_sha256": plan["weights_sha256"],
         "layer": layer,
         "site": site,
@@ -736,7 +759,6 @@ def resume(directory, plan: dict, trainer, batch: int) -> TrainingState:
 # --------------------------------------------------------------------------------------------------
 # What each latent responds to (the dashboards' data)
 
-DASHBOARD_TOKENS = 32768
 DASHBOARD_SAMPLES = 48  # activations above zero drawn per latent, for the quantile bands
 
 
@@ -767,7 +789,7 @@ def feature_records(
     sae: SAE,
     texts: list[str],
     *,
-    tokens: int = DASHBOARD_TOKENS,
+    tokens: int | None = None,
     k: int = 20,
     samples: int = DASHBOARD_SAMPLES,
     progress: bool = False,

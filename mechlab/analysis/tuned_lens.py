@@ -28,6 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
+from mechlab.checks import check_seed
 from mechlab.defaults import TUNED_LENS_CHECKPOINT_FILES, TUNED_LENS_TOKENS
 from mechlab.errors import DataError, InputError
 
@@ -287,6 +288,7 @@ def train_tuned_lens(
     long the rest will) once everything is checked and the first step is done."""
     from mechlab.progress import progress_bar
 
+    check_seed(seed)
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < BATCH * SEQ_LEN:
         raise InputError(f"tokens must be an integer >= {BATCH * SEQ_LEN}, got {tokens!r}")
     sequences = token_sequences(model, texts)

@@ -88,7 +88,17 @@ def load_model(
     else:
         raise ModelSpecError(f"unknown model spec {spec!r}. {ACCEPTED_FORMS}")
     model.cfg.model_name = spec if not looks_like_path(spec) else Path(spec).name
+    # what load_model needs to load it again (a directory's absolute path: its base name, the
+    # model's name, would not resolve), stored with what a model was recorded from
+    local = looks_like_path(spec)
+    vars(model.cfg)["mechlab_spec"] = str(Path(spec).expanduser().resolve()) if local else spec
     return skip_weight_copies(place(model, device, torch_dtype))
+
+
+def model_spec(model: HookedTransformer) -> str:
+    """The spec `model` was loaded from (an absolute path for a directory), for load_model to load
+    it again; its name for a model built some other way."""
+    return getattr(model.cfg, "mechlab_spec", None) or model.cfg.model_name
 
 
 def skip_weight_copies(model: HookedTransformer) -> HookedTransformer:

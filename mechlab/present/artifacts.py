@@ -280,8 +280,9 @@ def dla_caption(result) -> str:
     return (
         f"{result.model}: direct logit attribution of {result.what} at the last position of "
         f"{result.prompt!r}: what each head and MLP writes straight into it, through the final "
-        "norm with its scale frozen at the final residual stream's own. The parts add up to the "
-        f"model's own {result.total:.3f}."
+        "norm with its scale frozen at the final residual stream's own. The parts add up to "
+        f"{result.sum_of_parts:.3f}, the model's own is {result.total:.3f}: within the "
+        f"{result.tolerance:.2g} that rounding in {result.dtype} allows (checked)."
     )
 
 

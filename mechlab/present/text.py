@@ -164,6 +164,10 @@ def dla_table(result, k: int = 10) -> Table:
     ]:
         table.add_row(name, f"{value:+.3f}")
     table.add_row("[b]total[/] (the model's own)", f"[b]{result.total:+.3f}[/]")
+    table.add_row(
+        f"sum of the parts (within {result.tolerance:.2g} in {result.dtype})",
+        f"{result.sum_of_parts:+.3f}",
+    )
     for layer, head, value in result.top_heads(k):
         table.add_row(head_label(layer, head), f"{value:+.3f}")
     table.caption = "through the final norm with its scale frozen at the final residual's own"

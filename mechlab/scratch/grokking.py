@@ -52,8 +52,11 @@ from mechlab.analysis.fourier import (
     key_frequencies,
     restricted_logits,
 )
+from mechlab.checks import check_count, check_seed, is_prime, is_whole_number
 from mechlab.defaults import GROKKING_FRACTION, GROKKING_P, GROKKING_STEPS
+from mechlab.defaults import MAX_GROKKING_P as MAX_P
 from mechlab.errors import InputError
+from mechlab.memory import check_fits
 from mechlab.scratch.model import Config, Transformer
 
 LR, WEIGHT_DECAY, BETAS, WARMUP = 1e-3, 1.0, (0.9, 0.98), 10
@@ -62,13 +65,29 @@ DEFAULT_P, DEFAULT_FRACTION, DEFAULT_STEPS = GROKKING_P, GROKKING_FRACTION, GROK
 CHECKPOINTS = 200  # about this many checkpoints per run unless `checkpoint` says otherwise
 
 
-def is_prime(n: int) -> bool:
-    return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
+def grokking_bytes(p: int, d_model: int = 128, d_mlp: int = 512) -> int:
+    """About the peak memory of a run: every one of the p^2 pairs goes through the model at once
+    (full batch), and each keeps its logits over p answers several times over (the logits, their
+    log-softmax and both gradients) beside its activations (3 positions of the residual stream,
+    queries, keys, values and attention outputs, and the MLP at the last position)."""
+    per_pair = 4 * (p + 1) + 3 * 8 * d_model + 3 * d_mlp
+    return 4 * p * p * per_pair
 
 
 def check_arguments(p: int, fraction: float, steps: int, checkpoint: int | None) -> None:
-    """Every argument, before anything is built: one InputError naming the bad value and the fix."""
-    if isinstance(p, bool) or not isinstance(p, int) or p < 3 or not is_prime(p):
+    """Every argument, before anything is built: one InputError naming the bad value and the fix,
+    or a ResourceError for a modulus whose run cannot fit in memory (it grows as p^3)."""
+    if not is_whole_number(p) or p < 3:
+        raise InputError(
+            f"p must be a prime >= 3 (the Fourier analysis needs a field), got {p!r}: e.g. 113"
+        )
+    check_count(p, "p", minimum=3, maximum=MAX_P)
+    check_fits(
+        grokking_bytes(p),
+        what=f"grokking (a + b) mod {p} (every pair at once; memory grows as p^3)",
+        fix="choose a smaller prime, e.g. 113 (the default).",
+    )
+    if not is_prime(p):
         raise InputError(
             f"p must be a prime >= 3 (the Fourier analysis needs a field), got {p!r}: e.g. 113"
         )
@@ -257,6 +276,7 @@ def train_grokking(
     fraction = DEFAULT_FRACTION if fraction is None else fraction
     steps = DEFAULT_STEPS if steps is None else steps
     check_arguments(p, fraction, steps, checkpoint)
+    check_seed(seed)
     every = checkpoint or max(1, steps // CHECKPOINTS)
     model = nanda_init(Transformer(grokking_config(p)), seed)
     tokens, labels = all_pairs(p)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from mechlab.checks import check_seed
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.scratch.model import Config, Transformer, to_hooked
 
@@ -327,6 +328,7 @@ def train_induction(
     """Train an attention-only model with `layers` layers and its one-layer control (skipped when
     `layers` is 1) on the same data for the same steps; see the module docstring. A shape that
     cannot fit in memory is refused before anything is built (ResourceError, with both figures)."""
+    check_seed(seed)
     from mechlab.memory import check_fits
     from mechlab.models.loading import resolve_device
 

@@ -1,0 +1,177 @@
+"""What a probe of the newer commands found (issue 36): requests that would exhaust memory are
+refused up front with the numbers, arguments the parser once let through as tracebacks or hangs are
+one line, records and SAEs made from a local checkpoint can be shown again, and the public
+functions refuse bad arguments with mechlab's errors. Each test fails without its fix."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+import mechlab
+from mechlab.checks import MAX_SEED, check_seed, other_weights
+from mechlab.cli import main
+from mechlab.errors import InputError, MechlabError, MechlabWarning, ResourceError
+
+HUGE = str(10**400)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return mechlab.load_model("random:tiny")
+
+
+def one_line_error(capsys, argv: list[str], tmp_path) -> str:
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert not out.exists()
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train-grokking", "--p", HUGE], "must be at most 1,000,000"),
+        (["train-grokking", "--p", "2305843009213693951"], "must be at most 1,000,000"),  # 2^61 - 1
+        (["train-grokking", "--p", "99991"], "of memory but"),
+        (["train-grokking", "--p", "10007", "--steps", "10"], "of memory but"),
+        (["train-grokking", "--seed", "99999999999999999999999"], "must be at most 2**63 - 1"),
+        (["train-induction", "--seed", "99999999999999999999999"], "must be at most 2**63 - 1"),
+        (["heads", "--model", "random:tiny", "--seed", "9" * 30], "must be at most 2**63 - 1"),
+        (["tune-lens", "--model", "random:tiny", "--seed", "9" * 30], "must be at most 2**63 - 1"),
+        (
+            ["sae", "train", "--model", "random:tiny", "--layer", "1", "--seed", "9" * 30],
+            "must be at most 2**63 - 1",
+        ),
+        (["heads", "--model", "random:tiny", "--batch", HUGE], "of memory but"),
+    ],
+)
+def test_arguments_that_were_tracebacks_or_hangs_are_one_line(argv, message, tmp_path, capsys):
+    start = time.perf_counter()
+    assert message in one_line_error(capsys, argv, tmp_path)
+    assert time.perf_counter() - start < 30  # the prime 2^61 - 1 took minutes to test
+
+
+def test_an_sae_too_large_for_memory_is_refused_before_caching(tmp_path, capsys):
+    argv = ["sae", "train", "--model", "random:tiny", "--layer", "1", "--expansion", "1000000"]
+    err = one_line_error(capsys, argv, tmp_path)
+    assert "an SAE of 64,000,000 latents" in err and "of memory but" in err
+
+
+def test_records_too_large_for_memory_are_refused_before_the_passes(tiny_model):
+    with pytest.raises(InputError, match="context must be at most 512"):
+        mechlab.top_activations(tiny_model, ["some text"], context=10**6)
+    with pytest.raises(ResourceError, match="of memory but"):
+        mechlab.top_activations(tiny_model, ["some text " * 10], samples=10**9)
+
+
+def test_seeds_are_whole_numbers_in_range():
+    assert check_seed(0) == 0 and check_seed(MAX_SEED) == MAX_SEED
+    for bad in [-1, MAX_SEED + 1, 2**70, 0.5, True, "0", None]:
+        with pytest.raises(InputError, match="seed must be a whole number"):
+            check_seed(bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,message",
+    [
+        (dict(seed=2**70), InputError, "seed must be"),
+        (dict(seed=0.5), InputError, "seed must be"),
+        (dict(p=99991), ResourceError, "of memory but"),
+        (dict(p=10**400), InputError, "p must be at most 1,000,000"),
+    ],
+)
+def test_train_grokking_refuses_before_building_anything(kwargs, error, message):
+    from mechlab.scratch.grokking import train_grokking
+
+    with pytest.raises(error, match=message):
+        unchecked(train_grokking)(progress=False, **kwargs)
+
+
+def unchecked(function):
+    """The function as a user calls it: without the tests' run-time type checking (jaxtyping and
+    beartype), which would refuse an argument of the wrong type before mechlab's own check."""
+    return getattr(function, "__wrapped__", function)
+
+
+def test_a_string_is_not_a_list_of_texts(tiny_model):
+    with pytest.raises(InputError, match="a list of strings, got str"):
+        unchecked(mechlab.top_activations)(tiny_model, "a string")
+
+
+def test_asking_for_more_tokens_than_the_texts_hold_says_so(tiny_model):
+    with pytest.warns(MechlabWarning, match="fewer than the 1,000,000,000,000 asked for"):
+        mechlab.top_activations(tiny_model, ["a short text " * 5], layers=[0], tokens=10**12)
+
+
+def test_a_weights_mismatch_does_not_name_one_model_twice():
+    same = other_weights("random:tiny@1", "random:tiny@1", "to")
+    assert same.count("random:tiny@1") == 1 and "another weights hash" in same
+    assert "'a', not to 'b'" in other_weights("a", "b", "to")
+
+
+def test_records_and_an_sae_of_a_local_checkpoint_show_again(hf_gpt2_dir, tmp_path, capsys):
+    """The README's "your fine-tune" case: the records hold the directory's path, not only its
+    name, and `--model` points a moved model out. The checkpoint's context is 64 positions:
+    shorter than the SAE's usual sequences of 128."""
+    records, sae = tmp_path / "records", tmp_path / "sae"
+    model = ["--model", str(hf_gpt2_dir)]
+    assert main(["neurons", *model, "--layer", "0", "--tokens", "2000", "--out", str(records)]) == 0
+    page = tmp_path / "page.html"
+    assert main(["neurons", "show", str(records), "--layer", "0", "--neuron", "1", "--out",
+                 str(page)]) == 0  # fmt: skip
+    assert page.exists()
+    train = ["sae", "train", *model, "--layer", "0", "--expansion", "2", "--k", "4"]
+    assert main([*train, "--tokens", "4096", "--epochs", "1", "--out", str(sae)]) == 0
+    pages = tmp_path / "pages"
+    show = ["sae", "show", str(sae), "--top", "2", "--tokens", "2000", "--out", str(pages)]
+    assert main([*show, *model]) == 0 and (pages / "index.html").exists()
+    capsys.readouterr()
+    other = ["sae", "show", str(sae), "--model", "random:tiny", "--out", str(tmp_path / "x")]
+    assert main(other) == 2
+    assert "not for 'random:tiny' (another weights hash)" in capsys.readouterr().err
+
+
+def test_the_documented_minimum_of_sae_tokens_trains(tmp_path):
+    """--tokens 4096 (one step) used to fail always: massive activations left out left 4,095."""
+    from mechlab.analysis.sae import BATCH
+
+    out = tmp_path / "sae"
+    train = ["sae", "train", "--model", "random:tiny", "--layer", "1", "--expansion", "2"]
+    assert (
+        main([*train, "--k", "4", "--tokens", str(BATCH), "--epochs", "1", "--out", str(out)]) == 0
+    )
+
+
+def test_the_cli_never_shows_a_traceback_for_a_mechlab_error():
+    """A subprocess, as a user runs it: exit 2 and one line, for an error raised deep inside."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mechlab", "train-grokking", "--p", "99991", "--out", "/tmp/x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert issubclass(ResourceError, MechlabError)
+
+
+def test_circuits_queries_check_their_arguments():
+    from mechlab.analysis.circuits import circuits
+
+    result = circuits(mechlab.load_model("random:tiny"))  # 2 layers of 4 heads
+    for call, message in [
+        (lambda: result.into(99, 0), "layer must be at most 1"),
+        (lambda: result.into(1, 9), "head must be at most 3"),
+        (lambda: result.into(1, 0, "z"), "unknown composition kind 'z'"),
+        (lambda: result.top("z"), "unknown composition kind 'z'"),
+        (lambda: result.top("k", -1), "k must be a whole number of at least 1"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            unchecked(call)()
+    # only pairs from an earlier layer into a later one compose: 4 x 4 of them here, never more
+    rows = result.top("k", 100)
+    assert len(rows) == 16 and all(l1 < l2 for l1, _, l2, _, _ in rows)
+    assert [row[-1] for row in rows] == sorted((row[-1] for row in rows), reverse=True)
