@@ -7,9 +7,13 @@ matplotlib are imported by the subcommand that runs.
 """
 
 import argparse
+import contextlib
 import re
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 
 from mechlab.checks import check_seed, is_prime
 from mechlab.defaults import (
@@ -58,6 +62,32 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    # what messages name: the command and its action ("mechlab sae train: error: ...")
+    command = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+    with terminate_as_interrupt():
+        return run_command(args, command)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) takes Ctrl-C's clean way out: checkpoints saved, an
+    empty output directory removed, no partial file. Only in the main thread, where Python
+    delivers signals; the previous handler is put back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(args: argparse.Namespace, command: str) -> int:
     try:
         with warnings.catch_warnings():
             # mechlab's own caveats, one line each; other libraries' warnings (matplotlib's
@@ -65,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", MechlabWarning)
             warnings.showwarning = lambda message, *_: warn(
-                f"mechlab {args.command}: warning: {message}"
+                f"mechlab {command}: warning: {message}"
             )
             return args.run(args) or 0
     except MechlabError as error:
-        print(f"mechlab {args.command}: error: {one_line(str(error))}", file=sys.stderr)
+        print(f"mechlab {command}: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mechlab {args.command}: interrupted; no files were written", file=sys.stderr)
+        print(f"mechlab {command}: interrupted; no files were written", file=sys.stderr)
         return 130
 
 
@@ -117,7 +147,12 @@ def attribution_steps(text: str) -> int:
 def token_or_id(text: str) -> str | int:
     """A one-token answer or target: text as typed, or ``id:N`` for token id N (digits alone are
     text: ' 5' and '5' are tokens of their own)."""
-    match = re.fullmatch(r"id:(\d{1,9})", text)
+    match = re.fullmatch(r"id:(\d+)", text.strip())
+    if match and len(match[1]) > 9:  # no vocabulary holds a billion tokens
+        raise argparse.ArgumentTypeError(
+            f"token id {match[1][:20]}{'...' if len(match[1]) > 20 else ''} is larger than any "
+            "vocabulary: give an id the model has, e.g. id:42"
+        )
     return int(match[1]) if match else text
 
 

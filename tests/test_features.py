@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mechlab.analysis.neurons import NeuronRecords, best, sequences, top_activations
+from mechlab.analysis.neurons import NeuronRecords, batches, best, sequences, top_activations
 from mechlab.analysis.sae import (
     SAE,
     final_norm_scale,
@@ -37,16 +37,26 @@ def tiny():
 
 
 def brute_force(model, texts, tokens, layer, hook="mlp.hook_post", transform=None):
-    """Every recorded activation, in corpus order (text, then position; BOS left out)."""
+    """Every recorded activation, in corpus order (text, then position; BOS left out).
+
+    The forward passes take the documents in the batches top_activations takes them in (padded
+    alike), so that both see the same activations bit for bit on any CPU: what is checked is the
+    streaming selection, ties included, not the rounding of two differently shaped matmuls (which
+    would break ties between equal contexts one way here and another way there)."""
     values, where = [], []
-    for index, document in enumerate(sequences(model, texts, tokens)):
-        _, cache = model.run_with_cache(document[None])
-        acts = cache[f"blocks.{layer}.{hook}"][0]
+    documents = sequences(model, texts, tokens)
+    for first, batch in batches(documents):
+        ids = torch.zeros(len(batch), max(len(d) for d in batch), dtype=torch.long)
+        for row, document in enumerate(batch):
+            ids[row, : len(document)] = document
+        _, cache = model.run_with_cache(ids)
+        acts = cache[f"blocks.{layer}.{hook}"].float()
         if transform is not None:
             acts = transform(acts)
-        for position in range(1, len(document)):
-            values.append(acts[position])
-            where.append((index, position))
+        for row, document in enumerate(batch):
+            for position in range(1, len(document)):
+                values.append(acts[row, position])
+                where.append((first + row, position))
     return torch.stack(values).detach(), torch.tensor(where)
 
 

@@ -175,3 +175,62 @@ def test_circuits_queries_check_their_arguments():
     rows = result.top("k", 100)
     assert len(rows) == 16 and all(l1 < l2 for l1, _, l2, _, _ in rows)
     assert [row[-1] for row in rows] == sorted((row[-1] for row in rows), reverse=True)
+
+
+def test_sigterm_leaves_no_empty_output_directory(tmp_path):
+    """A scheduler's stop takes Ctrl-C's way out: an output directory the command made and never
+    wrote to is removed (a killed run used to leave it behind, empty)."""
+    import signal
+
+    out = tmp_path / "sae"
+    command = [sys.executable, "-m", "mechlab", "sae", "train", "--model", "random:tiny"]
+    process = subprocess.Popen(
+        [*command, "--layer", "1", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not out.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "mechlab sae train: interrupted" in err
+    assert not out.exists() or any(out.iterdir())  # gone, or holding a checkpoint
+
+
+DLA = ["dla", "--model", "random:tiny", "--prompt", "abc"]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["sae", "show", "/nonexistent", "--out", "{out}"], "mechlab sae show: error: no SAE in"),
+        (
+            ["neurons", "show", "/nonexistent", "--layer", "0", "--neuron", "1", "--out", "{out}"],
+            "mechlab neurons show: error:",
+        ),
+        (
+            [*DLA, "--answer", "id:9999999999", "--out", "{out}"],
+            "token id 9999999999 is larger than any vocabulary",
+        ),
+        (
+            [*DLA, "--answer", "x" * 3000, "--out", "{out}"],
+            "is 3,000 tokens",
+        ),
+    ],
+)
+def test_messages_name_the_command_and_the_value(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([a.replace("{out}", str(out)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and len(err) < 400, err
+    assert not out.exists()
+
+
+def test_a_half_precision_load_prints_nothing(capsys):
+    """TransformerLens prints "Changing model dtype to ..." unless asked not to."""
+    mechlab.load_model("random:tiny", dtype="bfloat16")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""

@@ -84,12 +84,17 @@ def single_token(model: HookedTransformer, text: str | int, what: str, example: 
         raise InputError(f"the {what} is empty: pass one token, e.g. {example}")
     if model.tokenizer is None:
         raise InputError(f"{model.cfg.model_name} has no tokenizer: pass the {what} as a token id")
-    ids = model.to_tokens(text, prepend_bos=False)[0].tolist()
+    ids = model.to_tokens(text, prepend_bos=False, truncate=False)[0].tolist()
     if len(ids) != 1:
-        pieces = token_strings(model, ids)
-        shown = str(pieces[:8])[:-1] + (", ...]" if len(pieces) > 8 else "]")
+        pieces = token_strings(model, ids[:9])
+        shown = str(pieces[:8])[:-1] + (", ...]" if len(ids) > 8 else "]")
+        quoted = (
+            repr(text)
+            if len(text) <= 60
+            else f"{text[:40]!r}... ({len(text) - 40:,} more characters)"
+        )
         raise InputError(
-            f"{what} {text!r} is {len(ids)} tokens {shown}, not one: pass a single token, e.g. "
+            f"{what} {quoted} is {len(ids):,} tokens {shown}, not one: pass a single token, e.g. "
             f"{pieces[0]!r} (mind the leading space), or a token id (id:N on the command line)"
         )
     return ids[0]

@@ -18,8 +18,6 @@ of mechlab.cache: built under a lock, written to a temporary name and renamed in
 SHA-256 checked before use (a truncated or corrupted file is rebuilt, never loaded).
 """
 
-import contextlib
-import sys
 from pathlib import Path
 
 import torch
@@ -168,11 +166,11 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 
 def place(model: HookedTransformer, device: str, dtype: torch.dtype) -> HookedTransformer:
     """Move and cast a loaded model (TransformerLens updates cfg.device and cfg.dtype)."""
-    with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints "Changing model dtype"
-        if dtype != torch.float32:
-            model = model.to(dtype)
-        if device != "cpu":
-            model = model.to(device)
+    # print_details=False: TransformerLens would print "Changing model dtype to ..." otherwise
+    if dtype != torch.float32:
+        model = model.to(dtype, print_details=False)
+    if device != "cpu":
+        model = model.to(device, print_details=False)
     return model
 
 
