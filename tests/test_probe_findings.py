@@ -234,3 +234,36 @@ def test_a_half_precision_load_prints_nothing(capsys):
     mechlab.load_model("random:tiny", dtype="bfloat16")
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("logit_lens", {}),
+        ("scan_heads", {}),
+        ("logit_attribution", {"answer": "a"}),
+        ("attribute", {"answer": "a"}),
+        ("circuits", {}),
+        ("top_activations", {}),
+    ],
+)
+def test_a_model_spec_where_a_model_goes_is_one_clear_error(name, extra):
+    function = unchecked(getattr(mechlab, name))
+    arguments = [] if name in ("scan_heads", "circuits") else [["some text"]]
+    if name in ("logit_lens", "logit_attribution", "attribute"):
+        arguments = ["The capital of France is"]
+    with pytest.raises(
+        InputError, match=r"got the string 'gpt2': load it first.*load_model\('gpt2'\)"
+    ):
+        function("gpt2", *arguments, **extra)
+
+
+def test_a_list_of_prompts_where_one_goes_is_one_clear_error(tiny_model):
+    """Every function taking one prompt tokenizes it with to_tokens, which refuses a list of
+    texts (called directly here: the tests' run-time type checking would refuse it one call
+    earlier, which a user's run does not have)."""
+    from mechlab.analysis.tokens import to_tokens
+
+    with pytest.raises(InputError, match="one prompt at a time, got a list of 2"):
+        unchecked(to_tokens)(tiny_model, ["first prompt", "second prompt"])
+    assert unchecked(to_tokens)(tiny_model, [1, 2, 3]).shape == (1, 3)  # token ids still go

@@ -26,6 +26,7 @@ from transformer_lens import HookedTransformer
 
 from mechlab.analysis.attention import check_heads
 from mechlab.analysis.heads import check_repeated, next_token_loss
+from mechlab.analysis.tokens import check_model
 from mechlab.errors import InputError
 from mechlab.labels import heads_label
 
@@ -90,6 +91,7 @@ def ablate_heads(
 ) -> AblationResult:
     """Ablate `heads` (a list of (layer, head)) together on `tokens` (a ``[BOS] + r + r`` batch,
     e.g. `repeated_tokens(model)` or `scan.tokens`) and return the loss with and without them."""
+    check_model(model)
     return Ablator(model, tokens, method).ablate(heads)
 
 
@@ -256,6 +258,7 @@ def ablation_study(
 ) -> AblationStudy:
     """Ablate the `k` heads with the highest induction scores in `scan` one by one and together,
     and `k` non-induction heads of the same layers as a control, on the scan's own tokens."""
+    check_model(model)
     from mechlab.defaults import INDUCTION_THRESHOLD
 
     threshold = INDUCTION_THRESHOLD if threshold is None else threshold

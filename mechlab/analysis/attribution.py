@@ -50,7 +50,13 @@ from jaxtyping import Float, Int, Real
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.analysis.tokens import (
+    PromptOrTokens,
+    check_model,
+    single_token,
+    to_tokens,
+    token_strings,
+)
 from mechlab.checks import check_seed
 from mechlab.defaults import ATTRIBUTION_MAX_STEPS, ATTRIBUTION_METHODS
 from mechlab.errors import InputError, MechlabWarning
@@ -399,6 +405,7 @@ def attribute(
     ``scores.sum() - (target - baseline_target)``; a gap of COMPLETENESS_TOLERANCE (1%) or more
     of ``target - baseline_target`` warns (MechlabWarning) with the figure: raise `steps`.
     """
+    check_model(model)
     check_method(method)
     check_steps(steps)
     baseline_token(model, baseline)
@@ -617,6 +624,7 @@ def randomization_check(
     re-initialises `every` more blocks from the last down, and "embed" the embeddings. `method` is
     one of METHODS, or a function ``(model, tokens) -> [pos] scores`` (to test the check itself).
     `seed` draws the new weights."""
+    check_model(model)
     if not callable(method):
         check_method(method)
     check_steps(steps)
@@ -780,6 +788,7 @@ def faithfulness(
     """Comprehensiveness and sufficiency of `method` over `prompts` (see Faithfulness), against
     `random_rankings` random rankings per prompt (seeded), removed tokens replaced by
     `baseline` (``"zero"`` by default; a token embedding if given)."""
+    check_model(model)
     check_method(method)
     wrongs = [None] * len(prompts) if wrongs is None else list(wrongs)
     if not len(prompts) == len(answers) == len(wrongs) or not prompts:

@@ -45,6 +45,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.analysis.tokens import check_model
 from mechlab.checks import check_count
 from mechlab.defaults import INDUCTION_THRESHOLD, PREVIOUS_TOKEN_THRESHOLD
 from mechlab.errors import DataError, InputError
@@ -581,6 +582,7 @@ def circuits(
     `ov_tokens` input tokens are sampled for `ov_top1` when the vocabulary is larger (None: every
     token). Before returning, the strongest pair of each kind is recomputed from the
     d_model x d_model matrices; a disagreement is a DataError (`check=False` skips it)."""
+    check_model(model)
     cfg = model.cfg
     if ov_tokens is not None and (isinstance(ov_tokens, bool) or ov_tokens < 1):
         raise InputError(f"ov_tokens must be a positive integer or None, got {ov_tokens!r}")
@@ -747,6 +749,7 @@ def induction_circuit(
     when None) that lie above layer 0 and score above `threshold` (the best one is kept even
     below it), rank the earlier heads by K-composition into it, with their previous-token scores
     from the scan. `circuits_result` reuses circuits already read from this model."""
+    check_model(model)
     from mechlab.analysis.heads import scan_heads
 
     if scan is None:

@@ -30,7 +30,13 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
-from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.analysis.tokens import (
+    PromptOrTokens,
+    check_model,
+    single_token,
+    to_tokens,
+    token_strings,
+)
 from mechlab.errors import DataError, InputError
 from mechlab.labels import head_label
 
@@ -233,6 +239,7 @@ def logit_attribution(
     before the result is returned: a gap beyond the rounding of the model's dtype raises DataError
     naming it, so a decomposition that leaves something out is never returned silently.
     """
+    check_model(model)
     tokens = to_tokens(model, prompt)
     if tokens.shape[0] != 1:
         raise InputError(

@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.analysis.tokens import check_model
 from mechlab.checks import check_seed
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
@@ -107,6 +108,7 @@ def repeated_tokens(
     """``[BOS] + r + r`` for `batch` random sequences r of `seq_len` ordinary tokens: shape
     [batch, 2*seq_len+1]. Drawn with torch's CPU generator from `seed`, so every machine gets the
     same."""
+    check_model(model)
     check_scan_shape(model, seq_len, batch)
     check_seed(seed)
     candidates = ordinary_token_ids(model)
@@ -199,6 +201,7 @@ def scan_heads(
 
     `chunk_size` sequences go through the model at a time (default: `scan_chunk_size`).
     """
+    check_model(model)
     if tokens is None:
         tokens = repeated_tokens(model, seq_len=seq_len, batch=batch, seed=seed)
     else:

@@ -20,7 +20,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.analysis.tokens import (
+    PromptOrTokens,
+    check_model,
+    single_token,
+    to_tokens,
+    token_strings,
+)
 from mechlab.errors import InputError
 from mechlab.memory import check_fits
 
@@ -165,6 +171,7 @@ def logit_lens(
     A position's results are the same bit for bit whatever follows it in the prompt (see
     positions_per_chunk).
     """
+    check_model(model)
     if not isinstance(top_k, int) or not 1 <= top_k <= model.cfg.d_vocab:
         raise InputError(f"top_k must be between 1 and {model.cfg.d_vocab}, got {top_k!r}")
     tokens = to_tokens(model, prompt_or_tokens)

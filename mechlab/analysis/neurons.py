@@ -20,6 +20,7 @@ from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.analysis.tokens import check_model
 from mechlab.checks import check_seed, other_weights
 from mechlab.defaults import NEURON_TOKENS
 from mechlab.errors import DataError, InputError, MechlabWarning
@@ -366,6 +367,7 @@ def top_activations(
     `transform` maps the hook's activations [..., d] to the units recorded (an SAE's encoder: its
     latents); `samples` more activations above zero are kept per unit, drawn uniformly (seeded by
     `seed`), for pages that show every level of activation, not only the top."""
+    check_model(model)
     from mechlab.analysis.tuned_lens import weights_sha256
     from mechlab.progress import progress_bar
 

@@ -27,7 +27,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.analysis.tokens import PromptOrTokens, single_token, to_tokens, token_strings
+from mechlab.analysis.tokens import (
+    PromptOrTokens,
+    check_model,
+    single_token,
+    to_tokens,
+    token_strings,
+)
 from mechlab.errors import InputError
 
 OVER = ("heads", "resid", "layers")
@@ -283,6 +289,7 @@ def patch(
     estimate of every cell from one forward and backward pass; see the module docstring).
     The prompts must tokenize to the same length; `answer` and `wrong` must be one token each.
     """
+    check_model(model)
     check_over(over, method)
     clean_tokens, corrupted_tokens = to_tokens(model, clean), to_tokens(model, corrupted)
     check_same_length(model, clean_tokens, corrupted_tokens)

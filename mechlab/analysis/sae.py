@@ -45,6 +45,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.analysis.tokens import check_model
 from mechlab.checks import check_seed, other_weights
 from mechlab.errors import DataError, InputError
 from mechlab.memory import check_fits
@@ -497,6 +498,7 @@ def train_sae(
     module docstring. Ctrl-C stops after the current step: the SAE comes back with what it learnt
     and ``manifest["interrupted"]`` set, and with `checkpoint` (a directory) the run is saved
     there and the same call continues from it."""
+    check_model(model)
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer

@@ -10,6 +10,29 @@ from mechlab.errors import InputError
 PromptOrTokens = str | list[int] | Tensor
 
 
+def check_model(model: object) -> None:
+    """What a public function taking a model checks first: that it was given a loaded one (a spec
+    string or a Hugging Face model would fail deep inside with an AttributeError)."""
+    if not isinstance(model, HookedTransformer):
+        shown = f"the string {model!r}" if isinstance(model, str) else type(model).__name__
+        example = repr(model) if isinstance(model, str) and len(model) < 60 else "'smollm2-135m'"
+        raise InputError(
+            f"expected a model loaded by mechlab.load_model, got {shown}: load it first, e.g. "
+            f"model = mechlab.load_model({example})"
+        )
+
+
+def check_one_prompt(prompt_or_tokens: object) -> None:
+    """One prompt where one goes: a list of prompts is a batch the function does not take."""
+    if isinstance(prompt_or_tokens, (list, tuple)) and any(
+        isinstance(item, str) for item in prompt_or_tokens
+    ):
+        raise InputError(
+            f"one prompt at a time, got a list of {len(prompt_or_tokens)}: call once per prompt "
+            "(or give token ids)"
+        )
+
+
 def to_tokens(
     model: HookedTransformer, prompt_or_tokens: PromptOrTokens
 ) -> Int[Tensor, "batch pos"]:
@@ -19,6 +42,8 @@ def to_tokens(
     Raises InputError for an empty prompt, ids outside the vocabulary, or more positions than the
     model's context window.
     """
+    check_model(model)
+    check_one_prompt(prompt_or_tokens)
     if isinstance(prompt_or_tokens, str):
         if not prompt_or_tokens.strip():
             raise InputError(

@@ -28,6 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
+from mechlab.analysis.tokens import check_model
 from mechlab.checks import check_seed
 from mechlab.defaults import TUNED_LENS_CHECKPOINT_FILES, TUNED_LENS_TOKENS
 from mechlab.errors import DataError, InputError
@@ -286,6 +287,7 @@ def train_tuned_lens(
     `repeat` False is refused (InputError, saying how many tokens they hold). `announce`, if
     given, is called with the plan (steps, tokens, how long the first step took and so about how
     long the rest will) once everything is checked and the first step is done."""
+    check_model(model)
     from mechlab.progress import progress_bar
 
     check_seed(seed)
