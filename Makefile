@@ -37,15 +37,18 @@ test-fast: lint
 # See "Tests that hold on every CPU" in docs/architecture.md.
 KERNEL_PATHS := native MKL_CBWR=COMPATIBLE MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=default
 test-kernels: lint
-	@for setting in $(KERNEL_PATHS); do \
+	@failed=""; \
+	for setting in $(KERNEL_PATHS); do \
 	  echo "== $$setting"; start=$$(date +%s); \
-	  env $$([ "$$setting" = native ] || echo "$$setting") $(PYTEST) -m numerics -q || exit 1; \
-	  echo "== $$setting: $$(( $$(date +%s) - start )) s"; done
-	@for threads in 1 2; do \
+	  env $$([ "$$setting" = native ] || echo "$$setting") OMP_NUM_THREADS=1 \
+	    $(PY) -m pytest -n auto --dist load -m numerics -q || failed="$$failed $$setting"; \
+	  echo "== $$setting: $$(( $$(date +%s) - start )) s"; done; \
+	for threads in 1 2; do \
 	  echo "== OMP_NUM_THREADS=$$threads, fast tier"; start=$$(date +%s); \
 	  OMP_NUM_THREADS=$$threads $(PY) -m pytest -n auto --dist loadfile -q \
-	    -m "not slow and not browser and not notebook and not seeds" || exit 1; \
-	  echo "== OMP_NUM_THREADS=$$threads: $$(( $$(date +%s) - start )) s"; done
+	    -m "not slow and not browser and not notebook and not seeds" || failed="$$failed threads=$$threads"; \
+	  echo "== OMP_NUM_THREADS=$$threads: $$(( $$(date +%s) - start )) s"; done; \
+	if [ -n "$$failed" ]; then echo "== failed under:$$failed"; exit 1; fi; echo "== every kernel path passed"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
