@@ -20,11 +20,12 @@ demo: $(VENV)/.installed
 # Measured on this 2-core machine: see docs/architecture.md.
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile
 
-# The numerics-sensitive tests (marked numerics) also run once under another CPU's kernel path
-# (MKL_CBWR=AVX2): a test that holds only for this machine's rounding fails here, not on a user's.
+# The numerics-sensitive tests (marked numerics) also run once under another kernel path (MKL's most
+# portable, MKL_CBWR=COMPATIBLE): a test that holds only for this CPU's rounding fails here, not on
+# a user's machine.
 test: lint browser
 	$(PYTEST) -m "not seeds"
-	MKL_CBWR=AVX2 $(PYTEST) -m "numerics and not slow and not seeds"
+	MKL_CBWR=COMPATIBLE $(PYTEST) -m "numerics and not slow and not seeds"
 
 # For contributors: every test that needs no real model, browser, notebook or Ray cluster.
 test-fast: lint
