@@ -323,12 +323,17 @@ class Fields:
 
 
 def read_safetensors(
-    path: str | Path, *, fix: str, shapes: dict[str, tuple[int, ...]] | None = None
+    path: str | Path,
+    *,
+    fix: str,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    float_dtype: str | None = None,
 ) -> tuple[dict, dict]:
     """The tensors in the safetensors file `path` (safetensors: nothing is unpickled). A file that
-    is missing, truncated, has a bad header, holds NaN or infinities, or (with `shapes`) does not
-    hold exactly those names and shapes: a DataError naming the file, what is wrong, and `fix`.
-    Returns ({name: torch.Tensor}, the file's string metadata)."""
+    is missing, truncated, has a bad header, holds NaN or infinities, (with `shapes`) does not hold
+    exactly those names and shapes, or (with `float_dtype`, e.g. "float32") holds floating tensors
+    of another dtype: a DataError naming the file, what is wrong, and `fix`. Returns
+    ({name: torch.Tensor}, the file's string metadata)."""
     import torch
     from safetensors import SafetensorError, safe_open
 
@@ -345,6 +350,10 @@ def read_safetensors(
         if found != {name: tuple(shape) for name, shape in shapes.items()}:
             raise DataError(f"{path} holds {found}, not the expected {dict(shapes)}; {fix}")
     for name, tensor in tensors.items():
+        wanted = getattr(torch, float_dtype) if float_dtype is not None else tensor.dtype
+        if tensor.is_floating_point() and tensor.dtype != wanted:
+            stored = str(tensor.dtype).removeprefix("torch.")
+            raise DataError(f"{path}: tensor {name!r} is {stored}, not {float_dtype}; {fix}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise DataError(f"{path}: tensor {name!r} holds NaN or infinite values; {fix}")
     return tensors, metadata

@@ -267,3 +267,59 @@ def test_a_list_of_prompts_where_one_goes_is_one_clear_error(tiny_model):
     with pytest.raises(InputError, match="one prompt at a time, got a list of 2"):
         unchecked(to_tokens)(tiny_model, ["first prompt", "second prompt"])
     assert unchecked(to_tokens)(tiny_model, [1, 2, 3]).shape == (1, 3)  # token ids still go
+
+
+@pytest.fixture(scope="module")
+def small_sae(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sae") / "sae"
+    train = ["sae", "train", "--model", "random:tiny", "--layer", "1", "--expansion", "2"]
+    assert main([*train, "--k", "4", "--tokens", "8192", "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("change", ["float16", "W_enc x 1e30", "float16, hash updated"])
+def test_an_sae_whose_weights_were_changed_is_refused(small_sae, tmp_path, change, tiny_model):
+    import hashlib
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from mechlab.analysis.sae import SAE
+    from mechlab.errors import DataError
+
+    directory = tmp_path / "changed"
+    shutil.copytree(small_sae, directory)
+    weights = directory / "sae.safetensors"
+    tensors = load_file(weights)
+    if change.startswith("float16"):
+        tensors = {name: tensor.half() for name, tensor in tensors.items()}
+    else:
+        tensors["W_enc"] = tensors["W_enc"] * 1e30
+    save_file(tensors, weights)
+    if change.endswith("hash updated"):  # the hash then agrees: the dtype check still refuses it
+        manifest = json.loads((directory / "sae.json").read_text())
+        manifest["sae_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        (directory / "sae.json").write_text(json.dumps(manifest))
+    message = "is float16, not float32" if change.endswith("updated") else "SHA-256 differs"
+    with pytest.raises(DataError, match=message):
+        SAE.load(directory, tiny_model)
+    assert SAE.load(small_sae, tiny_model).width == 128  # the unchanged one loads
+
+
+@pytest.mark.parametrize("bad_id", [10**9, -5])
+def test_records_holding_token_ids_outside_the_vocabulary_are_refused(tmp_path, bad_id, capsys):
+    from safetensors.torch import load_file, save_file
+
+    records = tmp_path / "records"
+    neurons = ["neurons", "--model", "random:tiny", "--layer", "1", "--tokens", "2000"]
+    assert main([*neurons, "--out", str(records)]) == 0
+    path = records / "neurons.safetensors"
+    tensors = load_file(path)
+    tensors["document_tokens"][3] = bad_id
+    save_file(tensors, path)
+    page = tmp_path / "page.html"
+    show = ["neurons", "show", str(records), "--layer", "1", "--neuron", "1", "--out", str(page)]
+    assert main(show) == 2
+    assert "token ids outside random:tiny's vocabulary" in capsys.readouterr().err
+    assert not page.exists()

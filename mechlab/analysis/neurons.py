@@ -227,6 +227,16 @@ class NeuronRecords:
                 or (where[:, 1] >= lengths_at).any()
             ):
                 raise DataError(f"{tensor_path}: {name!r} points outside the documents; {fix}")
+        if (
+            model is not None
+            and len(ids)
+            and not (ids.min() >= 0 and ids.max() < model.cfg.d_vocab)
+        ):
+            raise DataError(
+                f"{tensor_path}: the documents hold token ids outside {model.cfg.model_name}'s "
+                f"vocabulary [0, {model.cfg.d_vocab}) (from {int(ids.min())} to {int(ids.max())}); "
+                f"{fix}"
+            )
         if model is not None and fields.text("weights_sha256") != weights_sha256(model):
             raise DataError(
                 f"the neuron records in {str(directory)!r} belong to "

@@ -373,6 +373,7 @@ class SAE:
         """The SAE saved in `directory` (sae.safetensors and sae.json), refused when unreadable,
         malformed, or trained for another model."""
         from mechlab.analysis.tuned_lens import weights_sha256
+        from mechlab.cache import sha256
         from mechlab.io import Fields, read_json_object, read_safetensors
 
         directory = Path(directory)
@@ -411,7 +412,13 @@ class SAE:
             "W_dec": (width, d_in),
             "b_dec": (d_in,),
         }
-        tensors, _ = read_safetensors(weights, fix=fix, shapes=shapes)
+        recorded = manifest.get("sae_sha256")  # absent in SAEs saved before it was written
+        if recorded is not None and recorded != sha256(weights):
+            raise DataError(
+                f"{weights} is not the file `mechlab sae train` wrote (its SHA-256 differs from "
+                f"the one in {json_path.name}: converted or edited since); {fix}"
+            )
+        tensors, _ = read_safetensors(weights, fix=fix, shapes=shapes, float_dtype="float32")
         metrics = manifest.get("metrics")
         known = {f.name for f in SAEMetrics.__dataclass_fields__.values()}
         metrics = (
@@ -419,7 +426,9 @@ class SAE:
             if isinstance(metrics, dict) and known <= set(metrics)
             else None
         )
-        kept = {key: value for key, value in manifest.items() if key not in ("metrics",)}
+        kept = {
+            key: value for key, value in manifest.items() if key not in ("metrics", "sae_sha256")
+        }
         return cls.from_tensors(tensors, k, kept, metrics)
 
 

@@ -616,8 +616,10 @@ def neuron_files(records) -> Files:
 
 def sae_files(sae) -> Files:
     """sae.safetensors (the inference weights) and sae.json (model, weights hash, corpus, how it
-    was trained, mechlab's metrics)."""
-    return {
-        "sae.safetensors": safetensors_bytes(sae.tensors()),
-        "sae.json": json_text(sae.to_json()),
-    }
+    was trained, mechlab's metrics, and the SHA-256 of sae.safetensors: a weights file changed
+    since, converted to float16 or rescaled, is refused by SAE.load)."""
+    import hashlib
+
+    weights = safetensors_bytes(sae.tensors())
+    manifest = {**sae.to_json(), "sae_sha256": hashlib.sha256(weights).hexdigest()}
+    return {"sae.safetensors": weights, "sae.json": json_text(manifest)}
