@@ -682,6 +682,19 @@ def float32_only(args: argparse.Namespace, what: str) -> None:
         )
 
 
+def check_layers_before_loading(spec: str, layers: list[int]) -> None:
+    """Refuse a layer out of range before the model loads, where its shape is known without loading
+    it (defaults.known_n_layers); the library checks every other model once it is loaded."""
+    from mechlab.defaults import known_n_layers
+
+    n_layers = known_n_layers(spec)
+    for layer in layers:
+        if n_layers is not None and not 0 <= layer < n_layers:
+            raise InputError(
+                f"layer {layer} is out of range: {spec} has layers 0 .. {n_layers - 1}"
+            )
+
+
 def placement(args: argparse.Namespace) -> dict:
     """load_model's device and dtype from --device and --dtype."""
     return dict(device=args.device, dtype=args.dtype)
@@ -1078,6 +1091,7 @@ def run_neurons(args: argparse.Namespace) -> int:
         raise InputError(
             "the following arguments are required: --out (see 'mechlab neurons --help')"
         )
+    check_layers_before_loading(args.model, args.layer or [])
     check_output_targets(args.out, NEURON_FILES)
     from mechlab.analysis.neurons import top_activations
     from mechlab.io import write_files
@@ -1136,6 +1150,7 @@ def run_sae_train(args: argparse.Namespace) -> int:
     from mechlab.io import check_output_targets
 
     float32_only(args, "an SAE")
+    check_layers_before_loading(args.model, [args.layer])
     check_output_targets(args.out, ["sae.safetensors", "sae.json", "checkpoint.safetensors"])
     from mechlab.io import exclusive_run, output_writes
 
@@ -1298,6 +1313,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
     # the layers drawn, when the arguments name them; every layer's are checked once it is loaded
     named = sorted(set(args.layer or []) | {layer for layer, _ in args.heads or []})
+    check_layers_before_loading(args.model, named)
     check_output_targets(args.out, attention_file_names(named))
     from mechlab.analysis.attention import head_patterns, select_heads
     from mechlab.io import write_files

@@ -167,6 +167,16 @@ def parse_random_spec(spec: str) -> tuple[str, int]:
     return preset, seed
 
 
+def known_n_layers(spec: str) -> int | None:
+    """The layers of a model whose shape is known without loading it (the random presets, and
+    the offline models, whose presets share their shape), so that the CLI can refuse a layer out
+    of range before a load of seconds; None for any other spec."""
+    spec = spec.strip()
+    name = spec.removeprefix("random:").partition("@")[0] if spec.startswith("random:") else spec
+    preset = RANDOM_PRESETS.get(name.lower())
+    return preset["n_layers"] if preset is not None else None
+
+
 # Tokens a tuned lens trains on by default (mechlab.analysis.tuned_lens): 128 steps of 8 x 128
 # tokens.
 TUNED_LENS_TOKENS = 131_072

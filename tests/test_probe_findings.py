@@ -323,3 +323,25 @@ def test_records_holding_token_ids_outside_the_vocabulary_are_refused(tmp_path, 
     assert main(show) == 2
     assert "token ids outside random:tiny's vocabulary" in capsys.readouterr().err
     assert not page.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sae", "train", "--model", "smollm2-135m", "--layer", "999"],
+        ["neurons", "--model", "smollm2-135m", "--layer", "999"],
+        ["attention", "--model", "gemma3-270m", "--prompt", "hi", "--layer", "18"],
+        ["sae", "train", "--model", "random:tiny@3", "--layer", "2"],
+    ],
+)
+def test_a_layer_out_of_range_of_a_known_shape_is_refused_before_loading(
+    argv, tmp_path, capsys, monkeypatch
+):
+    import mechlab.models.loading
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before its layer was checked")
+
+    monkeypatch.setattr(mechlab.models.loading, "load_model", no_load)
+    err = one_line_error(capsys, argv, tmp_path)
+    assert "is out of range" in err and "has layers 0 .." in err
