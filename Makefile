@@ -20,12 +20,16 @@ demo: $(VENV)/.installed
 # Measured on this 2-core machine: see docs/architecture.md.
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile
 
-# The numerics-sensitive tests (marked numerics) also run once under another kernel path (MKL's most
-# portable, MKL_CBWR=COMPATIBLE): a test that holds only for this CPU's rounding fails here, not on
-# a user's machine.
+# The fast numerics-sensitive tests (marked numerics) of the modules that compare bits, train or
+# rank also run once under another kernel path (MKL's most portable, MKL_CBWR=COMPATIBLE): a test
+# that holds only for this CPU's rounding fails here, not on a user's machine. About a minute; the
+# parity tests' tolerances and the slow tests are left to `make test-kernels`.
+KERNEL_CHECKED := tests/test_lens.py tests/test_features.py tests/test_loading.py \
+  tests/test_training.py tests/test_tuned_lens.py tests/test_heads.py tests/test_circuits.py \
+  tests/test_grokking.py
 test: lint browser
 	$(PYTEST) -m "not seeds"
-	MKL_CBWR=COMPATIBLE $(PYTEST) -m "numerics and not slow and not seeds"
+	MKL_CBWR=COMPATIBLE $(PYTEST) -m "numerics and not slow and not seeds" $(KERNEL_CHECKED)
 
 # For contributors: every test that needs no real model, browser, notebook or Ray cluster.
 test-fast: lint
