@@ -171,9 +171,11 @@ def test_readme_commands_are_what_ci_and_make_run():
     assert demo[-1].endswith("/mechlab report --model smollm2-135m --out out/demo")
     test = make_dry_run("test")
     pytest = "OMP_NUM_THREADS=1 .venv/bin/python -m pytest -n auto --dist loadfile"
-    assert test[-1] == pytest  # the whole suite, last, a worker per core
+    assert test[-2] == f'{pytest} -m "not seeds"'  # the whole suite, a worker per core
+    # then the fast numerics tests once more under another kernel path
+    assert test[-1].startswith(f'MKL_CBWR=COMPATIBLE {pytest} -m "numerics and not slow')
     for check in (".venv/bin/ruff check .", ".venv/bin/lint-imports --no-cache"):
-        assert check in test[:-1]
+        assert check in test[:-2]
     assert any("apt-get install -y -qq chromium" in line for line in test)  # the browser tests
     fast = make_dry_run("test-fast")
-    assert fast[-1] == f'{pytest} -m "not slow and not browser and not notebook"'
+    assert fast[-1] == f'{pytest} -m "not slow and not browser and not notebook and not seeds"'
