@@ -37,6 +37,11 @@ from mechlab.memory import check_fits
 # raised the peak over a forward pass of 256 tokens from 5 MB to 102 MB (benchmarks/bench_lens.py).
 CHUNK_ELEMENTS = 1 << 23
 MIN_ROWS = 16
+# And at most MAX_POSITIONS positions: the last chunk is padded to the full chunk (see
+# positions_per_chunk), so a small vocabulary's thousands of positions per chunk would decode a
+# short prompt hundreds of times over (random:tiny, 256 tokens: 6,553 positions for a 20-token
+# prompt, 130 s for the test of 400 prompts instead of a few).
+MAX_POSITIONS = 64
 
 
 def positions_per_chunk(rows: int, d_vocab: int) -> int:
@@ -46,7 +51,7 @@ def positions_per_chunk(rows: int, d_vocab: int) -> int:
     one offset whatever the prompt's length: the lens of a prompt and of any prefix of it agree bit
     for bit at the prefix's positions, on every CPU, by construction (BLAS libraries pick kernels
     by a matmul's shape, and elementwise loops treat a tensor's last few elements apart)."""
-    return max(-(-MIN_ROWS // rows), CHUNK_ELEMENTS // (rows * d_vocab))
+    return min(MAX_POSITIONS, max(-(-MIN_ROWS // rows), CHUNK_ELEMENTS // (rows * d_vocab)))
 
 
 @dataclass
