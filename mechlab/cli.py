@@ -17,8 +17,10 @@ from collections.abc import Iterator
 
 from mechlab.checks import check_seed, is_prime
 from mechlab.defaults import (
+    ATTRIBUTION_MAX_BUDGET,
     ATTRIBUTION_MAX_STEPS,
     ATTRIBUTION_METHODS,
+    ATTRIBUTION_STEP_BUDGET,
     DEFAULT_MODEL,
     DEVICES,
     DTYPES,
@@ -140,6 +142,16 @@ def attribution_steps(text: str) -> int:
     if value > ATTRIBUTION_MAX_STEPS:
         raise argparse.ArgumentTypeError(
             f"must be at most {ATTRIBUTION_MAX_STEPS}, got {value} (64 is the default)"
+        )
+    return value
+
+
+def attribution_budget(text: str) -> int:
+    value = whole_number(text, 1)
+    if value > ATTRIBUTION_MAX_BUDGET:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {ATTRIBUTION_MAX_BUDGET}, got {value} "
+            f"({ATTRIBUTION_STEP_BUDGET} is the default)"
         )
     return value
 
@@ -469,7 +481,14 @@ def build_parser() -> Parser:
         "--steps",
         type=attribution_steps,
         default=64,
-        help="integrated gradients' quadrature nodes (default 64)",
+        help="integrated gradients' first quadrature nodes (default 64)",
+    )
+    attribute.add_argument(
+        "--max-steps",
+        type=attribution_budget,
+        default=ATTRIBUTION_STEP_BUDGET,
+        help="the most nodes integrated gradients may add until the scores are complete "
+        f"(default {ATTRIBUTION_STEP_BUDGET})",
     )
     attribute.add_argument(
         "--baseline",
@@ -1273,18 +1292,20 @@ def run_attribute(args: argparse.Namespace) -> int:
         attribute,
         baseline_token,
         check_layer,
+        check_steps,
         randomization_check,
     )
     from mechlab.io import write_files
     from mechlab.models.loading import load_model
     from mechlab.present.artifacts import attribution_files
 
+    check_steps(args.steps, args.max_steps)
     model = load_model(args.model, **placement(args))
     if args.layer is not None:  # both checked before any method runs
         check_layer(model, args.layer)
     baseline_token(model, args.baseline)
     options = dict(answer=args.answer, wrong=args.wrong, steps=args.steps, baseline=args.baseline)
-    options["layer"] = args.layer
+    options.update(layer=args.layer, max_steps=args.max_steps)
     methods = list(dict.fromkeys(args.method or ATTRIBUTION_METHODS))
     results = [attribute(model, args.prompt, method=method, **options) for method in methods]
     for result in results:

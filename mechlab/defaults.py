@@ -185,8 +185,11 @@ TUNED_LENS_TOKENS = 131_072
 TUNED_LENS_FILES = ("lens.safetensors", "manifest.json")
 TUNED_LENS_CHECKPOINT_FILES = ("checkpoint.safetensors",)
 
-# Token attribution (mechlab.analysis.attribution): the methods, and integrated gradients' most
-# quadrature nodes (beyond this Gauss-Legendre's weights fall below float32's resolution).
+# Token attribution (mechlab.analysis.attribution): the methods, integrated gradients' most first
+# quadrature nodes (beyond this one Gauss-Legendre rule's weights fall below float32's
+# resolution), and the adaptive rule's budget of nodes: its default (SmolLM2 over the 57 prompts
+# of the method table: from ' the' a median of 144 nodes reach completeness, from the zero
+# embedding about 1,600) and its most.
 ATTRIBUTION_METHODS = (
     "saliency",
     "gradient_x_input",
@@ -197,3 +200,5 @@ ATTRIBUTION_METHODS = (
     "occlusion",
 )
 ATTRIBUTION_MAX_STEPS = 1024
+ATTRIBUTION_STEP_BUDGET = 4096
+ATTRIBUTION_MAX_BUDGET = 1 << 16

@@ -152,6 +152,11 @@ BAD_INPUT = [
     ),
     ([*ATTRIBUTE, "--answer", "a", "--steps", "0", "--out", "{out}"], "must be at least 1"),
     ([*ATTRIBUTE, "--answer", "a", "--steps", "99999", "--out", "{out}"], "at most 1024"),
+    ([*ATTRIBUTE, "--answer", "a", "--max-steps", "9999999", "--out", "{out}"], "at most 65536"),
+    (
+        [*ATTRIBUTE, "--answer", "a", "--steps", "64", "--max-steps", "32", "--out", "{out}"],
+        "max_steps must be a whole number from steps (64)",
+    ),
     ([*ATTRIBUTE, "--answer", "a", "--layer", "2", "--out", "{out}"], "layer 2 is out of range"),
     ([*ATTRIBUTE, "--answer", "a", "--baseline", "xy", "--out", "{out}"], "baseline 'xy' is 2"),
     ([*ATTRIBUTE, "--answer", "a", "--baseline", "", "--out", "{out}"], "must not be empty"),

@@ -18,9 +18,13 @@ Methods (``METHODS``):
 - ``gradient_x_input``: gradient . embedding, summed over d_model (signed).
 - ``integrated_gradients`` (Sundararajan et al. 2017): the gradient averaged along the straight
   path from the baseline to the input, times (input - baseline), summed over d_model. The path
-  integral is Gauss-Legendre quadrature with `steps` nodes, the nodes batched through the model in
-  chunks sized from the memory available. Completeness -- the scores add up to ``target -
-  baseline_target`` -- is checked: `delta` is the gap, and a gap of 1% or more warns.
+  integral is adaptive composite Gauss-Legendre quadrature (see adaptive_integrated_gradients):
+  `steps` nodes on even panels first, then the panels whose integral disagrees with the change of
+  the target across them are halved until the sum is complete, within a budget of `max_steps`
+  nodes (``quadrature="gauss_legendre"``: one rule of `steps` nodes, Captum's default). The nodes
+  are batched through the model in chunks sized from the memory available. Completeness -- the
+  scores add up to ``target - baseline_target`` -- is checked: `delta` is the gap, and a gap of 1%
+  or more warns.
 - ``layer_gradient_x_activation``: gradient . activation of the residual stream entering block
   `layer`, summed over d_model, per position: the GradCAM analogue (default: the middle block).
 - ``attention_rollout`` (Abnar & Zuidema 2020): each layer's attention averaged over heads, the
@@ -58,14 +62,22 @@ from mechlab.analysis.tokens import (
     token_strings,
 )
 from mechlab.checks import check_seed
-from mechlab.defaults import ATTRIBUTION_MAX_STEPS, ATTRIBUTION_METHODS
+from mechlab.defaults import (
+    ATTRIBUTION_MAX_BUDGET,
+    ATTRIBUTION_MAX_STEPS,
+    ATTRIBUTION_METHODS,
+    ATTRIBUTION_STEP_BUDGET,
+)
 from mechlab.errors import InputError, MechlabWarning
 from mechlab.memory import available_bytes, check_fits
 
 METHODS = ATTRIBUTION_METHODS
 BASELINE_METHODS = ("integrated_gradients", "occlusion")  # the methods that use the baseline
 MAX_STEPS = ATTRIBUTION_MAX_STEPS
+MAX_BUDGET = ATTRIBUTION_MAX_BUDGET
 COMPLETENESS_TOLERANCE = 0.01  # |delta| / |target - baseline_target| that integrated gradients meet
+QUADRATURES = ("adaptive", "gauss_legendre")
+PANEL_NODES = 4  # Gauss-Legendre nodes per panel of the adaptive rule (exact to degree 7)
 RANDOMIZATION_THRESHOLD = 0.3  # randomization_check: a method passes below this rank correlation
 FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.5)  # faithfulness: shares of the tokens removed or kept
 MEMORY_SHARE = 0.25  # of the memory available, what one batch of the model may take
@@ -85,10 +97,12 @@ class TokenAttribution:
     target: float  # the model's own logit (difference) at the last position
     baseline_target: float | None  # the same with every token at the baseline (IG, occlusion)
     delta: float | None  # integrated gradients: scores.sum() - (target - baseline_target)
-    steps: int | None  # integrated gradients' quadrature nodes
+    steps: int | None  # integrated gradients' quadrature nodes, all of them (refinements included)
     baseline: str
     layer: int | None = None  # layer_gradient_x_activation: the block whose input is weighted
     kept_bos: bool = False  # position 0 is the BOS every baseline keeps: scored, never ranked
+    max_steps: int | None = None  # integrated gradients: the budget of nodes
+    quadrature: str | None = None  # integrated gradients: "adaptive" or "gauss_legendre"
 
     @property
     def what(self) -> str:
@@ -144,6 +158,8 @@ class TokenAttribution:
             "baseline": self.baseline,
             "layer": self.layer,
             "kept_bos": self.kept_bos,
+            "max_steps": self.max_steps,
+            "quadrature": self.quadrature,
         }
 
 
@@ -284,11 +300,26 @@ def check_method(method: str) -> str:
     return method
 
 
-def check_steps(steps: int) -> int:
+def check_steps(steps: int, max_steps: int | None = None, quadrature: str = "adaptive") -> int:
+    """Integrated gradients' first nodes, budget and rule (InputError when out of range)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
         raise InputError(
-            f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}: integrated "
-            "gradients meet completeness at the default 64"
+            f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}: 64 is the "
+            "default, and the adaptive rule adds nodes where they are needed"
+        )
+    if quadrature not in QUADRATURES:
+        raise InputError(
+            f"unknown quadrature {quadrature!r}: choose one of {', '.join(QUADRATURES)}"
+        )
+    if max_steps is not None and (
+        isinstance(max_steps, bool)
+        or not isinstance(max_steps, int)
+        or not steps <= max_steps <= MAX_BUDGET
+    ):
+        raise InputError(
+            f"max_steps must be a whole number from steps ({steps}) to {MAX_BUDGET}, got "
+            f"{max_steps!r}: it is the adaptive rule's budget of nodes (default "
+            f"{ATTRIBUTION_STEP_BUDGET})"
         )
     return steps
 
@@ -338,8 +369,8 @@ def gauss_legendre(steps: int) -> tuple[Float[Tensor, " step"], Float[Tensor, " 
 def integrated_gradients(
     target: Target, base: Float[Tensor, "pos d_model"], steps: int, chunk: int
 ) -> tuple[Float[Tensor, " pos"], float]:
-    """Per-token integrated gradients from `base` to the input (float64), and the baseline's
-    target."""
+    """Per-token integrated gradients from `base` to the input by one Gauss-Legendre rule of
+    `steps` nodes on the whole path (float64), and the baseline's target."""
     alphas, weights = gauss_legendre(steps)
     path = (target.embed - base).double()
     total = torch.zeros_like(path)
@@ -349,6 +380,124 @@ def integrated_gradients(
         total += (w[:, None, None] * grad.double()).sum(0)
     baseline_target = target.values(base.unsqueeze(0), 1)[0].item()
     return (total * path).sum(-1), baseline_target
+
+
+class Path:
+    """The straight path from `base` to the target's input embedding, ``alpha`` in [0, 1]: the
+    target's values at points of it, and the integrand of integrated gradients there (the gradient
+    times (input - base), summed over d_model: ``[n, pos]``, float64), batched in `chunk`s."""
+
+    def __init__(self, target: Target, base: Float[Tensor, "pos d_model"], chunk: int):
+        self.target, self.base, self.chunk = target, base, chunk
+        self.direction = (target.embed - base).double()
+
+    def points(self, alphas: Float[Tensor, " n"]) -> Float[Tensor, "n pos d_model"]:
+        points = self.base.double() + alphas[:, None, None] * self.direction
+        return points.to(self.base.dtype)
+
+    def values(self, alphas: Float[Tensor, " n"]) -> Float[Tensor, " n"]:
+        return self.target.values(self.points(alphas), self.chunk).double().cpu()
+
+    def integrand(self, alphas: Float[Tensor, " n"]) -> Float[Tensor, "n pos"]:
+        parts = []
+        for part in alphas.split(self.chunk):
+            _, grad, _ = gradients(self.target, self.points(part))
+            parts.append((grad.double() * self.direction).sum(-1).cpu())
+        return torch.cat(parts)
+
+
+@dataclass
+class Panel:
+    """One piece [start, end] of the path: its per-token integral by PANEL_NODES-point
+    Gauss-Legendre, the target's change across it (what that integral must add up to), and the
+    error the refinement attributes to it."""
+
+    start: float
+    end: float
+    scores: Float[Tensor, " pos"]
+    change: float
+    error: float = 0.0
+
+    @property
+    def gap(self) -> float:
+        """Completeness on this panel alone: the integral's sum minus the target's change."""
+        return self.scores.sum().item() - self.change
+
+
+def integrate_panels(
+    path: Path, spans: list[tuple[float, float]], values: dict[float, float]
+) -> list[Panel]:
+    """Each span's PANEL_NODES-point Gauss-Legendre integral, every node of every span in one
+    batched pass (`values`: the target at the spans' ends)."""
+    nodes, weights = gauss_legendre(PANEL_NODES)
+    start = torch.tensor([a for a, _ in spans], dtype=torch.float64)
+    width = torch.tensor([b - a for a, b in spans], dtype=torch.float64)
+    alphas = (start[:, None] + width[:, None] * nodes).reshape(-1)
+    integrand = path.integrand(alphas).view(len(spans), PANEL_NODES, -1)
+    scores = (width[:, None, None] * weights[None, :, None] * integrand).sum(1)
+    panels = []
+    for (a, b), row in zip(spans, scores, strict=True):
+        panel = Panel(a, b, row, values[b] - values[a])
+        panel.error = abs(panel.gap)
+        panels.append(panel)
+    return panels
+
+
+def adaptive_integrated_gradients(
+    path: Path, steps: int, max_steps: int, tolerance: float = COMPLETENESS_TOLERANCE / 2
+) -> tuple[Float[Tensor, " pos"], float, int]:
+    """Per-token integrated gradients along `path` by adaptive composite Gauss-Legendre quadrature
+    (float64), the baseline's target and the nodes used.
+
+    Why adaptive: in a model whose blocks start with a norm, the target along the path from the
+    zero embedding is flat in places and changes by whole logits within a few thousandths of the
+    path in others (SmolLM2: where the scaled embedding falls below the norm's epsilon). One
+    high-order rule over the whole path (Captum's) misses those spots at any practical `steps`.
+
+    The rule: ``steps // 2`` nodes on even panels (``steps // (2 * PANEL_NODES)`` of them, at
+    least one), then each of them halved (`steps` more nodes). A panel's integral must sum to the
+    target's change across it (completeness holds on every piece of the path), so its gap is an
+    error estimate computed from forward passes at its ends alone; but the scores can be wrong in
+    ways whose sum is right (one token's error cancelling another's), so a panel's error is the
+    larger of its gap and half of how far its parent's integral moved when halved. Every round
+    halves the panels with more than their share of the allowed error, largest first, until the
+    errors add up to less than `tolerance` of ``target - baseline_target`` or the next halving
+    would pass `max_steps`. The scores are the sum of the panels' integrals: a quadrature of the
+    same path integral, converging to it as the panels shrink (tested against a dense rule)."""
+    count = max(1, steps // (2 * PANEL_NODES))
+    edges = torch.linspace(0, 1, count + 1, dtype=torch.float64)
+    values = dict(zip(edges.tolist(), path.values(edges).tolist(), strict=True))
+    panels = integrate_panels(
+        path, list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)), values
+    )
+    for panel in panels:  # the first round halves them all: every panel gets both estimates
+        panel.error = math.inf
+    used = count * PANEL_NODES
+    allowed = tolerance * abs(values[1.0] - values[0.0])
+    while sum(p.error for p in panels) > allowed:
+        room = (max_steps - used) // (2 * PANEL_NODES)
+        share = allowed / len(panels)
+        worst = sorted((p for p in panels if p.error > share), key=lambda p: -p.error)[:room]
+        if not worst:
+            break
+        middles = torch.tensor([(p.start + p.end) / 2 for p in worst], dtype=torch.float64)
+        values.update(zip(middles.tolist(), path.values(middles).tolist(), strict=True))
+        spans = [
+            span
+            for p, m in zip(worst, middles.tolist(), strict=True)
+            for span in ((p.start, m), (m, p.end))
+        ]
+        halves = integrate_panels(path, spans, values)
+        used += len(spans) * PANEL_NODES
+        replaced = {id(p) for p in worst}
+        for parent, left, right in zip(worst, halves[::2], halves[1::2], strict=True):
+            moved = (parent.scores - left.scores - right.scores).abs().sum().item()
+            left.error = max(left.error, moved / 2)
+            right.error = max(right.error, moved / 2)
+        kept = [p for p in panels if id(p) not in replaced]
+        panels = sorted(kept + halves, key=lambda p: p.start)
+    scores = torch.stack([p.scores for p in panels]).sum(0)
+    return scores, values[0.0], used
 
 
 def occlusion(
@@ -395,6 +544,8 @@ def attribute(
     layer: int | None = None,
     steps: int = 64,
     baseline: str = "zero",
+    max_steps: int = ATTRIBUTION_STEP_BUDGET,
+    quadrature: str = "adaptive",
 ) -> TokenAttribution:
     """Attribute the answer's logit at the last position of `prompt` (or the logit difference
     ``logit(answer) - logit(wrong)``) to the prompt's tokens, by `method` (see the module
@@ -402,17 +553,29 @@ def attribute(
 
     The target is a logit, never a probability (probabilities saturate). Positional embeddings are
     not attributed. For integrated gradients the result's `delta` is the completeness gap
-    ``scores.sum() - (target - baseline_target)``; a gap of COMPLETENESS_TOLERANCE (1%) or more
-    of ``target - baseline_target`` warns (MechlabWarning) with the figure: raise `steps`.
+    ``scores.sum() - (target - baseline_target)``, and `steps` the nodes used: `steps` first, then
+    as many more as the adaptive rule needs for completeness, up to `max_steps` (see
+    adaptive_integrated_gradients; ``quadrature="gauss_legendre"``: exactly `steps`). A gap of
+    COMPLETENESS_TOLERANCE (1%) or more of ``target - baseline_target`` warns (MechlabWarning) with
+    the figure and the remedy.
     """
     check_model(model)
     check_method(method)
-    check_steps(steps)
+    check_steps(steps, max_steps, quadrature)
     baseline_token(model, baseline)
     if layer is not None:
         check_layer(model, layer)
     target = prepare(model, prompt, answer, wrong)
-    return run_method(target, method, layer=layer, steps=steps, baseline=baseline, prompt=prompt)
+    return run_method(
+        target,
+        method,
+        layer=layer,
+        steps=steps,
+        baseline=baseline,
+        prompt=prompt,
+        max_steps=max_steps,
+        quadrature=quadrature,
+    )
 
 
 def prepare(
@@ -445,6 +608,8 @@ def run_method(
     steps: int,
     baseline: str,
     prompt: PromptOrTokens,
+    max_steps: int = ATTRIBUTION_STEP_BUDGET,
+    quadrature: str = "adaptive",
 ) -> TokenAttribution:
     model, tokens = target.model, target.tokens
     pos = tokens.shape[1]
@@ -461,10 +626,18 @@ def run_method(
         else:
             scores = (grad * target.embed.double()).sum(-1)
     elif method == "integrated_gradients":
-        chunk = chunk_size(model, pos, grad=True, limit=steps)
-        scores, baseline_target = integrated_gradients(target, cast(Tensor, base), steps, chunk)
+        base = cast(Tensor, base)  # integrated gradients is a BASELINE_METHOD
+        if quadrature == "gauss_legendre":
+            chunk = chunk_size(model, pos, grad=True, limit=steps)
+            scores, baseline_target = integrated_gradients(target, base, steps, chunk)
+            used_steps = steps
+        else:
+            chunk = chunk_size(model, pos, grad=True, limit=max(steps, 2 * PANEL_NODES))
+            path = Path(target, base, chunk)
+            scores, baseline_target, used_steps = adaptive_integrated_gradients(
+                path, steps, max_steps
+            )
         delta = scores.sum().item() - (own_target - baseline_target)
-        used_steps = steps
     elif method == "layer_gradient_x_activation":
         used_layer = check_layer(model, layer)
         hook = f"blocks.{used_layer}.hook_resid_pre"
@@ -502,13 +675,21 @@ def run_method(
         baseline=baseline,
         layer=used_layer,
         kept_bos=target.kept_bos,
+        max_steps=None if used_steps is None or quadrature != "adaptive" else max_steps,
+        quadrature=None if used_steps is None else quadrature,
     )
     if result.relative_delta is not None and not result.relative_delta < COMPLETENESS_TOLERANCE:
+        remedy = (
+            f"the adaptive rule used its whole budget: raise max_steps (--max-steps) above "
+            f"{max_steps}"
+            if quadrature == "adaptive"
+            else "use quadrature='adaptive', which places nodes where the target changes"
+        )
         warnings.warn(
             MechlabWarning(
                 f"integrated gradients on {result.model} miss completeness by "
-                f"{result.relative_delta:.1%} at {steps} steps (delta {delta:+.3g} of "
-                f"{own_target - (baseline_target or 0.0):+.3g}): raise steps for a faithful sum"
+                f"{result.relative_delta:.1%} at {used_steps} steps (delta {delta:+.3g} of "
+                f"{own_target - (baseline_target or 0.0):+.3g}): {remedy}"
             ),
             stacklevel=3,
         )
@@ -618,16 +799,20 @@ def randomization_check(
     seed: int = 0,
     every: int = 1,
     progress: bool = False,
+    max_steps: int = ATTRIBUTION_STEP_BUDGET,
+    quadrature: str = "adaptive",
 ) -> RandomizationCheck:
     """Cascading randomization (see RandomizationCheck) on a copy of `model` (the model itself is
     untouched): stage "unembed" re-initialises the final norm and the unembedding, then each stage
     re-initialises `every` more blocks from the last down, and "embed" the embeddings. `method` is
     one of METHODS, or a function ``(model, tokens) -> [pos] scores`` (to test the check itself).
-    `seed` draws the new weights."""
+    `seed` draws the new weights. Integrated gradients are refined (up to `max_steps`) for the
+    trained model only: a random model's need not be complete, and its ranking is all the check
+    compares."""
     check_model(model)
     if not callable(method):
         check_method(method)
-    check_steps(steps)
+    check_steps(steps, max_steps, quadrature)
     check_seed(seed)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise InputError(f"every must be a whole number of blocks, at least 1, got {every!r}")
@@ -651,7 +836,7 @@ def randomization_check(
 
         bar = progress_bar(total=len(stages), desc=f"randomizing {model.cfg.model_name}")
     try:
-        for _, modules in stages:
+        for name, modules in stages:
             for module in modules:
                 reinitialise(module, copied.cfg, generator)
             with warnings.catch_warnings():  # a random model's IG need not be complete
@@ -659,7 +844,14 @@ def randomization_check(
                 target = prepare(copied, prompt, answer, wrong)
                 results.append(
                     run_method(
-                        target, method, layer=layer, steps=steps, baseline=baseline, prompt=prompt
+                        target,
+                        method,
+                        layer=layer,
+                        steps=steps,
+                        baseline=baseline,
+                        prompt=prompt,
+                        max_steps=max_steps if name == "trained" else steps,
+                        quadrature=quadrature,
                     )
                 )
             if bar is not None:
@@ -784,12 +976,15 @@ def faithfulness(
     random_rankings: int = 10,
     seed: int = 0,
     progress: bool = False,
+    max_steps: int = ATTRIBUTION_STEP_BUDGET,
+    quadrature: str = "adaptive",
 ) -> Faithfulness:
     """Comprehensiveness and sufficiency of `method` over `prompts` (see Faithfulness), against
     `random_rankings` random rankings per prompt (seeded), removed tokens replaced by
     `baseline` (``"zero"`` by default; a token embedding if given)."""
     check_model(model)
     check_method(method)
+    check_steps(steps, max_steps, quadrature)
     wrongs = [None] * len(prompts) if wrongs is None else list(wrongs)
     if not len(prompts) == len(answers) == len(wrongs) or not prompts:
         raise InputError(
@@ -809,7 +1004,14 @@ def faithfulness(
         target = prepare(model, prompt, answer, wrong)
         start = time.perf_counter()
         result = run_method(
-            target, method, layer=layer, steps=steps, baseline=baseline, prompt=prompt
+            target,
+            method,
+            layer=layer,
+            steps=steps,
+            baseline=baseline,
+            prompt=prompt,
+            max_steps=max_steps,
+            quadrature=quadrature,
         )
         seconds += time.perf_counter() - start
         base = target.baseline(baseline)
