@@ -29,7 +29,7 @@ args = parse(
     wrong=(str, None, "a wrong answer: attribute the logit difference"),
     baseline=(str, " the", "integrated gradients' and occlusion's baseline token (or zero)"),
     every=(int, 10, "blocks re-drawn per stage of the randomization check", 30),
-    max_steps=(int, 4096, "integrated gradients' budget of quadrature nodes", 256),
+    max_steps=(int, 4096, "integrated gradients' budget of quadrature nodes", 128),
     prompts=(int, 20, "prompts of the set for faithfulness (0: the prompt above only)", 0),
 )
 out = ensure_writable_dir(args.out)

@@ -445,7 +445,7 @@ def test_smollm2_puts_the_indirect_object_first(smollm2):
     """On the IOI prompt, occlusion and integrated gradients both put their largest positive score
     on ' Mary' (position 2, the indirect object), the name the model answers with. Integrated
     gradients by one 64-node rule (8.5% short of complete here, 4 s): the adaptive rule's complete
-    sum from the zero embedding takes 1,776 nodes (100 s) and ranks ' Mary' first too."""
+    sum from the zero embedding takes 1,872 nodes (96 s) and ranks ' Mary' first too."""
     for method in ("occlusion", "integrated_gradients"):
         result = attribute(
             smollm2, IOI, answer=" Mary", wrong=" John", method=method,
@@ -459,7 +459,7 @@ def test_smollm2_puts_the_indirect_object_first(smollm2):
 def test_smollm2_integrated_gradients_are_complete_where_one_rule_is_not(smollm2):
     """On this prompt one 64-node Gauss-Legendre rule from ' the' misses completeness by 14% (the
     target moves by whole logits over short stretches of the path), and says so; the adaptive
-    rule adds nodes there until the sum is complete (232 nodes here, within the default budget)."""
+    rule adds nodes there until the sum is complete (368 nodes here, within the default budget)."""
     prompt = "Big Ben is in the city of"
     options = dict(answer=" London", wrong=" Paris", baseline=" the")
     with pytest.warns(MechlabWarning, match="miss completeness"):
