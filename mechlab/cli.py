@@ -1307,7 +1307,9 @@ def run_attribute(args: argparse.Namespace) -> int:
     options = dict(answer=args.answer, wrong=args.wrong, steps=args.steps, baseline=args.baseline)
     options.update(layer=args.layer, max_steps=args.max_steps)
     methods = list(dict.fromkeys(args.method or ATTRIBUTION_METHODS))
-    results = [attribute(model, args.prompt, method=method, **options) for method in methods]
+    results = [
+        attribute(model, args.prompt, method=method, progress=True, **options) for method in methods
+    ]
     for result in results:
         say(repr(result))
     checks = None

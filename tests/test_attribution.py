@@ -425,7 +425,9 @@ def test_the_command_writes_every_method_and_the_curves(tmp_path, capsys):
             "--wrong", "b", "--steps", "16", "--sanity", "--out", str(out),
         ]
     )  # fmt: skip
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "integrated gradients' nodes" in err  # the adaptive rule's progress bar
     data = json.loads((out / "attribution.json").read_text())
     assert list(data["methods"]) == list(METHODS)
     assert list(data["randomization"]) == list(METHODS)

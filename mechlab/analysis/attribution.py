@@ -444,7 +444,11 @@ def integrate_panels(
 
 
 def adaptive_integrated_gradients(
-    path: Path, steps: int, max_steps: int, tolerance: float = COMPLETENESS_TOLERANCE / 2
+    path: Path,
+    steps: int,
+    max_steps: int,
+    tolerance: float = COMPLETENESS_TOLERANCE / 2,
+    progress: bool = False,
 ) -> tuple[Float[Tensor, " pos"], float, int]:
     """Per-token integrated gradients along `path` by adaptive composite Gauss-Legendre quadrature
     (float64), the baseline's target and the nodes used.
@@ -463,7 +467,21 @@ def adaptive_integrated_gradients(
     halves the panels with more than their share of the allowed error, largest first, until the
     errors add up to less than `tolerance` of ``target - baseline_target`` or the next halving
     would pass `max_steps`. The scores are the sum of the panels' integrals: a quadrature of the
-    same path integral, converging to it as the panels shrink (tested against a dense rule)."""
+    same path integral, converging to it as the panels shrink (tested against a dense rule).
+    `progress`: a bar of the nodes used against the budget (from the zero embedding SmolLM2 takes
+    a minute or two)."""
+    from mechlab.progress import progress_bar
+
+    with progress_bar(
+        total=max_steps, desc="integrated gradients' nodes", disable=not progress, leave=False
+    ) as bar:
+        return refine(path, steps, max_steps, tolerance, bar)
+
+
+def refine(
+    path: Path, steps: int, max_steps: int, tolerance: float, bar
+) -> tuple[Float[Tensor, " pos"], float, int]:
+    """adaptive_integrated_gradients' rounds (see there); `bar` is told of every node used."""
     count = max(1, steps // (2 * PANEL_NODES))
     edges = torch.linspace(0, 1, count + 1, dtype=torch.float64)
     values = dict(zip(edges.tolist(), path.values(edges).tolist(), strict=True))
@@ -473,6 +491,7 @@ def adaptive_integrated_gradients(
     for panel in panels:  # the first round halves them all: every panel gets both estimates
         panel.error = math.inf
     used = count * PANEL_NODES
+    bar.update(used)
     allowed = tolerance * abs(values[1.0] - values[0.0])
     while sum(p.error for p in panels) > allowed:
         room = (max_steps - used) // (2 * PANEL_NODES)
@@ -489,6 +508,7 @@ def adaptive_integrated_gradients(
         ]
         halves = integrate_panels(path, spans, values)
         used += len(spans) * PANEL_NODES
+        bar.update(len(spans) * PANEL_NODES)
         replaced = {id(p) for p in worst}
         for parent, left, right in zip(worst, halves[::2], halves[1::2], strict=True):
             moved = (parent.scores - left.scores - right.scores).abs().sum().item()
@@ -546,6 +566,7 @@ def attribute(
     baseline: str = "zero",
     max_steps: int = ATTRIBUTION_STEP_BUDGET,
     quadrature: str = "adaptive",
+    progress: bool = False,
 ) -> TokenAttribution:
     """Attribute the answer's logit at the last position of `prompt` (or the logit difference
     ``logit(answer) - logit(wrong)``) to the prompt's tokens, by `method` (see the module
@@ -557,7 +578,7 @@ def attribute(
     as many more as the adaptive rule needs for completeness, up to `max_steps` (see
     adaptive_integrated_gradients; ``quadrature="gauss_legendre"``: exactly `steps`). A gap of
     COMPLETENESS_TOLERANCE (1%) or more of ``target - baseline_target`` warns (MechlabWarning) with
-    the figure and the remedy.
+    the figure and the remedy. `progress`: a bar of integrated gradients' nodes.
     """
     check_model(model)
     check_method(method)
@@ -575,6 +596,7 @@ def attribute(
         prompt=prompt,
         max_steps=max_steps,
         quadrature=quadrature,
+        progress=progress,
     )
 
 
@@ -610,6 +632,7 @@ def run_method(
     prompt: PromptOrTokens,
     max_steps: int = ATTRIBUTION_STEP_BUDGET,
     quadrature: str = "adaptive",
+    progress: bool = False,
 ) -> TokenAttribution:
     model, tokens = target.model, target.tokens
     pos = tokens.shape[1]
@@ -635,7 +658,7 @@ def run_method(
             chunk = chunk_size(model, pos, grad=True, limit=max(steps, 2 * PANEL_NODES))
             path = Path(target, base, chunk)
             scores, baseline_target, used_steps = adaptive_integrated_gradients(
-                path, steps, max_steps
+                path, steps, max_steps, progress=progress
             )
         delta = scores.sum().item() - (own_target - baseline_target)
     elif method == "layer_gradient_x_activation":
