@@ -187,9 +187,9 @@ TUNED_LENS_CHECKPOINT_FILES = ("checkpoint.safetensors",)
 
 # Token attribution (mechlab.analysis.attribution): the methods, integrated gradients' most first
 # quadrature nodes (beyond this one Gauss-Legendre rule's weights fall below float32's
-# resolution), and the adaptive rule's budget of nodes: its default (SmolLM2 over the 57 prompts
-# of the method table: from ' the' a median of 144 nodes reach completeness, from the zero
-# embedding about 1,600) and its most.
+# resolution), and the adaptive rule's budget of nodes: its default (SmolLM2: from ' the' a few
+# hundred nodes reach completeness, from the zero embedding about 2,000; benchmarks/
+# bench_attribution.py) and its most.
 ATTRIBUTION_METHODS = (
     "saliency",
     "gradient_x_input",
