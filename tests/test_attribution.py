@@ -15,7 +15,7 @@ from conftest import build_hf_gemma3
 from mechlab.analysis.attribution import (
     COMPLETENESS_TOLERANCE,
     METHODS,
-    Path,
+    EmbeddingPath,
     adaptive_integrated_gradients,
     attribute,
     erased,
@@ -184,7 +184,7 @@ def test_adaptive_integrated_gradients_match_captum_at_many_nodes(small, baselin
     assert result.relative_delta < COMPLETENESS_TOLERANCE
 
 
-class SharpPath(Path):
+class SharpPath(EmbeddingPath):
     """A path integral known in closed form, shaped like SmolLM2's from the zero embedding: the
     target is flat almost everywhere and jumps within a few ten-thousandths of the path (token 0:
     up, token 1: down by almost as much, so their sum hides most of each; token 2: a gentle

@@ -19,12 +19,12 @@ Methods (``METHODS``):
 - ``integrated_gradients`` (Sundararajan et al. 2017): the gradient averaged along the straight
   path from the baseline to the input, times (input - baseline), summed over d_model. The path
   integral is adaptive composite Gauss-Legendre quadrature (see adaptive_integrated_gradients):
-  `steps` nodes on even panels first, then the panels whose integral disagrees with the change of
-  the target across them are halved until the sum is complete, within a budget of `max_steps`
-  nodes (``quadrature="gauss_legendre"``: one rule of `steps` nodes, Captum's default). The nodes
-  are batched through the model in chunks sized from the memory available. Completeness -- the
-  scores add up to ``target - baseline_target`` -- is checked: `delta` is the gap, and a gap of 1%
-  or more warns.
+  `steps` nodes first (half on even panels, then each panel halved), then the panels whose
+  integral disagrees with the target's change across them, or with their halves', are halved
+  until the sum is complete, within a budget of `max_steps` nodes (``quadrature=
+  "gauss_legendre"``: one rule of `steps` nodes, Captum's default). The nodes are batched through
+  the model in chunks sized from the memory available. Completeness -- the scores add up to
+  ``target - baseline_target`` -- is checked: `delta` is the gap, and a gap of 1% or more warns.
 - ``layer_gradient_x_activation``: gradient . activation of the residual stream entering block
   `layer`, summed over d_model, per position: the GradCAM analogue (default: the middle block).
 - ``attention_rollout`` (Abnar & Zuidema 2020): each layer's attention averaged over heads, the
@@ -382,7 +382,7 @@ def integrated_gradients(
     return (total * path).sum(-1), baseline_target
 
 
-class Path:
+class EmbeddingPath:
     """The straight path from `base` to the target's input embedding, ``alpha`` in [0, 1]: the
     target's values at points of it, and the integrand of integrated gradients there (the gradient
     times (input - base), summed over d_model: ``[n, pos]``, float64), batched in `chunk`s."""
@@ -425,7 +425,7 @@ class Panel:
 
 
 def integrate_panels(
-    path: Path, spans: list[tuple[float, float]], values: dict[float, float]
+    path: EmbeddingPath, spans: list[tuple[float, float]], values: dict[float, float]
 ) -> list[Panel]:
     """Each span's PANEL_NODES-point Gauss-Legendre integral, every node of every span in one
     batched pass (`values`: the target at the spans' ends)."""
@@ -444,7 +444,7 @@ def integrate_panels(
 
 
 def adaptive_integrated_gradients(
-    path: Path,
+    path: EmbeddingPath,
     steps: int,
     max_steps: int,
     tolerance: float = COMPLETENESS_TOLERANCE / 2,
@@ -479,7 +479,7 @@ def adaptive_integrated_gradients(
 
 
 def refine(
-    path: Path, steps: int, max_steps: int, tolerance: float, bar
+    path: EmbeddingPath, steps: int, max_steps: int, tolerance: float, bar
 ) -> tuple[Float[Tensor, " pos"], float, int]:
     """adaptive_integrated_gradients' rounds (see there); `bar` is told of every node used."""
     count = max(1, steps // (2 * PANEL_NODES))
@@ -656,7 +656,7 @@ def run_method(
             used_steps = steps
         else:
             chunk = chunk_size(model, pos, grad=True, limit=max(steps, 2 * PANEL_NODES))
-            path = Path(target, base, chunk)
+            path = EmbeddingPath(target, base, chunk)
             scores, baseline_target, used_steps = adaptive_integrated_gradients(
                 path, steps, max_steps, progress=progress
             )
