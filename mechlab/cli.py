@@ -137,23 +137,22 @@ def non_negative_int(text: str) -> int:
     return whole_number(text, 0)
 
 
-def attribution_steps(text: str) -> int:
-    value = whole_number(text, 1)
-    if value > ATTRIBUTION_MAX_STEPS:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {ATTRIBUTION_MAX_STEPS}, got {value} (64 is the default)"
-        )
-    return value
+def count_up_to(maximum: int, default: int):
+    """An argument type: a whole number from 1 to `maximum` (the message names the default)."""
+
+    def count(text: str) -> int:
+        value = whole_number(text, 1)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"must be at most {maximum}, got {value} ({default} is the default)"
+            )
+        return value
+
+    return count
 
 
-def attribution_budget(text: str) -> int:
-    value = whole_number(text, 1)
-    if value > ATTRIBUTION_MAX_BUDGET:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {ATTRIBUTION_MAX_BUDGET}, got {value} "
-            f"({ATTRIBUTION_STEP_BUDGET} is the default)"
-        )
-    return value
+attribution_steps = count_up_to(ATTRIBUTION_MAX_STEPS, 64)
+attribution_budget = count_up_to(ATTRIBUTION_MAX_BUDGET, ATTRIBUTION_STEP_BUDGET)
 
 
 def token_or_id(text: str) -> str | int:
