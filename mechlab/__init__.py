@@ -12,6 +12,7 @@ import warnings
 
 from mechlab.defaults import DEFAULT_MODEL
 from mechlab.errors import InputError, MechlabError, ModelSpecError, ModelUnavailableError
+from mechlab.moved import install as _install_moved_modules
 
 
 def _quiet_progress_widgets_warning() -> None:
@@ -27,6 +28,7 @@ def _quiet_progress_widgets_warning() -> None:
 
 
 _quiet_progress_widgets_warning()
+_install_moved_modules()  # old module paths (mechlab.model, mechlab.plots, ...): mechlab.moved
 
 # public name -> the module that defines it
 _LAZY = {

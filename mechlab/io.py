@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from mechlab.defaults import MAX_PROMPTS, MAX_PROMPTS_FILE_BYTES
 from mechlab.errors import DataError, InputError
 
 
@@ -396,3 +397,34 @@ def ensure_writable_dir(directory: str | Path) -> Path:
             "Choose another --out."
         ) from None
     return directory
+
+
+def read_prompts(path: str) -> list[str]:
+    """One prompt per '\\n'-terminated line (a trailing '\\r' is dropped; U+2028, form feeds and the
+    like stay inside their prompt), blank lines skipped; at most MAX_PROMPTS_FILE_BYTES are read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_PROMPTS_FILE_BYTES + 1)
+    except OSError as error:
+        raise InputError(f"cannot read prompts file {path!r}: {error.strerror or error}") from None
+    if len(data) > MAX_PROMPTS_FILE_BYTES:
+        raise InputError(
+            f"prompts file {path!r} is larger than {MAX_PROMPTS_FILE_BYTES >> 20} MiB: "
+            "split it into smaller files"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"prompts file {path!r} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    prompts = [line.removesuffix("\r") for line in text.split("\n")]
+    prompts = [prompt for prompt in prompts if prompt.strip()]
+    if not prompts:
+        raise InputError(f"no prompts in {path!r}: write one prompt per line")
+    if len(prompts) > MAX_PROMPTS:
+        raise InputError(
+            f"prompts file {path!r} has {len(prompts):,} prompts, more than "
+            f"{MAX_PROMPTS:,}: split it into smaller files"
+        )
+    return prompts

@@ -9,8 +9,9 @@ import sys
 import pytest
 
 import mechlab
-from mechlab.cli import main, read_prompts
+from mechlab.cli import main
 from mechlab.errors import InputError
+from mechlab.io import read_prompts
 
 HEAVY = ["torch", "transformer_lens", "transformers", "matplotlib", "circuitsvis"]
 

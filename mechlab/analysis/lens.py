@@ -11,7 +11,7 @@ positions at a time and reduced to statistics at once, never [rows, pos, d_vocab
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -474,3 +474,36 @@ def lens_curves(results: Iterable[LensResult]) -> LensCurves:
         mean_log_rank=(log_rank_sum / max(ranked_positions, 1)).float(),
         top1_agreement=(agreement_sum / positions).float(),
     )
+
+
+def logit_lens_over(
+    model: HookedTransformer,
+    prompts: list[str],
+    *,
+    progress: bool = False,
+    announce: Callable[[str], None] | None = None,
+    **options,
+) -> tuple[LensResult, LensCurves]:
+    """The lens of the first prompt, and the per-layer curves over every prompt (lens_curves),
+    the prompts run one at a time so that memory stays flat. `announce` is told how long the
+    whole run will take, estimated from the first prompt; `options` go to logit_lens."""
+    import time
+
+    from mechlab.progress import progress_bar
+
+    start = time.perf_counter()
+    first = logit_lens(model, prompts[0], **options)
+    if announce is not None:
+        seconds = time.perf_counter() - start
+        announce(
+            f"{len(prompts):,} prompts; the first took {seconds:.2f} s, so about "
+            f"{seconds * len(prompts) / 60:.1f} min in all (Ctrl-C stops without writing)"
+        )
+
+    def results():  # one at a time: only the curves' running sums are kept
+        yield first
+        rest = progress_bar(prompts[1:], desc="logit lens", leave=False, disable=not progress)
+        for prompt in rest:
+            yield logit_lens(model, prompt, **options)
+
+    return first, lens_curves(results())

@@ -157,7 +157,6 @@ class NeuronRecords:
     def load(cls, directory: str | Path, model: HookedTransformer | None = None) -> "NeuronRecords":
         """The records saved in `directory` (neurons.safetensors and neurons.json), refused when
         unreadable, malformed, or (with `model`) recorded for another model."""
-        from mechlab.analysis.tuned_lens import weights_sha256
         from mechlab.io import Fields, read_json_object, read_safetensors
 
         directory = Path(directory)
@@ -227,23 +226,7 @@ class NeuronRecords:
                 or (where[:, 1] >= lengths_at).any()
             ):
                 raise DataError(f"{tensor_path}: {name!r} points outside the documents; {fix}")
-        if (
-            model is not None
-            and len(ids)
-            and not (ids.min() >= 0 and ids.max() < model.cfg.d_vocab)
-        ):
-            raise DataError(
-                f"{tensor_path}: the documents hold token ids outside {model.cfg.model_name}'s "
-                f"vocabulary [0, {model.cfg.d_vocab}) (from {int(ids.min())} to {int(ids.max())}); "
-                f"{fix}"
-            )
-        if model is not None and fields.text("weights_sha256") != weights_sha256(model):
-            raise DataError(
-                f"the neuron records in {str(directory)!r} belong to "
-                + other_weights(record.get("model"), model.cfg.model_name, "to")
-                + ": record this model's with `mechlab neurons`"
-            )
-        return cls(
+        records = cls(
             model=fields.text("model"),
             spec=spec if isinstance(spec := record.get("spec"), str) and spec else "",
             hook=fields.text("hook"),
@@ -255,6 +238,29 @@ class NeuronRecords:
             corpus=corpus if isinstance(corpus := record.get("corpus"), dict) else {},
             **{name: tensors[name] for name in shapes},
         )
+        if model is not None:
+            records.check_model(model, directory)
+        return records
+
+    def check_model(self, model: HookedTransformer, directory: str | Path) -> None:
+        """Refuse records (loaded from `directory`) made with other weights than `model`'s, or
+        whose documents hold token ids outside its vocabulary."""
+        from mechlab.analysis.tuned_lens import weights_sha256
+
+        ids = torch.cat(self.documents) if self.documents else torch.zeros(0, dtype=torch.long)
+        if len(ids) and not (ids.min() >= 0 and ids.max() < model.cfg.d_vocab):
+            raise DataError(
+                f"{Path(directory) / 'neurons.safetensors'}: the documents hold token ids outside "
+                f"{model.cfg.model_name}'s vocabulary [0, {model.cfg.d_vocab}) (from "
+                f"{int(ids.min())} to {int(ids.max())}); make them again with `mechlab neurons "
+                f"--out {directory}`"
+            )
+        if self.weights_sha256 != weights_sha256(model):
+            raise DataError(
+                f"the neuron records in {str(directory)!r} belong to "
+                + other_weights(self.model, model.cfg.model_name, "to")
+                + ": record this model's with `mechlab neurons`"
+            )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from mechlab.checks import check_seed, other_weights
 from mechlab.errors import DataError, InputError
 from mechlab.memory import check_fits
 from mechlab.models.loading import model_spec
+from mechlab.moved import moved_names
 
 SITES = {
     "resid_pre": "hook_resid_pre",
@@ -276,6 +277,27 @@ class SAEMetrics:
 
 # --------------------------------------------------------------------------------------------------
 # The SAE
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """An SAE directory's sae.json, read before the model loads (to name the model it was trained
+    on and check the features asked for); SAE.load checks the rest."""
+    from mechlab.io import read_json_object
+
+    json_path = Path(directory) / "sae.json"
+    if not json_path.is_file():
+        raise InputError(
+            f"no SAE in {str(directory)!r} (no sae.json): train one with `mechlab sae train "
+            "--out DIR`"
+        )
+    return read_json_object(json_path, fix="train it again with `mechlab sae train`")
+
+
+def check_features(manifest: dict, features: list[int]) -> None:
+    width = manifest.get("width")
+    for feature in features:
+        if isinstance(width, int) and feature >= width:
+            raise InputError(f"feature {feature} is out of range: this SAE has {width} latents")
 
 
 class SAE:
@@ -767,73 +789,11 @@ def resume(directory, plan: dict, trainer, batch: int) -> TrainingState:
     return TrainingState(step, losses, seconds)
 
 
-# --------------------------------------------------------------------------------------------------
-# What each latent responds to (the dashboards' data)
-
-DASHBOARD_SAMPLES = 48  # activations above zero drawn per latent, for the quantile bands
-
-
-# Tokens the final norm's mean scale is taken over: a mean, steady to a percent by a few hundred.
-FINAL_NORM_TOKENS = 512
-
-
-def final_norm_scale(model: HookedTransformer, sequences: list[Tensor]) -> float:
-    """The final norm's mean scale (what it divides the residual stream by) over these token
-    sequences, BOS left out; 1 for a model without one. The blocks run, then the final norm alone
-    (the unembedding, a fifth of SmolLM2's forward pass, is not needed)."""
-    if "ln_final.hook_scale" not in model.hook_dict:
-        return 1.0
-    scales = []
-
-    def keep(scale: Tensor, hook) -> None:
-        scales.append(scale[0, 1:].float().flatten().cpu())
-
-    with torch.inference_mode(), model.hooks(fwd_hooks=[("ln_final.hook_scale", keep)]):
-        for tokens in sequences:
-            residual = model(tokens[None].to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
-            model.ln_final(residual)
-    return torch.cat(scales).mean().item()
-
-
-def feature_records(
-    model: HookedTransformer,
-    sae: SAE,
-    texts: list[str],
-    *,
-    tokens: int | None = None,
-    k: int = 20,
-    samples: int = DASHBOARD_SAMPLES,
-    progress: bool = False,
-):
-    """Each latent's top activations over `texts` (with context), a uniform sample of its
-    activations above zero, its density and histogram (mechlab.analysis.neurons, the SAE's
-    encoder as the transform), and its direct effect on the logits: W_dec[f] @ W_U divided by the
-    final norm's mean scale on these texts (the decoder row as if it reached the unembedding
-    alone, through a typical final norm)."""
-    from mechlab.analysis.neurons import LOGIT_EFFECTS, sequences, top_activations
-
-    records = top_activations(
-        model,
-        texts,
-        layers=[sae.layer],
-        k=k,
-        tokens=tokens,
-        hook=SITES[sae.site],
-        transform=sae.features,
-        samples=samples,
-        progress=progress,
-    )
-    scale = final_norm_scale(
-        model, [d for d in sequences(model, texts, FINAL_NORM_TOKENS) if len(d) > 1]
-    )
-    with torch.inference_mode():
-        effects = (sae.sae.W_dec.float() / scale) @ model.W_U.float().cpu()  # [latent, d_vocab]
-        top, bottom = (
-            effects.topk(LOGIT_EFFECTS, -1),
-            effects.topk(LOGIT_EFFECTS, -1, largest=False),
-        )
-    records.promoted, records.promoted_values = top.indices[None], top.values[None]
-    records.suppressed, records.suppressed_values = bottom.indices[None], bottom.values[None]
-    records.hook = f"{sae.hook} -> SAE latents"
-    records.corpus = {"final_norm_scale": scale}
-    return records
+# moved to mechlab.analysis.sae_records (the old paths still work)
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(
+        ["DASHBOARD_SAMPLES", "FINAL_NORM_TOKENS", "feature_records", "final_norm_scale"],
+        "mechlab.analysis.sae_records",
+    ),
+)

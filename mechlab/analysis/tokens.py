@@ -1,5 +1,7 @@
 """Turning user input into checked token ids, and token ids back into readable strings."""
 
+from dataclasses import dataclass
+
 import torch
 from jaxtyping import Int
 from torch import Tensor
@@ -123,3 +125,29 @@ def single_token(model: HookedTransformer, text: str | int, what: str, example: 
             f"{pieces[0]!r} (mind the leading space), or a token id (id:N on the command line)"
         )
     return ids[0]
+
+
+@dataclass
+class Prediction:
+    """A model's most likely next tokens after a prompt (`mechlab predict`)."""
+
+    model: str
+    prompt: str
+    tokens: list[str]
+    probabilities: list[float]
+
+
+def next_tokens(model: HookedTransformer, prompt: str, *, top_k: int = 10) -> Prediction:
+    """The `top_k` most likely next tokens after `prompt`, with their probabilities."""
+    check_model(model)
+    if top_k > model.cfg.d_vocab:
+        raise InputError(
+            f"--top-k {top_k} is more than the {model.cfg.d_vocab} tokens of "
+            f"{model.cfg.model_name}'s vocabulary"
+        )
+    tokens = to_tokens(model, prompt)
+    with torch.inference_mode():
+        top = model(tokens)[0, -1].float().softmax(-1).topk(top_k)
+    return Prediction(
+        model.cfg.model_name, prompt, token_strings(model, top.indices), top.values.tolist()
+    )

@@ -615,3 +615,31 @@ def train_default_lens(
         lens.save(directory)
         Checkpoint.remove(directory)
     return lens
+
+
+def cached_lens(model: HookedTransformer) -> TunedLens | None:
+    """The tuned lens cached for this model, or None when there is none (the report then says how
+    to make one)."""
+    directory = cached_lens_directory(model)
+    if not (directory / "manifest.json").exists():
+        return None
+    return TunedLens.load(directory, model)
+
+
+def tuned_lens_for(model: HookedTransformer, where: str, *, train: bool = False) -> TunedLens:
+    """The tuned lens saved in the directory `where`, or with 'auto' the one cached for the model
+    (trained and cached first when `train`): `mechlab lens --tuned` and the report's policy."""
+    if where != "auto":
+        return TunedLens.load(where, model)
+    lens = cached_lens(model)
+    if lens is not None:
+        return lens
+    if not train:
+        raise InputError(
+            f"no tuned lens cached for {model.cfg.model_name}: add --train-if-missing to "
+            f"train one (minutes), or train it with `mechlab tune-lens --model "
+            f"{model.cfg.model_name} --out DIR` and pass --tuned DIR"
+        )
+    directory = cached_lens_directory(model)
+    train_default_lens(model, directory, progress=True)
+    return TunedLens.load(directory, model)

@@ -25,6 +25,15 @@ def declared(files: Files, names: list[str]) -> Files:
     return files
 
 
+def verify_json(reports: list, spec: str, prompt: str) -> str:
+    """`mechlab verify --json`: the first report, the model and prompt, and the Hugging Face
+    report where there is one."""
+    document = dict(reports[0].to_json(), model=spec, prompt=prompt)
+    if len(reports) > 1:
+        document["hugging_face"] = reports[1].to_json()
+    return json_text(document)
+
+
 def model_files(spec: str, files: Files, *, several: bool) -> Files:
     """A model's files under ``<model slug>/`` when several models share the output directory."""
     from mechlab.io import model_slug
@@ -199,6 +208,30 @@ def heads_files(scan, patterns: list, threshold: float = INDUCTION_THRESHOLD, st
     return declared(files, heads_file_names(ablation=study is not None))
 
 
+def scan_file_names(specs: list[str], *, ablation: bool, several: bool | None = None) -> list[str]:
+    """The files `mechlab heads` writes for these models: each model's (heads_file_names) under
+    its own directory and a mosaic when there are several."""
+    from mechlab.io import model_slug
+
+    several = len(specs) > 1 if several is None else several
+    own = heads_file_names(ablation=ablation)
+    names = [f"{model_slug(spec)}/{name}" if several else name for spec in specs for name in own]
+    return names + (["induction_mosaic.png"] if several else [])
+
+
+def scan_files(results: list, *, several: bool) -> Files:
+    """Every scanned model's files (each ModelScan's `files`, see heads_files) and, for several
+    models, induction_mosaic.png (scan_file_names)."""
+    files: Files = {}
+    for result in results:
+        files.update(model_files(result.spec, result.files, several=several))
+    if several:
+        files["induction_mosaic.png"] = mosaic_png([result.scan for result in results])
+    ablation = any(result.study is not None for result in results)
+    specs = [result.spec for result in results]
+    return declared(files, scan_file_names(specs, ablation=ablation, several=several))
+
+
 def mosaic_png(scans) -> bytes:
     from mechlab.present.plots import plot_induction_mosaic
 
@@ -261,12 +294,16 @@ def patch_caption(result) -> str:
     )
 
 
+def patch_file_names(over: str) -> list[str]:
+    return ["patch.json", f"patch_{over}.png", "patch.html"]
+
+
 def patch_files(result) -> Files:
     """patch.json, patch_<over>.png and patch.html (the grid as a table with hover values)."""
     from mechlab.present.plots import plot_patch_grid
     from mechlab.present.views import patch_grid_html, render_page
 
-    return {
+    files: Files = {
         "patch.json": json_text(result.to_json()),
         f"patch_{result.over}.png": figure_png(plot_patch_grid(result)),
         "patch.html": render_page(
@@ -274,6 +311,7 @@ def patch_files(result) -> Files:
             title=f"{result.model}: activation patching",
         ),
     }
+    return declared(files, patch_file_names(result.over))
 
 
 def dla_caption(result) -> str:
@@ -286,6 +324,9 @@ def dla_caption(result) -> str:
     )
 
 
+DLA_FILES = ["dla.json", "dla_heads.png", "dla_layers.png", "dla.html"]
+
+
 def dla_files(result) -> Files:
     """dla.json, dla_heads.png, dla_layers.png and dla.html."""
     from mechlab.present.plots import plot_dla_heads, plot_dla_layers
@@ -293,7 +334,7 @@ def dla_files(result) -> Files:
 
     heads_png = figure_png(plot_dla_heads(result))
     layers_png = figure_png(plot_dla_layers(result))
-    return {
+    files: Files = {
         "dla.json": json_text(result.to_json()),
         "dla_heads.png": heads_png,
         "dla_layers.png": layers_png,
@@ -305,30 +346,45 @@ def dla_files(result) -> Files:
             title=f"{result.model}: direct logit attribution",
         ),
     }
+    return declared(files, DLA_FILES)
 
 
 # --------------------------------------------------------------------------------------------------
 # Training
 
 
+FORMATION_FILES = ["formation.json", "formation.png"]
+
+
 def formation_files(formation) -> Files:
     """formation.json and formation.png."""
     from mechlab.present.plots import plot_formation
 
-    return {
+    files: Files = {
         "formation.json": json_text(formation.to_json()),
         "formation.png": figure_png(plot_formation(formation)),
     }
+    return declared(files, FORMATION_FILES)
+
+
+def tuned_lens_file_names(*, trained: bool) -> list[str]:
+    """The files `mechlab tune-lens` writes: the evaluation, and when it trains, the lens and the
+    checkpoint it writes as it trains (removed at the end)."""
+    from mechlab.defaults import TUNED_LENS_CHECKPOINT_FILES, TUNED_LENS_FILES
+
+    trained_files = [*TUNED_LENS_FILES, *TUNED_LENS_CHECKPOINT_FILES] if trained else []
+    return ["eval.json", "tuned_vs_logit.png", *trained_files]
 
 
 def tuned_lens_files(evaluation) -> Files:
     """eval.json and tuned_vs_logit.png."""
     from mechlab.present.plots import plot_tuned_vs_logit
 
-    return {
+    files: Files = {
         "eval.json": json_text(evaluation.to_json()),
         "tuned_vs_logit.png": figure_png(plot_tuned_vs_logit(evaluation)),
     }
+    return declared(files, tuned_lens_file_names(trained=False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,6 +464,11 @@ def attribution_section(results: list, checks: list | None = None) -> tuple[list
     return items, files
 
 
+def attribution_file_names(*, sanity: bool) -> list[str]:
+    names = ["attribution.json", "attribution.html", "attribution.png"]
+    return names + (["randomization.png"] if sanity else [])
+
+
 def attribution_files(results: list, checks: list | None = None) -> Files:
     """attribution.json, attribution.html and attribution.png; with randomization `checks`, also
     randomization.png (and the curves in the JSON and the page)."""
@@ -415,20 +476,19 @@ def attribution_files(results: list, checks: list | None = None) -> Files:
 
     items, files = attribution_section(results, checks)
     files["attribution.html"] = render_page(items, title=f"{results[0].model}: token attribution")
-    return files
+    return declared(files, attribution_file_names(sanity=bool(checks)))
 
 
 # --------------------------------------------------------------------------------------------------
 # Circuits from the weights
 
-CIRCUITS_FILES = [
-    "circuits.json",
-    "composition_q.png",
-    "composition_k.png",
-    "composition_v.png",
-    "copying.png",
-    "circuits.html",
-]
+
+def circuits_file_names(n_layers: int | None) -> list[str]:
+    """The files circuits_files writes for a model of `n_layers` (None: not known yet, so every
+    file it may write); composition needs two layers."""
+    compositions = [f"composition_{kind}.png" for kind in "qkv"]
+    several = n_layers is None or n_layers > 1
+    return ["circuits.json", *(compositions if several else []), "copying.png", "circuits.html"]
 
 
 def circuits_caption(result) -> str:
@@ -524,7 +584,7 @@ def circuits_files(result, top: int = 10) -> Files:
     files.pop("positional_qk.png", None)  # shown inline in circuits.html
     files["circuits.json"] = json_text(result.to_json(top))
     files["circuits.html"] = render_page(items, title=f"{result.model}: circuits from the weights")
-    return files
+    return declared(files, circuits_file_names(result.n_layers))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -584,7 +644,7 @@ def grokking_files(run) -> Files:
     from mechlab.present.views import render_page
 
     png = figure_png(plot_grokking(run))
-    return {
+    files: Files = {
         "grokking.json": json_text(run.to_json()),
         "grokking.png": png,
         "grokking.html": render_page(
@@ -592,6 +652,7 @@ def grokking_files(run) -> Files:
             title=f"grokking (a + b) mod {run.p}",
         ),
     }
+    return declared(files, GROKKING_FILES)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -608,10 +669,14 @@ def safetensors_bytes(tensors: dict, metadata: dict | None = None) -> bytes:
 
 def neuron_files(records) -> Files:
     """neurons.safetensors (every tensor, nothing pickled) and neurons.json (what they are)."""
-    return {
+    files: Files = {
         "neurons.safetensors": safetensors_bytes(records.tensors()),
         "neurons.json": json_text(records.to_json()),
     }
+    return declared(files, NEURON_FILES)
+
+
+SAE_FILES = ["sae.safetensors", "sae.json", "checkpoint.safetensors"]  # the last while it trains
 
 
 def sae_files(sae) -> Files:
@@ -622,4 +687,5 @@ def sae_files(sae) -> Files:
 
     weights = safetensors_bytes(sae.tensors())
     manifest = {**sae.to_json(), "sae_sha256": hashlib.sha256(weights).hexdigest()}
-    return {"sae.safetensors": weights, "sae.json": json_text(manifest)}
+    files: Files = {"sae.safetensors": weights, "sae.json": json_text(manifest)}
+    return declared(files, SAE_FILES[:2])

@@ -4,9 +4,12 @@ tokens they show, never a model; every page is offline HTML that reads without s
 hover titles are inline styles and attributes)."""
 
 import html
+from collections.abc import Callable
+from pathlib import Path
 
+from mechlab.errors import InputError
 from mechlab.io import figure_png
-from mechlab.present.artifacts import image_html
+from mechlab.present.artifacts import Files, declared, image_html
 from mechlab.present.views import diverging_colour, render_page, visible_token
 
 TokenText = dict[int, str]  # token id -> its text, for every id a page shows
@@ -235,3 +238,71 @@ def unit_token_ids(records, layer: int, unit: int) -> set[int]:
 
 
 neuron_token_ids = unit_token_ids
+
+
+Decode = Callable[[list[int]], list[str]]  # token ids -> their texts (mechlab.analysis.tokens)
+
+
+def token_texts(ids: set[int | None], decode: Decode) -> TokenText:
+    ordered = sorted(i for i in ids if i is not None)
+    return dict(zip(ordered, decode(ordered), strict=True))
+
+
+def neuron_page_names(out: Path, layer: int, neurons: list[int]) -> tuple[Path, list[str]]:
+    """Where `mechlab neurons show` writes its pages: `out` itself when it names one page
+    (PAGE.html, one neuron), else one page per neuron in the directory `out`."""
+    if out.suffix == ".html":
+        if len(neurons) > 1:
+            raise InputError(
+                f"--out {str(out)!r} is one page, but {len(neurons)} neurons were asked for: give "
+                "a directory instead (one page per neuron)"
+            )
+        return out.parent, [out.name]
+    return out, [f"neuron_L{layer}N{n}.html" for n in neurons]
+
+
+def neuron_pages(records, layer: int, neurons: list[int], decode: Decode) -> list[str]:
+    """One page per neuron of `layer` (neuron_page), the tokens they show decoded by `decode`."""
+    pages = []
+    for neuron in neurons:
+        token_text = token_texts(set(neuron_token_ids(records, layer, neuron)), decode)
+        pages.append(neuron_page(records, layer, neuron, token_text))
+    return pages
+
+
+def dashboard_file_names(features: list[int]) -> list[str]:
+    """The files `mechlab sae show` writes: the index, features.json and a page per feature asked
+    for (without --feature, the pages of the densest latents, named once they are known)."""
+    return ["index.html", "features.json"] + [f"feature_{f}.html" for f in features]
+
+
+def dashboard_files(dashboards, directory: str | Path, decode: Decode) -> Files:
+    """index.html (every live latent, densest first), a page per chosen latent, and
+    features.json (density and top activation of every latent, which pages were made)."""
+    from mechlab.io import json_text
+
+    records = dashboards.records
+    ids: set[int | None] = set()
+    for feature in set(dashboards.chosen) | set(dashboards.alive):
+        where = records.top_where[0, feature].tolist()
+        ids |= {records.window_tokens(*w)[records.context] for w in where}
+    for feature in dashboards.chosen:
+        ids |= unit_token_ids(records, dashboards.layer, feature)
+    token_text = token_texts(ids, decode)
+    files: Files = {
+        f"feature_{f}.html": unit_page(records, dashboards.layer, f, token_text, kind="feature")
+        for f in dashboards.chosen
+    }
+    links = {f: f"feature_{f}.html" for f in dashboards.chosen}
+    files["index.html"] = features_index_page(records, dashboards.alive, token_text, links)
+    files["features.json"] = json_text(
+        {
+            "sae": str(directory),
+            "tokens_seen": records.tokens_seen,
+            "dead_on_these_tokens": len(dashboards.ranking) - len(dashboards.alive),
+            "density": records.frac_positive[0].tolist(),
+            "max_activation": records.top_values[0, :, 0].tolist(),
+            "pages": dashboards.chosen,
+        }
+    )
+    return declared(files, dashboard_file_names(dashboards.chosen))

@@ -31,6 +31,47 @@ def parity_table(report: ParityReport, *, title: str) -> Table:
     return table
 
 
+def models_table(rows, cache: object) -> Table:
+    """`mechlab models`: each spec, its kind, whether it loads offline now, and a note."""
+    table = Table(title=markup_safe(f"model specs (cache: {cache})"))
+    for column in ["spec", "kind", "offline now", "note"]:
+        table.add_column(column)
+    for spec, kind, offline, note in rows:
+        table.add_row(
+            markup_safe(spec),
+            markup_safe(kind),
+            "[green]yes[/]" if offline else "[red]no[/]",
+            markup_safe(note),
+        )
+    table.caption = (
+        "also accepted: any TransformerLens official name, or a local checkpoint directory"
+    )
+    return table
+
+
+def prediction_table(prediction, *, spec: str) -> Table:
+    table = Table(title=markup_safe(f"{spec}: next token after {prediction.prompt!r}"))
+    table.add_column("rank", justify="right")
+    table.add_column("token")
+    table.add_column("probability", justify="right")
+    pairs = zip(prediction.tokens, prediction.probabilities, strict=True)
+    for rank, (token, p) in enumerate(pairs, start=1):
+        table.add_row(str(rank), markup_safe(repr(token)), f"{p:.3f}")
+    return table
+
+
+def verdict_lines(reports: list[ParityReport]) -> list[str]:
+    """`mechlab verify`'s verdict, one line per reference."""
+    return [
+        f"vs {report.reference}: all {len(report.components)} components agree "
+        f"(atol={report.atol}, scaled by the component's rms where above one; rtol={report.rtol})"
+        if report.passed
+        else f"vs {report.reference}: {len(report.failures)} components differ; the first is "
+        f"{report.first_failure}"
+        for report in reports
+    ]
+
+
 def heads_table(scan, threshold: float, k: int = 5) -> Table:
     """The top k heads for each main score, and which heads pass the induction threshold."""
     names = ["induction", "previous_token", "duplicate_token", "first_token", "copying"]

@@ -123,6 +123,24 @@ def compare(
     return report
 
 
+def verify(model, spec: str, prompt: str) -> list[ParityReport]:
+    """`mechlab verify`: the from-scratch Transformer built from `model` against `model` itself
+    on `prompt`, and, where `spec` names a local Hugging Face checkpoint, the from-scratch
+    Transformer built from that checkpoint against Hugging Face transformers' own model (imported
+    without TransformerLens)."""
+    from mechlab.analysis.tokens import to_tokens
+    from mechlab.models.huggingface import load_hf_model
+    from mechlab.models.loading import hugging_face_directory
+
+    tokens = to_tokens(model, prompt)
+    reports = [compare(Transformer.from_hooked(model), model, tokens)]
+    directory = hugging_face_directory(spec)
+    if directory is not None:
+        hf_model = load_hf_model(directory)
+        reports.append(compare(Transformer.from_hf(hf_model), hf_model, tokens))
+    return reports
+
+
 def component_names(scratch: Transformer) -> list[str]:
     names = ["embed"] + (["pos_embed"] if scratch.pos_embed is not None else [])
     parts = ["resid_pre", "pattern", "attn_out", "mlp_out", "resid_post"]

@@ -186,10 +186,10 @@ def build_report(
 def tuned_lens_check(model, report: ModelReport) -> None:
     """The first lens prompt through the tuned lens cached for this model (`mechlab lens --tuned
     auto --train-if-missing` or `mechlab tune-lens` make one); none is trained here."""
-    from mechlab.analysis.tuned_lens import TunedLens, cached_lens_directory
+    from mechlab.analysis.tuned_lens import cached_lens
 
-    directory = cached_lens_directory(model)
-    if not (directory / "manifest.json").exists():
+    lens = cached_lens(model)
+    if lens is None:
         report.skipped.append(
             f"the tuned lens: none is cached for {report.spec} (make one with `mechlab lens "
             f"--model {report.spec} --prompt 'The capital of France is' --tuned auto "
@@ -198,9 +198,7 @@ def tuned_lens_check(model, report: ModelReport) -> None:
         return
     prompt, _ = LENS_PROMPTS[0]
     first = report.lenses[0]
-    report.tuned_lens = logit_lens(
-        model, prompt, target=first.target_id, lens=TunedLens.load(directory, model)
-    )
+    report.tuned_lens = logit_lens(model, prompt, target=first.target_id, lens=lens)
     report.figures.update(lens_figures(report.tuned_lens, prefix="lens_tuned"))
 
 

@@ -1,0 +1,31 @@
+"""`mechlab dla`: direct logit attribution, what each head and MLP writes into the answer."""
+
+import argparse
+
+from mechlab.cli.arguments import add_answer_options, add_model_option, add_out_option
+from mechlab.cli.common import check_targets, console, load, say, write
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "dla", help="direct logit attribution: what each head and MLP writes into the answer"
+    )
+    add_model_option(parser)
+    add_answer_options(parser)
+    add_out_option(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mechlab.present.artifacts import DLA_FILES
+
+    check_targets(args.out, DLA_FILES)
+    from mechlab.analysis.dla import logit_attribution
+    from mechlab.present.artifacts import dla_files
+    from mechlab.present.text import dla_table
+
+    result = logit_attribution(load(args), args.prompt, answer=args.answer, wrong=args.wrong)
+    console().print(dla_table(result))
+    write(args.out, dla_files(result))
+    say(f"wrote {args.out}")
+    return 0
