@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import interleaved_best_times, print_table
-from mechlab.scratch.model import Transformer, to_hooked
+from mechlab.scratch.convert import to_hooked
+from mechlab.scratch.model import Transformer
 from mechlab.scratch.training import formation_config, induction_batch, train_formation_run
 
 SEEDS = (0, 1, 2)

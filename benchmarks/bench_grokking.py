@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import interleaved_best_times, print_table
+from mechlab.scratch.convert import to_hooked
 from mechlab.scratch.grokking import (
     all_pairs,
     grokking_config,
@@ -20,7 +21,7 @@ from mechlab.scratch.grokking import (
     train_grokking,
     train_mask,
 )
-from mechlab.scratch.model import Transformer, to_hooked
+from mechlab.scratch.model import Transformer
 
 P = 113
 # (fraction, steps, seeds): 0.3 is Nanda et al.'s, and with one seed it does not grok within 6,000

@@ -57,7 +57,7 @@ _LAZY = {
     "logit_lens": "mechlab.analysis.lens",
     "load_model": "mechlab.models.loading",
     "Transformer": "mechlab.scratch.model",
-    "to_hooked": "mechlab.scratch.model",
+    "to_hooked": "mechlab.scratch.convert",
     "train_induction": "mechlab.scratch.training",
     "TunedLens": "mechlab.analysis.tuned_lens",
     "train_tuned_lens": "mechlab.analysis.tuned_lens",

@@ -12,6 +12,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from mechlab import InputError, ModelUnavailableError, load_model
 from mechlab.models.hooked import quiet_hooked_deprecation
 from mechlab.models.huggingface import load_hf_model
+from mechlab.scratch.convert import load_exactly
 from mechlab.scratch.model import (
     MLP,
     Attention,
@@ -24,7 +25,6 @@ from mechlab.scratch.model import (
     TransformerBlock,
     Unembed,
     causal_mask,
-    load_exactly,
 )
 from mechlab.scratch.parity import compare
 

@@ -13,7 +13,8 @@ from mechlab.analysis.heads import scan_heads
 from mechlab.analysis.patching import patch
 from mechlab.cli import main
 from mechlab.io import json_text
-from mechlab.scratch.model import Config, Transformer, to_hooked
+from mechlab.scratch.convert import to_hooked
+from mechlab.scratch.model import Config, Transformer
 from mechlab.scratch.parity import compare
 from mechlab.scratch.training import induction_batch, token_losses
 

@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from mechlab.errors import InputError
+from mechlab.scratch.convert import config_from_hooked
 from mechlab.scratch.model import (
     ACTIVATIONS,
     MLP,
@@ -30,7 +31,6 @@ from mechlab.scratch.model import (
     LayerNorm,
     RMSNorm,
     apply_rotary,
-    config_from_hooked,
 )
 from mechlab.scratch.parity import ATOL, RTOL, ParityReport, compare_tensors
 

@@ -40,7 +40,8 @@ from torch import Tensor
 
 from mechlab.checks import check_seed
 from mechlab.defaults import INDUCTION_THRESHOLD
-from mechlab.scratch.model import Config, Transformer, to_hooked
+from mechlab.scratch.convert import to_hooked
+from mechlab.scratch.model import Config, Transformer
 
 VOCAB = 256
 SEQ_LEN = 64
