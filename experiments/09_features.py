@@ -14,7 +14,7 @@ from collections import Counter
 from _common import parse
 
 from mechlab import load_corpus, load_model, top_activations, train_sae
-from mechlab.analysis.sae_records import feature_records
+from mechlab.analysis.sae import feature_records
 from mechlab.analysis.tokens import token_strings
 from mechlab.io import ensure_writable_dir, write_json, write_text
 from mechlab.present.features import unit_page, unit_token_ids

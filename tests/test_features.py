@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from mechlab.analysis.neurons import NeuronRecords, batches, best, sequences, top_activations
 from mechlab.analysis.sae import (
     SAE,
+    final_norm_scale,
     inference_tensors,
     spliced_losses,
     train_sae,
     variance_explained,
 )
-from mechlab.analysis.sae_records import final_norm_scale
 from mechlab.cli import main
 from mechlab.errors import DataError, InputError
 from mechlab.models.loading import load_model

@@ -33,15 +33,15 @@ def test_names_of_an_old_module_path_are_the_new_modules_own():
 
 
 def test_a_moved_name_answers_from_its_new_home_with_a_warning():
-    import mechlab.analysis.sae
     import mechlab.cli
-    from mechlab.analysis.sae_records import feature_records
+    import mechlab.scratch.model
     from mechlab.io import read_prompts
+    from mechlab.scratch.convert import to_hooked
 
     with pytest.warns(DeprecationWarning, match=r"mechlab.cli.read_prompts moved to mechlab.io"):
         assert mechlab.cli.read_prompts is read_prompts
-    with pytest.warns(DeprecationWarning, match=r"moved to mechlab.analysis.sae_records"):
-        assert mechlab.analysis.sae.feature_records is feature_records
+    with pytest.warns(DeprecationWarning, match=r"to_hooked moved to mechlab.scratch.convert"):
+        assert mechlab.scratch.model.to_hooked is to_hooked
 
 
 def test_a_name_that_never_existed_is_still_an_attribute_error():

@@ -138,8 +138,7 @@ def run_show(args: argparse.Namespace) -> int:
     from mechlab.present.features import dashboard_file_names
 
     check_targets(args.out, dashboard_file_names(args.feature or []))
-    from mechlab.analysis.sae import SAE
-    from mechlab.analysis.sae_records import feature_dashboards
+    from mechlab.analysis.sae import SAE, feature_dashboards
     from mechlab.analysis.tokens import token_strings
     from mechlab.corpus import corpus_paragraphs
     from mechlab.present.features import dashboard_files

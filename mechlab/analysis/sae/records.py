@@ -9,7 +9,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechlab.analysis.neurons import NeuronRecords
-from mechlab.analysis.sae import SAE, SITES
+from mechlab.analysis.sae.model import SAE, SITES
 
 DASHBOARD_SAMPLES = 48  # activations above zero drawn per latent, for the quantile bands
 
