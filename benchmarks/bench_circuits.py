@@ -15,7 +15,8 @@ faster than TransformerLens's three calls."""
 import torch
 
 from benchmarks.common import interleaved_best_times, print_table
-from mechlab.analysis.circuits import circuits, composition_scores, head_weights
+from mechlab.analysis.circuits import circuits, composition_scores
+from mechlab.analysis.weights import head_weights
 from mechlab.memory import available_bytes, gib, peak_memory_increase
 from mechlab.models.loading import load_model
 
@@ -29,7 +30,8 @@ SETUP = "from mechlab.models.loading import load_model\nmodel = load_model({spec
 RUNS = {
     OURS: "from mechlab.analysis.circuits import circuits\ncircuits(model)",
     COMPOSITION: (
-        "from mechlab.analysis.circuits import composition_scores, head_weights\n"
+        "from mechlab.analysis.circuits import composition_scores\n"
+        "from mechlab.analysis.weights import head_weights\n"
         "weights = head_weights(model)\n"
         "for kind in 'qkv':\n    composition_scores(weights, kind)"
     ),

@@ -20,7 +20,7 @@ import torch
 from benchmarks.common import interleaved_best_times, print_table
 from mechlab.analysis.neurons import sequences, top_activations
 from mechlab.analysis.sae import cache_activations, train_sae
-from mechlab.analysis.tuned_lens import token_sequences
+from mechlab.analysis.tokens import token_sequences
 from mechlab.corpus import load_corpus
 from mechlab.models.loading import load_model
 

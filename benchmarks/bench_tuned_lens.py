@@ -9,6 +9,7 @@ import time
 import torch
 
 from benchmarks.common import print_table
+from mechlab.analysis.tokens import token_sequences
 from mechlab.analysis.tuned_lens import (
     DEFAULT_TOKENS,
     REST_SAMPLE,
@@ -16,7 +17,6 @@ from mechlab.analysis.tuned_lens import (
     evaluate,
     layer_inputs_and_final,
     support_kl,
-    token_sequences,
     train_tuned_lens,
 )
 from mechlab.corpus import load_corpus

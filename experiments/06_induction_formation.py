@@ -20,12 +20,8 @@ from mechlab import (
     train_induction,
 )
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.present.plots import (
-    plot_composition,
-    plot_formation,
-    plot_head_scores,
-    plot_induction_circuit,
-)
+from mechlab.present.circuits import plot_composition, plot_induction_circuit
+from mechlab.present.plots import plot_formation, plot_head_scores
 
 args = parse(
     __doc__ or "induction formation",

@@ -19,7 +19,7 @@ from _common import parse
 
 from mechlab import circuits, induction_circuit, load_model, scan_heads
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.present.plots import plot_composition, plot_induction_circuit
+from mechlab.present.circuits import plot_composition, plot_induction_circuit
 
 args = parse(
     __doc__ or "circuits from the weights",

@@ -5,6 +5,9 @@ A base module, below every layer, because result classes' one-line reprs name he
 
 from collections.abc import Iterable, Sequence
 
+# the three ways a head composes with an earlier one (Elhage et al. 2021)
+KIND_NAMES = {"q": "Q-composition", "k": "K-composition", "v": "V-composition"}
+
 
 def head_label(layer: int, head: int) -> str:
     """(18, 6) -> "L18H6"."""

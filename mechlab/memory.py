@@ -72,3 +72,9 @@ def peak_memory_increase(setup: str, run: str) -> int:
     if result.returncode != 0:
         raise RuntimeError(f"peak-memory run failed: {result.stderr[-2000:]}")
     return int(result.stdout.split()[-1])
+
+
+def forward_pattern_bytes(model, pos: int, batch: int = 1) -> int:
+    """What one layer's attention holds at its peak in a forward pass over `pos` tokens: the
+    scores, the pattern and a temporary of the same size, in the model's dtype."""
+    return 3 * batch * model.cfg.n_heads * pos * pos * model.cfg.dtype.itemsize

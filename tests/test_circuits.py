@@ -15,12 +15,10 @@ from mechlab.analysis.circuits import (
     Circuits,
     circuits,
     composition_scores,
-    copying_scores,
-    head_weights,
     induction_circuit,
     ov_top1,
-    unembed_embed,
 )
+from mechlab.analysis.weights import copying_scores, head_weights, unembed_embed
 from mechlab.cli import main
 from mechlab.errors import DataError
 from mechlab.models.loading import load_model
@@ -226,7 +224,7 @@ def test_gemma_query_norm_is_folded_into_the_query_direction(gemma_shaped):
 def test_leaving_gemma_norms_out_changes_the_circuits(gemma_shaped, monkeypatch):
     """The fixture's norms are not trivial: without the post-norm folded, the scores move."""
     folded = circuits(gemma_shaped, ov_tokens=None)
-    monkeypatch.setattr("mechlab.analysis.dla.attention_output_norms", lambda model, layer: [])
+    monkeypatch.setattr("mechlab.analysis.weights.attention_output_norms", lambda model, layer: [])
     unfolded = circuits(gemma_shaped, ov_tokens=None)
     assert (folded.composition["v"] - unfolded.composition["v"]).abs().max() > 1e-3
     assert (folded.copying - unfolded.copying).abs().max() > 1e-3

@@ -409,15 +409,15 @@ def test_copying_scores_are_computed_once_per_model_until_its_weights_change():
 
     model = load_model("random:tiny")
     calls = {"n": 0}
-    import mechlab.analysis.circuits as circuits_module
+    import mechlab.analysis.weights as weights_module
 
-    original = circuits_module.copying_scores
+    original = weights_module.copying_scores
 
     def counted(*args):
         calls["n"] += 1
         return original(*args)
 
-    circuits_module.copying_scores = counted
+    weights_module.copying_scores = counted
     try:
         first = heads_module.copying_scores(model)
         second = heads_module.copying_scores(model)
@@ -427,4 +427,4 @@ def test_copying_scores_are_computed_once_per_model_until_its_weights_change():
         third = heads_module.copying_scores(model)
         assert calls["n"] == 2 and not torch.equal(first, third)
     finally:
-        circuits_module.copying_scores = original
+        weights_module.copying_scores = original

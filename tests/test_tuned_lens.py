@@ -11,6 +11,7 @@ import torch
 
 import mechlab.corpus as corpus_module
 from mechlab import load_model, logit_lens
+from mechlab.analysis.tokens import token_sequences
 from mechlab.analysis.tuned_lens import (
     BATCH,
     REST_SAMPLE,
@@ -19,7 +20,6 @@ from mechlab.analysis.tuned_lens import (
     evaluate,
     layer_inputs_and_final,
     support_kl,
-    token_sequences,
     train_tuned_lens,
 )
 from mechlab.cli import main

@@ -172,9 +172,9 @@ def test_plot_attention_has_a_panel_per_head(tiny, tmp_path):
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(layer=2), "layer 2 is out of range.*0..1"),
+        (dict(layer=2), "layer 2 is out of range.*0 .. 1"),
         (dict(layer=-1), "layer -1 is out of range"),
-        (dict(layer=0, heads=[4]), "head 0.4 is out of range.*0..3"),
+        (dict(layer=0, heads=[4]), "head 0.4 is out of range.*0 .. 3"),
     ],
 )
 def test_bad_layer_or_head(tiny, kwargs, message):

@@ -24,9 +24,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.analysis.attention import check_heads
-from mechlab.analysis.heads import check_repeated, next_token_loss
-from mechlab.analysis.tokens import check_model
+from mechlab.analysis.heads import check_repeated
+from mechlab.analysis.tokens import check_heads, check_model, next_token_loss
 from mechlab.errors import InputError
 from mechlab.labels import heads_label
 

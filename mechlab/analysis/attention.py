@@ -1,4 +1,5 @@
-"""Attention patterns: computing them, and checking the layer and head indices that select them.
+"""Attention patterns: computing them for the heads selected (mechlab.analysis.tokens checks the
+layer and head indices).
 The views (mechlab.present.views) and figures (mechlab.present.plots) draw what this module
 computes."""
 
@@ -9,35 +10,16 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.analysis.tokens import PromptOrTokens, to_tokens, token_strings
-from mechlab.errors import InputError
+from mechlab.analysis.tokens import (
+    PromptOrTokens,
+    check_head,
+    check_heads,
+    check_layer,
+    to_tokens,
+    token_strings,
+)
 from mechlab.labels import heads_label
-from mechlab.memory import check_fits
-
-
-def check_layer(model: HookedTransformer, layer: int) -> None:
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < model.cfg.n_layers:
-        raise InputError(
-            f"layer {layer} is out of range: {model.cfg.model_name} has layers "
-            f"0..{model.cfg.n_layers - 1}"
-        )
-
-
-def check_head(model: HookedTransformer, layer: int, head: int) -> None:
-    if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < model.cfg.n_heads:
-        raise InputError(
-            f"head {layer}.{head} is out of range: {model.cfg.model_name} has heads "
-            f"0..{model.cfg.n_heads - 1}"
-        )
-
-
-def check_heads(model: HookedTransformer, heads: list[tuple[int, int]]) -> None:
-    """Every (layer, head) pair must exist; an empty selection is an error too."""
-    if not heads:
-        raise InputError("no heads selected: name at least one head, e.g. --heads 5.1,5.5")
-    for layer, head in heads:
-        check_layer(model, layer)
-        check_head(model, layer, head)
+from mechlab.memory import check_fits, forward_pattern_bytes
 
 
 @dataclass
@@ -135,9 +117,3 @@ def attention_patterns(
             stop_at_layer=max(layers) + 1,
         )
     return {layer: kept[layer] for layer in layers}
-
-
-def forward_pattern_bytes(model: HookedTransformer, pos: int, batch: int = 1) -> int:
-    """What one layer's attention holds at its peak in a forward pass over `pos` tokens: the
-    scores, the pattern and a temporary of the same size, in the model's dtype."""
-    return 3 * batch * model.cfg.n_heads * pos * pos * model.cfg.dtype.itemsize

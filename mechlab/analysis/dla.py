@@ -37,6 +37,7 @@ from mechlab.analysis.tokens import (
     to_tokens,
     token_strings,
 )
+from mechlab.analysis.weights import attention_output_norms
 from mechlab.errors import DataError, InputError
 from mechlab.labels import head_label
 
@@ -122,26 +123,6 @@ class AttributionResult:
             "dtype": self.dtype,
             "top_heads": [list(head) for head in self.top_heads(10)],
         }
-
-
-def attention_output_norms(model: HookedTransformer, layer: int) -> list[str]:
-    """The norms (module names, in order) between block `layer`'s attention output ``z W_O + b_O``
-    and the residual stream, as TransformerLens's TransformerBlock applies them: ``ln1_post`` in
-    models with norms before and after each sublayer (Gemma 2 and 3), ``ln1`` in post-norm ones
-    (OLMo 2). The MLP's post-norms come before ``hook_mlp_out``, so they need nothing here."""
-    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
-
-    block = model.blocks[layer]
-    names = []
-    if model.cfg.use_normalization_before_and_after:
-        names.append(f"blocks.{layer}.ln1_post")
-    if model.cfg.original_architecture in POST_NORM_ARCHITECTURES:
-        names.append(f"blocks.{layer}.ln1")
-    return [
-        name
-        for name in names
-        if not isinstance(block.get_submodule(name.split(".")[-1]), nn.Identity)
-    ]
 
 
 @dataclass

@@ -18,12 +18,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.analysis.tokens import check_model
+from mechlab.analysis.tokens import bos_token_id, check_model, next_token_loss, ordinary_token_ids
 from mechlab.checks import check_seed
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError
 from mechlab.labels import scored_heads_label
 from mechlab.memory import available_bytes, check_fits
+from mechlab.moved import moved_names
 from mechlab.progress import progress_bar
 
 PATTERN_SCORES = ["induction", "previous_token", "duplicate_token", "current_token", "first_token"]
@@ -34,30 +35,6 @@ TL_SCORES = [
     for measure in ["mul", "abs"]
 ]
 SCORE_NAMES = [*PATTERN_SCORES, "copying", *TL_SCORES]
-
-
-def ordinary_token_ids(model: HookedTransformer) -> Int[Tensor, " token"]:
-    """Token ids a random sequence may use: the tokenizer's vocabulary without special or added
-    (control) tokens, and only ids the model can embed. Sorted, so the draw is
-    machine-independent."""
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        return torch.arange(1, model.cfg.d_vocab)
-    excluded = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
-    limit = min(len(tokenizer), model.cfg.d_vocab)
-    return torch.tensor([i for i in range(limit) if i not in excluded])
-
-
-def bos_token_id(model: HookedTransformer) -> int:
-    """The BOS id; a tokenizer without one gets its EOS id (as TransformerLens does), and a model
-    without a tokenizer gets id 0, which ordinary_token_ids then never draws."""
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        return 0
-    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return candidate
-    return 0
 
 
 def check_scan_shape(model: HookedTransformer, seq_len: int, batch: int) -> None:
@@ -364,33 +341,6 @@ def tl_scores(
     return scores
 
 
-LOSS_ROWS = 16  # logsumexp's temporaries: 3 MB for GPT-2's vocabulary (64 rows: 13 MB, in the peak)
-
-
-def next_token_loss(
-    logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
-) -> Float[Tensor, "batch pos-1"]:
-    """Cross-entropy of predicting token p+1 at each position p, as logsumexp(logits) - logit of the
-    target, LOSS_ROWS rows at a time: a log_softmax of everything would copy all the logits.
-    Computed in float32 whatever the model's dtype."""
-    losses = []
-    for sequence_logits, sequence in zip(
-        logits, tokens, strict=True
-    ):  # logits[b, :-1] is contiguous; logits[:, :-1] is not
-        rows, targets = sequence_logits[:-1], sequence[1:]
-        losses.append(
-            torch.cat(
-                [
-                    block.float().logsumexp(-1) - block.gather(-1, target[:, None])[:, 0].float()
-                    for block, target in zip(
-                        rows.split(LOSS_ROWS), targets.split(LOSS_ROWS), strict=True
-                    )
-                ]
-            )
-        )
-    return torch.stack(losses)
-
-
 # The copying scores of models already scanned, with the weights they were computed from: they
 # depend on the weights alone, so a second scan of the same model does not pay for them again.
 _COPYING_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -410,8 +360,8 @@ def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
     Computed by mechlab.analysis.circuits.copying_scores (the vocab x vocab circuit is never
     formed, the norms folded in as there, and no folded copy of W_E or W_U made), in float32
     whatever the model's dtype; kept per model until its weights change."""
-    from mechlab.analysis.circuits import copying_scores as circuit_copying
-    from mechlab.analysis.circuits import head_weights, unembed_embed
+    from mechlab.analysis.weights import copying_scores as circuit_copying
+    from mechlab.analysis.weights import head_weights, unembed_embed
 
     version = weights_version(model)
     cached = _COPYING_CACHE.get(model)
@@ -420,3 +370,7 @@ def copying_scores(model: HookedTransformer) -> Float[Tensor, "layer n_heads"]:
     scores = circuit_copying(head_weights(model, vocabulary=False), unembed_embed(model))
     _COPYING_CACHE[model] = (version, scores)
     return scores.clone()
+
+
+# moved to mechlab.analysis.tokens (the old paths still work)
+__getattr__ = moved_names(__name__, {"LOSS_ROWS": "mechlab.analysis.tokens"})

@@ -28,7 +28,7 @@ from mechlab.analysis.tokens import (
     token_strings,
 )
 from mechlab.errors import InputError
-from mechlab.memory import check_fits
+from mechlab.memory import check_fits, forward_pattern_bytes
 
 # Logits decoded at once, in floats: positions per chunk = CHUNK_ELEMENTS // (rows * d_vocab), and
 # at least MIN_ROWS rows (small matmuls with a transposed operand take a slower path on some BLAS
@@ -230,8 +230,6 @@ def check_lens_fits(model: HookedTransformer, pos: int, include_mid: bool) -> No
     n_heads x pos^2), the cached residual streams (rows x pos x d_model) and the two decoding
     buffers (a chunk of positions' float32 logits each, see positions_per_chunk), plus a float32
     copy of the unembedding for a half-precision model."""
-    from mechlab.analysis.attention import forward_pattern_bytes
-
     cfg = model.cfg
     rows = cfg.n_layers * (2 if include_mid else 1) + 1
     needed = forward_pattern_bytes(model, pos) + rows * pos * cfg.d_model * cfg.dtype.itemsize

@@ -20,7 +20,7 @@ from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from mechlab.analysis.tokens import check_model
+from mechlab.analysis.tokens import bos_token_id, check_layer, check_model
 from mechlab.checks import check_seed, other_weights
 from mechlab.defaults import NEURON_TOKENS
 from mechlab.errors import DataError, InputError, MechlabWarning
@@ -245,7 +245,7 @@ class NeuronRecords:
     def check_model(self, model: HookedTransformer, directory: str | Path) -> None:
         """Refuse records (loaded from `directory`) made with other weights than `model`'s, or
         whose documents hold token ids outside its vocabulary."""
-        from mechlab.analysis.tuned_lens import weights_sha256
+        from mechlab.analysis.weights import weights_sha256
 
         ids = torch.cat(self.documents) if self.documents else torch.zeros(0, dtype=torch.long)
         if len(ids) and not (ids.min() >= 0 and ids.max() < model.cfg.d_vocab):
@@ -283,8 +283,6 @@ def check_records_fit(layers: int, units: int, k: int, samples: int, context: in
 def sequences(model: HookedTransformer, texts: list[str], tokens: int) -> list[Tensor]:
     """Each text as BOS + its tokens (at most MAX_SEQUENCE), in order, until `tokens` non-BOS
     tokens are reached (the last text cut to fit)."""
-    from mechlab.analysis.heads import bos_token_id
-
     bos, out, seen = bos_token_id(model), [], 0
     limit = min(MAX_SEQUENCE, model.cfg.n_ctx - 1)
     for text in texts:
@@ -384,7 +382,7 @@ def top_activations(
     latents); `samples` more activations above zero are kept per unit, drawn uniformly (seeded by
     `seed`), for pages that show every level of activation, not only the top."""
     check_model(model)
-    from mechlab.analysis.tuned_lens import weights_sha256
+    from mechlab.analysis.weights import weights_sha256
     from mechlab.progress import progress_bar
 
     cfg = model.cfg
@@ -396,11 +394,7 @@ def top_activations(
     if not layers or len(set(layers)) != len(layers):
         raise InputError(f"layers must be distinct layer indices, got {layers}")
     for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < cfg.n_layers:
-            raise InputError(
-                f"layer {layer!r} is out of range: {cfg.model_name} has layers 0 .. "
-                f"{cfg.n_layers - 1}"
-            )
+        check_layer(model, layer)
     check_seed(seed)
     asked, tokens = tokens, NEURON_TOKENS if tokens is None else tokens
     checks = [("k", k, 1), ("context", context, 0), ("tokens", tokens, 1), ("samples", samples, 0)]

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -151,3 +151,103 @@ def next_tokens(model: HookedTransformer, prompt: str, *, top_k: int = 10) -> Pr
     return Prediction(
         model.cfg.model_name, prompt, token_strings(model, top.indices), top.values.tolist()
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Indices into the model: layers and heads
+
+
+def check_layer(model: HookedTransformer, layer: int) -> None:
+    """The one check of a layer index (every function taking a layer calls it)."""
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < model.cfg.n_layers:
+        raise InputError(
+            f"layer {layer!r} is out of range: {model.cfg.model_name} has layers 0 .. "
+            f"{model.cfg.n_layers - 1}"
+        )
+
+
+def check_head(model: HookedTransformer, layer: int, head: int) -> None:
+    if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < model.cfg.n_heads:
+        raise InputError(
+            f"head {layer}.{head} is out of range: {model.cfg.model_name} has heads 0 .. "
+            f"{model.cfg.n_heads - 1}"
+        )
+
+
+def check_heads(model: HookedTransformer, heads: list[tuple[int, int]]) -> None:
+    """Every (layer, head) pair must exist; an empty selection is an error too."""
+    if not heads:
+        raise InputError("no heads selected: name at least one head, e.g. --heads 5.1,5.5")
+    for layer, head in heads:
+        check_layer(model, layer)
+        check_head(model, layer, head)
+
+
+# --------------------------------------------------------------------------------------------------
+# Token sequences and the next-token loss
+
+
+def ordinary_token_ids(model: HookedTransformer) -> Int[Tensor, " token"]:
+    """Token ids a random sequence may use: the tokenizer's vocabulary without special or added
+    (control) tokens, and only ids the model can embed. Sorted, so the draw is
+    machine-independent."""
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        return torch.arange(1, model.cfg.d_vocab)
+    excluded = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    limit = min(len(tokenizer), model.cfg.d_vocab)
+    return torch.tensor([i for i in range(limit) if i not in excluded])
+
+
+def bos_token_id(model: HookedTransformer) -> int:
+    """The BOS id; a tokenizer without one gets its EOS id (as TransformerLens does), and a model
+    without a tokenizer gets id 0, which ordinary_token_ids then never draws."""
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        return 0
+    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return candidate
+    return 0
+
+
+def token_sequences(
+    model: HookedTransformer, texts: list[str], seq_len: int = 128
+) -> Int[Tensor, "batch pos"]:
+    """Every text tokenised, cut into sequences of seq_len - 1 tokens, each with BOS in front (a
+    document's tail shorter than that is dropped)."""
+    bos, pieces = bos_token_id(model), []
+    for text in texts:
+        ids = model.to_tokens(text, prepend_bos=False, truncate=False)[0]
+        for start in range(0, len(ids) - (seq_len - 1) + 1, seq_len - 1):
+            pieces.append(torch.cat([ids.new_tensor([bos]), ids[start : start + seq_len - 1]]))
+    if not pieces:
+        raise InputError(f"the texts hold no sequence of {seq_len - 1} tokens")
+    return torch.stack(pieces)
+
+
+LOSS_ROWS = 16  # logsumexp's temporaries: 3 MB for GPT-2's vocabulary (64 rows: 13 MB, in the peak)
+
+
+def next_token_loss(
+    logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos-1"]:
+    """Cross-entropy of predicting token p+1 at each position p, as logsumexp(logits) - logit of the
+    target, LOSS_ROWS rows at a time: a log_softmax of everything would copy all the logits.
+    Computed in float32 whatever the model's dtype."""
+    losses = []
+    for sequence_logits, sequence in zip(
+        logits, tokens, strict=True
+    ):  # logits[b, :-1] is contiguous; logits[:, :-1] is not
+        rows, targets = sequence_logits[:-1], sequence[1:]
+        losses.append(
+            torch.cat(
+                [
+                    block.float().logsumexp(-1) - block.gather(-1, target[:, None])[:, 0].float()
+                    for block, target in zip(
+                        rows.split(LOSS_ROWS), targets.split(LOSS_ROWS), strict=True
+                    )
+                ]
+            )
+        )
+    return torch.stack(losses)

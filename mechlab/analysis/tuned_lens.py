@@ -28,7 +28,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
-from mechlab.analysis.tokens import check_model
+from mechlab.analysis.tokens import check_model, token_sequences
+from mechlab.analysis.weights import weights_sha256
 from mechlab.checks import check_seed
 from mechlab.defaults import TUNED_LENS_CHECKPOINT_FILES, TUNED_LENS_TOKENS
 from mechlab.errors import DataError, InputError
@@ -161,16 +162,6 @@ class TunedLens(nn.Module):
         return lens
 
 
-def weights_sha256(model: HookedTransformer) -> str:
-    """A hash of every parameter, by name: which model a lens belongs to."""
-    digest = hashlib.sha256()
-    for name, param in sorted(model.state_dict().items()):
-        if not name.endswith((".IGNORE", ".mask")):
-            digest.update(name.encode())
-            digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def lens_identity(model: HookedTransformer) -> dict:
     return {
         "model": model.cfg.model_name,
@@ -182,23 +173,6 @@ def lens_identity(model: HookedTransformer) -> dict:
 
 # --------------------------------------------------------------------------------------------------
 # Data: documents to sequences
-
-
-def token_sequences(
-    model: HookedTransformer, texts: list[str], seq_len: int = SEQ_LEN
-) -> Int[Tensor, "batch pos"]:
-    """Every text tokenised, cut into sequences of seq_len - 1 tokens, each with BOS in front (a
-    document's tail shorter than that is dropped)."""
-    from mechlab.analysis.heads import bos_token_id
-
-    bos, pieces = bos_token_id(model), []
-    for text in texts:
-        ids = model.to_tokens(text, prepend_bos=False, truncate=False)[0]
-        for start in range(0, len(ids) - (seq_len - 1) + 1, seq_len - 1):
-            pieces.append(torch.cat([ids.new_tensor([bos]), ids[start : start + seq_len - 1]]))
-    if not pieces:
-        raise InputError(f"the texts hold no sequence of {seq_len - 1} tokens")
-    return torch.stack(pieces)
 
 
 def layer_inputs_and_final(

@@ -22,12 +22,11 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechlab.defaults import known_n_layers
-    from mechlab.present.artifacts import circuits_file_names
+    from mechlab.present.circuits import circuits_file_names
 
     check_targets(args.out, circuits_file_names(known_n_layers(args.model)))
     from mechlab.analysis.circuits import circuits
-    from mechlab.present.artifacts import circuits_files
-    from mechlab.present.text import circuits_table
+    from mechlab.present.circuits import circuits_files, circuits_table
 
     model = load(args)
     check_targets(args.out, circuits_file_names(model.cfg.n_layers))

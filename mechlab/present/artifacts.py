@@ -10,6 +10,7 @@ import html
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.io import figure_png, json_text
 from mechlab.labels import head_label, heads_label
+from mechlab.moved import moved_names
 
 Files = dict[str, bytes | str]  # file name (relative to the output directory) -> content
 
@@ -483,110 +484,6 @@ def attribution_files(results: list, checks: list | None = None) -> Files:
 # Circuits from the weights
 
 
-def circuits_file_names(n_layers: int | None) -> list[str]:
-    """The files circuits_files writes for a model of `n_layers` (None: not known yet, so every
-    file it may write); composition needs two layers."""
-    compositions = [f"composition_{kind}.png" for kind in "qkv"]
-    several = n_layers is None or n_layers > 1
-    return ["circuits.json", *(compositions if several else []), "copying.png", "circuits.html"]
-
-
-def circuits_caption(result) -> str:
-    baseline = result.baseline
-    return (
-        f"{result.model}: composition scores read from the weights alone, |A B| / (|A| |B|) for "
-        "an earlier head's OV circuit A and a later head's QK (Q-composition), QK transposed "
-        "(K-composition) or OV circuit (V-composition). A random pair of circuits of these shapes "
-        f"scores {baseline['mean']:.3f} on average (95th percentile {baseline['p95']:.3f}). "
-        + " ".join(result.notes)
-    )
-
-
-def copying_caption(result) -> str:
-    sampled = (
-        f"on {result.ov_top1_tokens} input tokens sampled from {result.d_vocab}"
-        if result.ov_top1_tokens < result.d_vocab
-        else "on every token"
-    )
-    return (
-        "Copying: the eigenvalues l of each head's full OV circuit W_E W_V W_O W_U, "
-        "sum(l) / sum(|l|) (1: the head copies what it attends to). OV top-1 (in circuits.json), "
-        f"{sampled}: how often a token's own output is its largest."
-    )
-
-
-def induction_circuit_caption(circuit) -> str:
-    lines = []
-    for head in circuit.heads:
-        if not head.composers:
-            continue
-        l1, h1, score, previous = head.composers[0]
-        rank = head.previous_token_rank
-        lines.append(
-            f"{head_label(head.layer, head.head)} (induction {head.induction:.2f}) reads its keys "
-            f"most from {head_label(l1, h1)} (K-composition {score:.3f}, "
-            f"{score / circuit.baseline['mean']:.1f}x the baseline; previous-token score "
-            f"{previous:.2f}); the first previous-token head is "
-            + (f"number {rank} of its composers." if rank else "not among them.")
-        )
-    return f"{circuit.model}: the induction circuit from the weights. " + " ".join(lines)
-
-
-def circuits_section(result, circuit=None) -> tuple[list, Files]:
-    """The page items and figures of a circuits result (and its induction circuit, if read)."""
-    from mechlab.present.plots import plot_composition, plot_copying, plot_induction_circuit
-    from mechlab.present.views import circuits_html, layer_pairs_html
-
-    pngs: dict[str, bytes] = {}
-    items: list = []
-    if result.n_layers > 1:
-        for kind in ("q", "k", "v"):
-            pngs[f"composition_{kind}.png"] = figure_png(plot_composition(result, kind))
-        items.append(
-            (circuits_caption(result), image_html(pngs["composition_k.png"], "K-composition"))
-        )
-        items.append(
-            (
-                "The strongest composition between each pair of layers (hover a cell).",
-                layer_pairs_html(result, "k"),
-            )
-        )
-    pngs["copying.png"] = figure_png(plot_copying(result))
-    items.append((copying_caption(result), image_html(pngs["copying.png"], "copying scores")))
-    items.append(("", circuits_html(result)))
-    if circuit is not None:
-        pngs["induction_circuit.png"] = figure_png(plot_induction_circuit(circuit))
-        items.append(
-            (
-                induction_circuit_caption(circuit),
-                image_html(pngs["induction_circuit.png"], "induction circuit"),
-            )
-        )
-    if result.positional_qk is not None:
-        from mechlab.present.plots import plot_positional_qk
-
-        pngs["positional_qk.png"] = figure_png(plot_positional_qk(result))
-        items.append(
-            (
-                f"Positional QK: {result.positional_qk_note}",
-                image_html(pngs["positional_qk.png"], "positional QK"),
-            )
-        )
-    return items, dict(pngs)
-
-
-def circuits_files(result, top: int = 10) -> Files:
-    """circuits.json (with the `top` strongest compositions of each kind listed),
-    composition_{q,k,v}.png (more than one layer), copying.png, circuits.html."""
-    from mechlab.present.views import render_page
-
-    items, files = circuits_section(result)
-    files.pop("positional_qk.png", None)  # shown inline in circuits.html
-    files["circuits.json"] = json_text(result.to_json(top))
-    files["circuits.html"] = render_page(items, title=f"{result.model}: circuits from the weights")
-    return declared(files, circuits_file_names(result.n_layers))
-
-
 # --------------------------------------------------------------------------------------------------
 # Grokking
 
@@ -689,3 +586,20 @@ def sae_files(sae) -> Files:
     manifest = {**sae.to_json(), "sae_sha256": hashlib.sha256(weights).hexdigest()}
     files: Files = {"sae.safetensors": weights, "sae.json": json_text(manifest)}
     return declared(files, SAE_FILES[:2])
+
+
+# moved to mechlab.present.circuits (the old paths still work)
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(
+        [
+            "circuits_caption",
+            "circuits_file_names",
+            "circuits_files",
+            "circuits_section",
+            "copying_caption",
+            "induction_circuit_caption",
+        ],
+        "mechlab.present.circuits",
+    ),
+)

@@ -15,6 +15,7 @@ import numpy as np
 
 from mechlab.analysis.attention import HeadPatterns
 from mechlab.labels import head_label, heads_label
+from mechlab.moved import moved_names
 
 
 class Figure(matplotlib.figure.Figure):
@@ -546,53 +547,6 @@ def plot_randomization(checks: list) -> Figure:
 # Circuits from the weights
 
 
-def plot_composition(result, kind: str) -> Figure:
-    """Every earlier head (rows) against every later head (columns), in layer order, coloured by
-    composition score; the colour bar marks the random baseline's mean and 95th percentile, and
-    lines separate the layers."""
-    from mechlab.analysis.circuits import KIND_NAMES
-
-    n_layers, n_heads = result.n_layers, result.n_heads
-    values = result.composition[kind].reshape(n_layers * n_heads, n_layers * n_heads).numpy()
-    layer = np.repeat(np.arange(n_layers), n_heads)
-    values = np.ma.masked_where(layer[:, None] >= layer[None, :], values)  # not earlier: no score
-    side = min(11.0, 3.0 + 0.05 * n_layers * n_heads)
-    figure = new_figure(figsize=(side + 1.6, side))
-    ax = figure.subplots()
-    top = max(float(values.max()), result.baseline["p95"] * 1.05)
-    cmap = matplotlib.colormaps["magma_r"].with_extremes(bad="#f4f4f4")
-    image = ax.imshow(values, cmap=cmap, vmin=0, vmax=top, interpolation="nearest")
-    for boundary in range(1, n_layers):
-        for line in (ax.axhline, ax.axvline):
-            line(boundary * n_heads - 0.5, color="#bbbbbb", linewidth=0.3)
-    ticks = list(range(0, n_layers, max(1, n_layers // 15)))
-    positions = [layer * n_heads + (n_heads - 1) / 2 for layer in ticks]
-    ax.set_xticks(positions, [f"L{layer}" for layer in ticks], fontsize=7)
-    ax.set_yticks(positions, [f"L{layer}" for layer in ticks], fontsize=7)
-    ax.set_xlabel("later head (reads)")
-    ax.set_ylabel("earlier head (writes: its OV circuit)")
-    colorbar = figure.colorbar(image, ax=ax, fraction=0.046)
-    colorbar.ax.axhline(result.baseline["p95"], color="#1f77b4", linewidth=1.5)
-    colorbar.ax.text(
-        1.6,
-        result.baseline["p95"],
-        "random\ncircuits'\n95th pct",
-        fontsize=6,
-        va="center",
-        transform=colorbar.ax.get_yaxis_transform(),
-    )
-    l1, h1, l2, h2, score = result.top(kind, 1)[0] if n_layers > 1 else (0, 0, 0, 0, 0.0)
-    ax.set_title(
-        f"{plain(result.model)}: {KIND_NAMES[kind]} from the weights\n"
-        f"strongest {head_label(l1, h1)} -> {head_label(l2, h2)} {score:.3f} "
-        f"({score / result.baseline['mean']:.1f}x the random baseline "
-        f"{result.baseline['mean']:.3f})",
-        fontsize=9,
-    )
-    figure.tight_layout()
-    return figure
-
-
 def plot_layer_heads(values: np.ndarray, title: str, *, low: float, high: float) -> Figure:
     """A layers x heads heatmap of one value per head, each cell labelled when they fit."""
     n_layers, n_heads = values.shape
@@ -619,78 +573,6 @@ def plot_layer_heads(values: np.ndarray, title: str, *, low: float, high: float)
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=9)
     figure.colorbar(image, ax=ax, fraction=0.05)
-    figure.tight_layout()
-    return figure
-
-
-def plot_copying(result) -> Figure:
-    """Each head's copying score (its full OV circuit's eigenvalues) and OV top-1 rate."""
-    return plot_layer_heads(
-        result.copying.numpy(),
-        f"{plain(result.model)}\ncopying: eigenvalues of W_E W_V W_O W_U, sum(l) / sum(|l|)",
-        low=-1.0,
-        high=1.0,
-    )
-
-
-def plot_induction_circuit(circuit, k: int = 12) -> Figure:
-    """For each induction head, the earlier heads with the strongest K-composition into it (bars,
-    darker for a higher previous-token score), against the random baseline."""
-    from matplotlib import colormaps
-
-    heads = circuit.heads or []
-    figure = new_figure(figsize=(6.5, 1.0 + 2.4 * max(1, len(heads))))
-    axes = figure.subplots(max(1, len(heads)), 1, squeeze=False)[:, 0]
-    cmap = colormaps["Oranges"]
-    for ax, head in zip(axes, heads, strict=False):
-        rows = head.composers[:k]
-        scores = [row[2] for row in rows]
-        colours = [cmap(0.15 + 0.85 * max(0.0, min(1.0, row[3]))) for row in rows]
-        ax.bar(range(len(rows)), scores, color=colours, edgecolor="#555555", linewidth=0.5)
-        ax.set_xticks(
-            range(len(rows)), [head_label(row[0], row[1]) for row in rows], fontsize=7, rotation=45
-        )
-        for name, value, style in [
-            ("mean", circuit.baseline["mean"], ":"),
-            ("p95", circuit.baseline["p95"], "-"),
-        ]:
-            ax.axhline(value, color="#1f77b4", linestyle=style, linewidth=1, label=f"random {name}")
-        for index, row in enumerate(rows):
-            ax.text(index, row[2], f"{row[3]:.2f}", ha="center", va="bottom", fontsize=6)
-        ax.set_ylabel("K-composition")
-        ax.set_title(
-            f"into {head_label(head.layer, head.head)} (induction {head.induction:.2f}); "
-            "bar labels: previous-token score",
-            fontsize=8,
-        )
-        ax.legend(fontsize=6, loc="upper right")
-    if not heads:
-        axes[0].text(
-            0.5, 0.5, "no induction head above layer 0", ha="center", transform=axes[0].transAxes
-        )
-        axes[0].axis("off")
-    figure.suptitle(
-        f"{plain(circuit.model)}: which earlier heads the induction heads' keys read", fontsize=9
-    )
-    figure.tight_layout()
-    return figure
-
-
-def plot_positional_qk(result) -> Figure:
-    """The positional QK pattern of the head that attends most to the previous position."""
-    layer, head = result.positional_qk["head"]
-    pattern = result.positional_qk["pattern"].numpy()
-    figure = new_figure(figsize=(5, 4.4))
-    ax = figure.subplots()
-    image = ax.imshow(pattern, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xlabel("key position")
-    ax.set_ylabel("query position")
-    ax.set_title(
-        f"{plain(result.model)}: {head_label(layer, head)} on positions alone\n"
-        "softmax(W_pos W_QK W_pos^T / scale), masked",
-        fontsize=9,
-    )
-    figure.colorbar(image, ax=ax, fraction=0.046)
     figure.tight_layout()
     return figure
 
@@ -790,3 +672,13 @@ def plot_histogram(edges: np.ndarray, counts: np.ndarray, title: str) -> Figure:
     ax.set_title(plain(title), fontsize=9)
     figure.tight_layout()
     return figure
+
+
+# moved to mechlab.present.circuits (the old paths still work)
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(
+        ["plot_composition", "plot_copying", "plot_induction_circuit", "plot_positional_qk"],
+        "mechlab.present.circuits",
+    ),
+)

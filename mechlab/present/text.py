@@ -5,6 +5,7 @@ from rich.console import JustifyMethod
 from rich.table import Table
 
 from mechlab.labels import head_label, heads_label, scored_heads_label
+from mechlab.moved import moved_names
 from mechlab.scratch.parity import ParityReport
 from mechlab.terminal import markup_safe
 
@@ -215,43 +216,6 @@ def dla_table(result, k: int = 10) -> Table:
     return table
 
 
-def circuits_table(result, k: int = 10) -> Table:
-    """The k strongest compositions of each kind, with their ratio to the random baseline."""
-    from mechlab.analysis.circuits import KIND_NAMES
-
-    baseline = result.baseline["mean"]
-    table = Table(title=markup_safe(f"{result.model}: strongest compositions, from the weights"))
-    columns: list[tuple[str, JustifyMethod]] = [
-        ("kind", "left"),
-        ("earlier head", "left"),
-        ("later head", "left"),
-        ("score", "right"),
-        ("/ baseline", "right"),
-    ]
-    for column, justify in columns:
-        table.add_column(column, justify=justify)
-    if result.n_layers > 1:
-        for kind in result.composition:
-            for l1, h1, l2, h2, score in result.top(kind, k):
-                table.add_row(
-                    KIND_NAMES[kind],
-                    head_label(l1, h1),
-                    head_label(l2, h2),
-                    f"{score:.3f}",
-                    f"{score / baseline:.1f}x",
-                )
-    copying = result.copying.flatten()
-    most = [
-        (i // result.n_heads, i % result.n_heads, copying[i].item())
-        for i in copying.argsort(descending=True)[:5].tolist()
-    ]
-    table.caption = markup_safe(
-        f"random baseline: mean {baseline:.3f}, 95th percentile {result.baseline['p95']:.3f}; "
-        f"most copying heads: {scored_heads_label(most)}"
-    )
-    return table
-
-
 def sae_table(sae) -> Table:
     """An SAE's metrics on held-out text, as mechlab measures them."""
     m = sae.metrics
@@ -284,3 +248,13 @@ def sae_table(sae) -> Table:
         "through"
     )
     return table
+
+
+# moved to mechlab.present.circuits (the old paths still work)
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(
+        ["circuits_table"],
+        "mechlab.present.circuits",
+    ),
+)

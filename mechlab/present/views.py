@@ -35,6 +35,7 @@ from mechlab.analysis.attention import HeadPatterns
 from mechlab.errors import MechlabWarning
 from mechlab.io import write_text
 from mechlab.labels import head_label, heads_label, scored_heads_label
+from mechlab.moved import moved_names
 
 # Beyond this many tokens an attention view shows only the last MAX_VIEW_TOKENS positions: the
 # component draws every head as a pos x pos grid of cells, which freezes a browser tab at a few
@@ -597,75 +598,11 @@ def sequential_colour(value: float, limit: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def compositions_table_html(result, kind: str, k: int = 10) -> str:
-    """The k strongest compositions of one kind, with each score's ratio to the random baseline."""
-    baseline = result.baseline["mean"]
-    limit = max(result.composition[kind].max().item(), 1e-12)
-    rows = "".join(
-        f'<tr><td>{head_label(l1, h1)}</td><td>{head_label(l2, h2)}</td><td style="background:'
-        f'{sequential_colour(score, limit)}" title="{score:.6f}">{score:.3f}</td>'
-        f"<td>{score / baseline:.1f}x</td></tr>"
-        for l1, h1, l2, h2, score in result.top(kind, k)
-    )
-    return (
-        f'<table style="{GRID_STYLE}"><tr><th>earlier head</th><th>later head</th>'
-        f"<th>score</th><th>/ baseline</th></tr>{rows}</table>"
-    )
-
-
-def layer_pairs_html(result, kind: str) -> str:
-    """For each pair of layers (earlier, later), the strongest composition between their heads:
-    hover a cell for the pair of heads and the score."""
-    n_layers, n_heads = result.n_layers, result.n_heads
-    scores = result.composition[kind]
-    limit = max(scores.max().item(), 1e-12)
-    head = "".join(f"<th>L{later}</th>" for later in range(1, n_layers))
-    rows = []
-    for earlier in range(n_layers - 1):
-        cells = []
-        for later in range(1, n_layers):
-            if later <= earlier:
-                cells.append("<td></td>")
-                continue
-            block = scores[earlier, :, later, :]
-            index = int(block.argmax())
-            value = block.flatten()[index].item()
-            pair = (
-                f"{head_label(earlier, index // n_heads)} -> {head_label(later, index % n_heads)}"
-            )
-            cells.append(
-                f'<td style="background:{sequential_colour(value, limit)}" '
-                f'title="{html.escape(f"{pair}: {value:.4f}")}">{value:.2f}</td>'
-            )
-        rows.append(f"<tr><th>L{earlier}</th>{''.join(cells)}</tr>")
-    return (
-        f'<table class="mechlab-grid" style="{GRID_STYLE}"><tr><th>earlier \\ later</th>{head}'
-        f"</tr>{''.join(rows)}</table>"
-    )
-
-
-def circuits_html(result) -> str:
-    """What a notebook shows for Circuits, readable without scripts: the headline, the strongest
-    compositions of each kind against the baseline, and the copying scores as a grid."""
-    from mechlab.analysis.circuits import KIND_NAMES
-
-    n_layers, n_heads = result.n_layers, result.n_heads
-    baseline = result.baseline
-    parts = [
-        f"<p>{html.escape(repr(result))}</p>",
-        f"<p>Random baseline: mean {baseline['mean']:.3f}, 95th percentile {baseline['p95']:.3f} "
-        f"({html.escape(baseline['how'])}).</p>",
-    ]
-    if n_layers > 1:
-        for kind in result.composition:
-            parts.append(f"<h4>{KIND_NAMES[kind]}</h4>" + compositions_table_html(result, kind))
-    parts.append(
-        "<h4>Copying (hover a cell)</h4>"
-        + grid_table_html(
-            result.copying,
-            [f"L{layer}" for layer in range(n_layers)],
-            [f"H{head}" for head in range(n_heads)],
-            limit=1.0,
-        )
-    )
-    return "".join(parts)
+# moved to mechlab.present.circuits (the old paths still work)
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(
+        ["circuits_html", "compositions_table_html", "layer_pairs_html"],
+        "mechlab.present.circuits",
+    ),
+)

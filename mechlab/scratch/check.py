@@ -192,7 +192,7 @@ class Site:
 
 
 def reference_tokens(reference) -> Int[Tensor, "batch pos"]:
-    from mechlab.analysis.heads import bos_token_id, ordinary_token_ids
+    from mechlab.analysis.tokens import bos_token_id, ordinary_token_ids
 
     candidates = ordinary_token_ids(reference)
     generator = torch.Generator().manual_seed(0)

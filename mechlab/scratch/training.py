@@ -209,8 +209,9 @@ class Formation:
 def evaluate(model: Transformer, held_out, scan_tokens: Int[Tensor, "batch pos"]) -> dict:
     """In-context losses on the held-out batch, every head's scores on [BOS] + r + r, and each
     head's strongest K-composition from an earlier head (from the weights)."""
-    from mechlab.analysis.circuits import composition_scores, head_weights, ranked_into
+    from mechlab.analysis.circuits import composition_scores, ranked_into
     from mechlab.analysis.heads import scan_heads
+    from mechlab.analysis.weights import head_weights
 
     tokens, repeat, first = held_out
     model.eval()
@@ -264,7 +265,8 @@ def train_formation_run(
     scan_tokens = repeated_tokens(
         to_hooked(model), seq_len=SCAN_SEQ_LEN, batch=32, seed=20_000 + seed
     )
-    from mechlab.analysis.circuits import head_weights, random_baseline
+    from mechlab.analysis.circuits import random_baseline
+    from mechlab.analysis.weights import head_weights
 
     run = FormationRun(n_layers, n_heads, seed, steps, model=model)
     run.composition_baseline = random_baseline(head_weights(to_hooked(model)))

@@ -27,7 +27,6 @@ from mechlab.present.artifacts import (
     Files,
     ablation_caption,
     attribution_section,
-    circuits_section,
     dla_caption,
     head_figures,
     image_html,
@@ -40,6 +39,7 @@ from mechlab.present.artifacts import (
     mosaic_png,
     patch_caption,
 )
+from mechlab.present.circuits import circuits_section
 from mechlab.present.plots import plot_ablation, plot_dla_heads, plot_dla_layers, plot_patch_grid
 from mechlab.present.views import Heading, View, parity_html, render_page
 from mechlab.progress import progress_bar

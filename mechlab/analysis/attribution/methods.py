@@ -26,6 +26,7 @@ from mechlab.analysis.tokens import (
     to_tokens,
     token_strings,
 )
+from mechlab.analysis.tokens import check_layer as check_index
 from mechlab.defaults import (
     ATTRIBUTION_MAX_BUDGET,
     ATTRIBUTION_MAX_STEPS,
@@ -166,14 +167,10 @@ def check_steps(steps: int, max_steps: int | None = None, quadrature: str = "ada
 
 
 def check_layer(model: HookedTransformer, layer: int | None) -> int:
-    n_layers = model.cfg.n_layers
+    """layer_gradient_x_activation's block: `layer`, checked, or the middle one when None."""
     if layer is None:
-        return n_layers // 2
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
-        raise InputError(
-            f"layer {layer!r} is out of range: {model.cfg.model_name} has blocks 0 to "
-            f"{n_layers - 1}"
-        )
+        return model.cfg.n_layers // 2
+    check_index(model, layer)
     return layer
 
 

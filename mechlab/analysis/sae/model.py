@@ -12,6 +12,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from mechlab.analysis.tokens import check_layer
 from mechlab.checks import other_weights
 from mechlab.errors import DataError, InputError
 from mechlab.memory import check_fits
@@ -34,10 +35,7 @@ def hook_name(layer: int, site: str) -> str:
 
 def check_arguments(model: HookedTransformer, layer, site, expansion, k) -> None:
     cfg = model.cfg
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < cfg.n_layers:
-        raise InputError(
-            f"layer {layer!r} is out of range: {cfg.model_name} has layers 0 .. {cfg.n_layers - 1}"
-        )
+    check_layer(model, layer)
     if site not in SITES:
         raise InputError(f"unknown site {site!r}: choose one of {', '.join(SITES)}")
     if hook_name(layer, site) not in model.hook_dict:
@@ -351,7 +349,7 @@ class SAE:
     def load(cls, directory: str | Path, model: HookedTransformer) -> "SAE":
         """The SAE saved in `directory` (sae.safetensors and sae.json), refused when unreadable,
         malformed, or trained for another model."""
-        from mechlab.analysis.tuned_lens import weights_sha256
+        from mechlab.analysis.weights import weights_sha256
         from mechlab.cache import sha256
         from mechlab.io import Fields, read_json_object, read_safetensors
 

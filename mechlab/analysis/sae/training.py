@@ -116,7 +116,8 @@ def train_sae(
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    from mechlab.analysis.tuned_lens import token_sequences, weights_sha256
+    from mechlab.analysis.tokens import token_sequences
+    from mechlab.analysis.weights import weights_sha256
     from mechlab.progress import progress_bar
 
     check_arguments(model, layer, site, expansion, k)
