@@ -35,7 +35,7 @@ from mechlab.analysis.attribution import (
 from mechlab.errors import MechlabWarning
 from mechlab.io import figure_png
 from mechlab.models.loading import load_model
-from mechlab.present.plots import new_figure
+from mechlab.present.figure import new_figure
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -8,7 +8,7 @@ from _common import parse
 from mechlab import load_model
 from mechlab.analysis.lens import lens_curves, logit_lens
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.present.plots import plot_lens_curves, plot_lens_kl, plot_lens_rank, plot_lens_top1
+from mechlab.present.lens import plot_lens_curves, plot_lens_kl, plot_lens_rank, plot_lens_top1
 
 PROMPTS = [
     "The capital of France is",

@@ -8,7 +8,7 @@ from _common import parse
 
 from mechlab import load_model, scan_heads
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.present.plots import plot_head_scores, plot_loss_by_position
+from mechlab.present.heads import plot_head_scores, plot_loss_by_position
 
 args = parse(
     __doc__ or "induction heads", seq_len=(int, 50, "len(r)"), batch=(int, 10, "sequences")

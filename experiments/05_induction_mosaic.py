@@ -8,7 +8,7 @@ from _common import parse
 
 from mechlab import load_model, scan_heads
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.present.plots import plot_induction_mosaic
+from mechlab.present.heads import plot_induction_mosaic
 
 args = parse(__doc__ or "mosaic", seq_len=(int, 50, "len(r)"), batch=(int, 10, "sequences"))
 out = ensure_writable_dir(args.out)

@@ -21,7 +21,8 @@ from mechlab import (
 )
 from mechlab.io import ensure_writable_dir, save_figure, write_json
 from mechlab.present.circuits import plot_composition, plot_induction_circuit
-from mechlab.present.plots import plot_formation, plot_head_scores
+from mechlab.present.heads import plot_head_scores
+from mechlab.present.training import plot_formation
 
 args = parse(
     __doc__ or "induction formation",

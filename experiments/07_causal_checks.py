@@ -10,7 +10,9 @@ from _common import parse
 from mechlab import ablation_study, load_model, logit_attribution, patch, scan_heads
 from mechlab.analysis.patching import agreement
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.present.plots import plot_ablation, plot_dla_heads, plot_patch_grid
+from mechlab.present.dla import plot_dla_heads
+from mechlab.present.heads import plot_ablation
+from mechlab.present.patching import plot_patch_grid
 
 args = parse(
     __doc__ or "causal checks",

@@ -19,8 +19,7 @@ from mechlab import attribute, faithfulness, load_model, randomization_check
 from mechlab.analysis.attribution import attribution_prompts
 from mechlab.defaults import ATTRIBUTION_METHODS
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.present.artifacts import attribution_json
-from mechlab.present.plots import plot_attribution, plot_randomization
+from mechlab.present.attribution import attribution_json, plot_attribution, plot_randomization
 
 args = parse(
     __doc__ or "token attribution",

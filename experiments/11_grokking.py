@@ -18,7 +18,7 @@ from _common import parse
 
 from mechlab.analysis.fourier import fourier_basis, frequency_norms
 from mechlab.io import ensure_writable_dir, save_figure, write_json
-from mechlab.present.plots import plot_grokking
+from mechlab.present.grokking import plot_grokking
 from mechlab.scratch.grokking import all_pairs, train_grokking
 
 args = parse(

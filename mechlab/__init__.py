@@ -69,9 +69,9 @@ _LAZY = {
     "GrokkingRun": "mechlab.scratch.grokking",
     "train_grokking": "mechlab.scratch.grokking",
     "plot_attention": "mechlab.workflows.attention",
-    "View": "mechlab.present.views",
+    "View": "mechlab.present.page",
     "attention_view": "mechlab.workflows.attention",
-    "save_html": "mechlab.present.views",
+    "save_html": "mechlab.present.page",
 }
 _LAZY_MODULES = {"parity": "mechlab.scratch.parity"}
 

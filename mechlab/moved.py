@@ -50,6 +50,7 @@ def moved_names(module: str, names: dict[str, str]) -> Callable[[str], object]:
         moved(f"{module}.{name}", f"{names[name]}.{name}")
         return getattr(importlib.import_module(names[name]), name)
 
+    __getattr__.moved = names  # type: ignore[attr-defined]  # what moved where, for the tests
     return __getattr__
 
 

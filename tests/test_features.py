@@ -142,7 +142,7 @@ def test_logit_effects_are_w_out_times_w_u(tiny):
 
 def test_records_round_trip_and_refuse_other_models_and_corrupt_files(tiny, tmp_path):
     from mechlab.io import write_files
-    from mechlab.present.artifacts import neuron_files
+    from mechlab.present.features import neuron_files
 
     records = top_activations(tiny, TEXTS, layers=[0], k=3, tokens=300, samples=4)
     write_files(tmp_path / "n", neuron_files(records))
@@ -286,7 +286,7 @@ def corpus_texts():
 @pytest.mark.numerics
 def test_a_short_training_learns_and_the_files_round_trip(tiny, tmp_path):
     from mechlab.io import write_files
-    from mechlab.present.artifacts import sae_files
+    from mechlab.present.features import sae_files
 
     train, held_out = corpus_texts()
     sae = train_sae(tiny, train, layer=1, expansion=4, k=8, tokens=16384, held_out=held_out,

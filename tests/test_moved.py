@@ -49,3 +49,15 @@ def test_a_name_that_never_existed_is_still_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         mechlab.cli.nothing_here  # noqa: B018
+
+
+@pytest.mark.parametrize("old", ["plots", "views", "text", "artifacts"])
+def test_presentation_names_answer_from_their_capabilitys_module(old):
+    """The presentation moved from one module per medium (plots, views, text, artifacts) to one
+    module per capability: every old name still answers, with the new home in the warning."""
+    module = importlib.import_module(f"mechlab.present.{old}")
+    table = module.__getattr__.moved  # {name: its new module}
+    assert len(table) > 3
+    for name, new in table.items():
+        with pytest.warns(DeprecationWarning, match=f"mechlab.present.{old}.{name} moved to {new}"):
+            assert getattr(module, name) is getattr(importlib.import_module(new), name)

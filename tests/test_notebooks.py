@@ -12,14 +12,14 @@ import pytest
 from jupyterlab import jupyterlab, open_notebook
 from nbclient import NotebookClient
 
-from mechlab.present.views import FALLBACK_HINT
+from mechlab.present.page import FALLBACK_HINT
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 ATTENTION_CELL, FIGURE_CELLS = 1, [2, 3, 4]
 CELLS = [
-    "import mechlab\nfrom mechlab.present.plots import plot_lens_top1\n"
+    "import mechlab\nfrom mechlab.present.lens import plot_lens_top1\n"
     "model = mechlab.load_model('smollm2-135m')",
     # an attention view: interactive when scripts run, a static picture when they do not
     "mechlab.attention_view(model, 'When Mary and John went to the store, John gave a drink to', "

@@ -10,7 +10,7 @@ from chromium import render
 from mechlab import InputError, load_model
 from mechlab.analysis.tokens import token_strings
 from mechlab.cli import heads_list, main
-from mechlab.present.views import (
+from mechlab.present.page import (
     FALLBACK_HINT,
     MAX_VIEW_TOKENS,
     View,

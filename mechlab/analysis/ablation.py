@@ -190,7 +190,7 @@ class AblationStudy:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.present.views import ablation_html
+        from mechlab.present.heads import ablation_html
 
         return ablation_html(self)
 

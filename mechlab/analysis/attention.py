@@ -1,7 +1,5 @@
 """Attention patterns: computing them for the heads selected (mechlab.analysis.tokens checks the
-layer and head indices).
-The views (mechlab.present.views) and figures (mechlab.present.plots) draw what this module
-computes."""
+layer and head indices). mechlab.present.attention draws them (a view and a figure)."""
 
 from dataclasses import dataclass
 

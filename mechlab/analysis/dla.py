@@ -102,7 +102,7 @@ class AttributionResult:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.present.views import dla_html
+        from mechlab.present.dla import dla_html
 
         return dla_html(self)
 

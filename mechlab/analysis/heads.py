@@ -128,7 +128,7 @@ class HeadScan:
         return self.loss_by_position[self.seq_len :].mean().item()
 
     def _repr_html_(self) -> str:
-        from mechlab.present.views import head_scan_html
+        from mechlab.present.heads import head_scan_html
 
         return head_scan_html(self)
 

@@ -93,7 +93,7 @@ class LensResult:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.present.views import lens_summary_html
+        from mechlab.present.lens import lens_summary_html
 
         return lens_summary_html(self)
 

@@ -69,7 +69,7 @@ class PatchResult:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.present.views import patch_grid_html
+        from mechlab.present.patching import patch_grid_html
 
         return patch_grid_html(self)
 

@@ -36,15 +36,15 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_prompt(args.prompt)
-    from mechlab.present.artifacts import attention_file_names
+    from mechlab.present.attention import attention_file_names
 
     # the layers drawn, when the arguments name them; every layer's are checked once it is loaded
     named = sorted(set(args.layer or []) | {layer for layer, _ in args.heads or []})
     check_layers_before_loading(args.model, named)
     check_targets(args.out, attention_file_names(named))
     from mechlab.analysis.attention import head_patterns, select_heads
-    from mechlab.present.artifacts import attention_files
-    from mechlab.present.views import MAX_VIEW_TOKENS
+    from mechlab.present.attention import attention_files
+    from mechlab.present.page import MAX_VIEW_TOKENS
 
     model = load(args)
     selected = select_heads(model, layers=args.layer or [], heads=args.heads or [])

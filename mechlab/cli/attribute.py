@@ -67,7 +67,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_prompt(args.prompt)
-    from mechlab.present.artifacts import attribution_file_names
+    from mechlab.present.attribution import attribution_file_names
 
     check_targets(args.out, attribution_file_names(sanity=args.sanity))
     from mechlab.analysis.attribution import (
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         check_steps,
         randomization_check,
     )
-    from mechlab.present.artifacts import attribution_files
+    from mechlab.present.attribution import attribution_files
 
     check_steps(args.steps, args.max_steps)
     model = load(args)

@@ -17,12 +17,11 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechlab.present.artifacts import DLA_FILES
+    from mechlab.present.dla import DLA_FILES
 
     check_targets(args.out, DLA_FILES)
     from mechlab.analysis.dla import logit_attribution
-    from mechlab.present.artifacts import dla_files
-    from mechlab.present.text import dla_table
+    from mechlab.present.dla import dla_files, dla_table
 
     result = logit_attribution(load(args), args.prompt, answer=args.answer, wrong=args.wrong)
     console().print(dla_table(result))

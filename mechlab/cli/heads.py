@@ -64,12 +64,11 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechlab.present.artifacts import scan_file_names
+    from mechlab.present.heads import scan_file_names
 
     specs = model_specs(args)
     check_targets(args.out, scan_file_names(specs, ablation=bool(args.ablate)))
-    from mechlab.present.artifacts import scan_files
-    from mechlab.present.text import ablation_table, heads_table
+    from mechlab.present.heads import ablation_table, heads_table, scan_files
     from mechlab.workflows.distributed import scan_model, scan_models_on_ray
 
     options = dict(

@@ -58,13 +58,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.tuned:
         float32_only(args, "a tuned lens")
-    from mechlab.present.artifacts import lens_file_names
+    from mechlab.present.lens import lens_file_names
 
     check_targets(args.out, lens_file_names(curves=len(prompts) > 1))
     from mechlab.analysis.lens import logit_lens, logit_lens_over
     from mechlab.analysis.tuned_lens import tuned_lens_for
-    from mechlab.present.artifacts import lens_files
-    from mechlab.present.text import lens_table
+    from mechlab.present.lens import lens_files, lens_table
 
     model = load(args)
     options = dict(target=args.target, top_k=args.top_k, include_mid=args.include_mid)

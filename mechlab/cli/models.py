@@ -14,7 +14,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechlab.models.loading import cache_dir, model_availability
-    from mechlab.present.text import models_table
+    from mechlab.present.models import models_table
 
     console().print(models_table(model_availability(), cache_dir()))
     return 0

@@ -58,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             "the following arguments are required: --out (see 'mechlab neurons --help')"
         )
-    from mechlab.present.artifacts import NEURON_FILES
+    from mechlab.present.features import NEURON_FILES
 
     check_layers_before_loading(args.model, args.layer or [])
     check_targets(args.out, NEURON_FILES)
     from mechlab.analysis.neurons import top_activations
     from mechlab.corpus import corpus_paragraphs
-    from mechlab.present.artifacts import neuron_files
+    from mechlab.present.features import neuron_files
 
     model = load(args)
     texts, corpus = corpus_paragraphs("wikipedia")

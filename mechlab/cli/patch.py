@@ -44,12 +44,11 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechlab.present.artifacts import patch_file_names
+    from mechlab.present.patching import patch_file_names
 
     check_targets(args.out, patch_file_names(args.over))
     from mechlab.analysis.patching import patch
-    from mechlab.present.artifacts import patch_files
-    from mechlab.present.text import patch_table
+    from mechlab.present.patching import patch_files, patch_table
 
     result = patch(
         load(args),

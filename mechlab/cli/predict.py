@@ -16,7 +16,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechlab.analysis.tokens import next_tokens
-    from mechlab.present.text import prediction_table
+    from mechlab.present.models import prediction_table
 
     model = load(args)
     prediction = next_tokens(model, args.prompt, top_k=args.top_k)

@@ -82,7 +82,7 @@ def add_parser(commands) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mechlab.present.artifacts import SAE_FILES
+    from mechlab.present.features import SAE_FILES
 
     float32_only(args, "an SAE")
     check_layers_before_loading(args.model, [args.layer])
@@ -96,8 +96,7 @@ def run_train(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace) -> int:
     from mechlab.analysis.sae import check_arguments, remove_checkpoint, train_sae
     from mechlab.corpus import load_corpus
-    from mechlab.present.artifacts import sae_files
-    from mechlab.present.text import sae_table
+    from mechlab.present.features import sae_files, sae_table
 
     model = load(args)
     check_arguments(model, args.layer, args.site, args.expansion, args.k)

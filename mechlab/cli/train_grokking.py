@@ -31,10 +31,10 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechlab.present.artifacts import GROKKING_FILES
+    from mechlab.present.grokking import GROKKING_FILES
 
     check_targets(args.out, GROKKING_FILES)
-    from mechlab.present.artifacts import grokking_files
+    from mechlab.present.grokking import grokking_files
     from mechlab.scratch.grokking import train_grokking
 
     result = train_grokking(p=args.p, fraction=args.fraction, steps=args.steps, seed=args.seed)

@@ -33,10 +33,10 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechlab.present.artifacts import FORMATION_FILES
+    from mechlab.present.training import FORMATION_FILES
 
     check_targets(args.out, FORMATION_FILES)
-    from mechlab.present.artifacts import formation_files
+    from mechlab.present.training import formation_files
     from mechlab.scratch.training import train_induction
 
     formation = train_induction(

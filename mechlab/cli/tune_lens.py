@@ -39,7 +39,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechlab.present.artifacts import tuned_lens_file_names
+    from mechlab.present.lens import tuned_lens_file_names
 
     float32_only(args, "the tuned lens")
     check_targets(args.out, tuned_lens_file_names(trained=not args.eval_only))
@@ -60,7 +60,7 @@ def tune(args: argparse.Namespace) -> int:
     )
     from mechlab.corpus import load_corpus
     from mechlab.io import check_free_space
-    from mechlab.present.artifacts import tuned_lens_files
+    from mechlab.present.lens import tuned_lens_files
 
     corpus = load_corpus(args.corpus)
     model = load(args)

@@ -25,8 +25,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.json) if args.json else None
     if path is not None:
         check_targets(path.parent, [path.name], flag="--json")
-    from mechlab.present.artifacts import verify_json
-    from mechlab.present.text import parity_table, verdict_lines
+    from mechlab.present.parity import parity_table, verdict_lines, verify_json
     from mechlab.scratch.parity import verify
 
     reports = verify(load(args), args.model, args.prompt)

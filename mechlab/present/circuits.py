@@ -13,9 +13,16 @@ from rich.table import Table
 
 from mechlab.io import figure_png, json_text
 from mechlab.labels import KIND_NAMES, head_label, scored_heads_label
-from mechlab.present.artifacts import Files, declared, image_html
-from mechlab.present.plots import Figure, new_figure, plain, plot_layer_heads
-from mechlab.present.views import GRID_STYLE, grid_table_html, render_page, sequential_colour
+from mechlab.present.figure import Figure, new_figure, plain, plot_layer_heads
+from mechlab.present.page import (
+    GRID_STYLE,
+    Files,
+    declared,
+    grid_table_html,
+    image_html,
+    render_page,
+    sequential_colour,
+)
 from mechlab.terminal import markup_safe
 
 # --------------------------------------------------------------------------------------------------

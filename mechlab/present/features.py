@@ -7,10 +7,22 @@ import html
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+from rich.table import Table
+
 from mechlab.errors import InputError
-from mechlab.io import figure_png
-from mechlab.present.artifacts import Files, declared, image_html
-from mechlab.present.views import diverging_colour, render_page, visible_token
+from mechlab.io import figure_png, json_text
+from mechlab.present.figure import Figure, new_figure, plain
+from mechlab.present.page import (
+    Files,
+    declared,
+    diverging_colour,
+    image_html,
+    render_page,
+    safetensors_bytes,
+    visible_token,
+)
+from mechlab.terminal import markup_safe
 
 TokenText = dict[int, str]  # token id -> its text, for every id a page shows
 CONTEXT_STYLE = "font-family: monospace; font-size: 12px; white-space: pre-wrap"
@@ -96,7 +108,6 @@ def unit_page(
     and bottom contexts shaded by its activation, the sampled contexts by band of activation when
     there are samples, its activation histogram, and the tokens its output promotes and suppresses
     directly."""
-    from mechlab.present.plots import plot_histogram
 
     index = records.layer_index(layer)
     label = neuron_label(layer, unit) if kind == "neuron" else f"feature {unit}"
@@ -306,3 +317,78 @@ def dashboard_files(dashboards, directory: str | Path, decode: Decode) -> Files:
         }
     )
     return declared(files, dashboard_file_names(dashboards.chosen))
+
+
+def plot_histogram(edges: np.ndarray, counts: np.ndarray, title: str) -> Figure:
+    """Counts per bin (log scale), bins given by their edges."""
+    figure = new_figure(figsize=(7, 2.8))
+    ax = figure.subplots()
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4c72b0")
+    ax.set_yscale("log")
+    ax.axvline(0, color="gray", linewidth=0.8)
+    ax.set_xlabel("activation")
+    ax.set_ylabel("tokens")
+    ax.set_title(plain(title), fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def sae_table(sae) -> Table:
+    """An SAE's metrics on held-out text, as mechlab measures them."""
+    m = sae.metrics
+    table = Table(
+        title=markup_safe(
+            f"{sae.manifest['model']}: SAE on {sae.site} of layer {sae.layer}, {sae.width} "
+            f"latents, k={sae.k}"
+        )
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in [
+        ("fraction of variance explained", f"{m.variance_explained:.3f}"),
+        ("  with the massive activations too", f"{m.variance_explained_all:.3f}"),
+        ("L0 (active latents per token)", f"{m.l0:.1f}"),
+        ("dead latents (never active held out)", f"{m.dead_fraction:.1%}"),
+        ("next-token loss, clean", f"{m.clean_loss:.3f}"),
+        ("  with the SAE spliced in", f"{m.spliced_loss:.3f} ({m.delta_loss:+.3f})"),
+        ("  zero-ablated", f"{m.zero_ablation_loss:.3f}"),
+        ("  mean-ablated", f"{m.mean_ablation_loss:.3f}"),
+        ("KL(clean || spliced), nats/token", f"{m.kl:.3f}"),
+        ("loss recovered vs zero-ablation", f"{m.recovered_vs_zero:.1%}"),
+        ("loss recovered vs mean-ablation", f"{m.recovered_vs_mean:.1%}"),
+    ]:
+        table.add_row(name, value)
+    table.caption = (
+        f"held out: {m.tokens:,} activations, losses on {m.loss_tokens:,} tokens; trained on "
+        f"{sae.manifest['tokens']:,} tokens x {sae.manifest['epochs']} epochs; "
+        f"{m.massive_tokens} held-out massive activations (norm > {sae.norm_limit:.4g}) passed "
+        "through"
+    )
+    return table
+
+
+NEURON_FILES = ["neurons.safetensors", "neurons.json"]
+
+
+def neuron_files(records) -> Files:
+    """neurons.safetensors (every tensor, nothing pickled) and neurons.json (what they are)."""
+    files: Files = {
+        "neurons.safetensors": safetensors_bytes(records.tensors()),
+        "neurons.json": json_text(records.to_json()),
+    }
+    return declared(files, NEURON_FILES)
+
+
+SAE_FILES = ["sae.safetensors", "sae.json", "checkpoint.safetensors"]  # the last while it trains
+
+
+def sae_files(sae) -> Files:
+    """sae.safetensors (the inference weights) and sae.json (model, weights hash, corpus, how it
+    was trained, mechlab's metrics, and the SHA-256 of sae.safetensors: a weights file changed
+    since, converted to float16 or rescaled, is refused by SAE.load)."""
+    import hashlib
+
+    weights = safetensors_bytes(sae.tensors())
+    manifest = {**sae.to_json(), "sae_sha256": hashlib.sha256(weights).hexdigest()}
+    files: Files = {"sae.safetensors": weights, "sae.json": json_text(manifest)}
+    return declared(files, SAE_FILES[:2])

@@ -80,7 +80,7 @@ class ParityReport:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.present.views import parity_html
+        from mechlab.present.parity import parity_html
 
         return parity_html(self)
 

@@ -8,8 +8,8 @@ from transformer_lens import HookedTransformer
 from mechlab.analysis.attention import HeadPatterns, head_patterns, layer_heads
 from mechlab.analysis.heads import HeadScan
 from mechlab.analysis.tokens import PromptOrTokens
-from mechlab.present.plots import plot_patterns
-from mechlab.present.views import MAX_VIEW_TOKENS, View, patterns_view
+from mechlab.present.attention import patterns_view, plot_patterns
+from mechlab.present.page import MAX_VIEW_TOKENS, View
 
 
 def attention_view(

@@ -58,7 +58,7 @@ def scan_model(
     files. The same for the sequential run and for each Ray task."""
     from mechlab.analysis.heads import scan_heads
     from mechlab.models.loading import load_model
-    from mechlab.present.artifacts import heads_files
+    from mechlab.present.heads import heads_files
     from mechlab.workflows.attention import induction_patterns
 
     model = load_model(spec, device=device, dtype=dtype)

@@ -23,25 +23,22 @@ from mechlab.defaults import ATTRIBUTION_METHODS, INDUCTION_THRESHOLD
 from mechlab.errors import InputError
 from mechlab.io import figure_png, json_text, write_files
 from mechlab.models.loading import load_model
-from mechlab.present.artifacts import (
-    Files,
+from mechlab.present.attribution import attribution_section
+from mechlab.present.circuits import circuits_section
+from mechlab.present.dla import dla_caption, plot_dla_heads, plot_dla_layers
+from mechlab.present.heads import (
     ablation_caption,
-    attribution_section,
-    dla_caption,
     head_figures,
-    image_html,
     induction_caption,
     induction_views,
-    lens_caption,
-    lens_figures,
     loss_caption,
-    model_files,
     mosaic_png,
-    patch_caption,
+    plot_ablation,
 )
-from mechlab.present.circuits import circuits_section
-from mechlab.present.plots import plot_ablation, plot_dla_heads, plot_dla_layers, plot_patch_grid
-from mechlab.present.views import Heading, View, parity_html, render_page
+from mechlab.present.lens import lens_caption, lens_figures
+from mechlab.present.page import Files, Heading, View, image_html, model_files, render_page
+from mechlab.present.parity import parity_html
+from mechlab.present.patching import patch_caption, plot_patch_grid
 from mechlab.progress import progress_bar
 from mechlab.scratch.model import Transformer
 from mechlab.scratch.parity import ParityReport, compare

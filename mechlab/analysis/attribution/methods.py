@@ -96,7 +96,7 @@ class TokenAttribution:
         )
 
     def _repr_html_(self) -> str:
-        from mechlab.present.views import attribution_html
+        from mechlab.present.attribution import attribution_html
 
         return attribution_html([self])
 
