@@ -11,6 +11,8 @@ import numpy as np
 from rich.console import JustifyMethod
 from rich.table import Table
 
+from mechlab.analysis.circuits import Circuits, InductionCircuit
+from mechlab.errors import InputError
 from mechlab.io import figure_png, json_text
 from mechlab.labels import KIND_NAMES, head_label, scored_heads_label
 from mechlab.present.figure import Figure, new_figure, plain, plot_layer_heads
@@ -29,7 +31,7 @@ from mechlab.terminal import markup_safe
 # Figures
 
 
-def plot_composition(result, kind: str) -> Figure:
+def plot_composition(result: Circuits, kind: str) -> Figure:
     """Every earlier head (rows) against every later head (columns), in layer order, coloured by
     composition score; the colour bar marks the random baseline's mean and 95th percentile, and
     lines separate the layers."""
@@ -74,7 +76,7 @@ def plot_composition(result, kind: str) -> Figure:
     return figure
 
 
-def plot_copying(result) -> Figure:
+def plot_copying(result: Circuits) -> Figure:
     """Each head's copying score (its full OV circuit's eigenvalues) and OV top-1 rate."""
     return plot_layer_heads(
         result.copying.numpy(),
@@ -84,7 +86,7 @@ def plot_copying(result) -> Figure:
     )
 
 
-def plot_induction_circuit(circuit, k: int = 12) -> Figure:
+def plot_induction_circuit(circuit: InductionCircuit, k: int = 12) -> Figure:
     """For each induction head, the earlier heads with the strongest K-composition into it (bars,
     darker for a higher previous-token score), against the random baseline."""
     from matplotlib import colormaps
@@ -127,8 +129,12 @@ def plot_induction_circuit(circuit, k: int = 12) -> Figure:
     return figure
 
 
-def plot_positional_qk(result) -> Figure:
+def plot_positional_qk(result: Circuits) -> Figure:
     """The positional QK pattern of the head that attends most to the previous position."""
+    if result.positional_qk is None:
+        raise InputError(
+            f"{result.model} has no positional QK pattern: {result.positional_qk_note}"
+        )
     layer, head = result.positional_qk["head"]
     pattern = result.positional_qk["pattern"].numpy()
     figure = new_figure(figsize=(5, 4.4))
@@ -150,7 +156,7 @@ def plot_positional_qk(result) -> Figure:
 # Tables
 
 
-def compositions_table_html(result, kind: str, k: int = 10) -> str:
+def compositions_table_html(result: Circuits, kind: str, k: int = 10) -> str:
     """The k strongest compositions of one kind, with each score's ratio to the random baseline."""
     baseline = result.baseline["mean"]
     limit = max(result.composition[kind].max().item(), 1e-12)
@@ -166,7 +172,7 @@ def compositions_table_html(result, kind: str, k: int = 10) -> str:
     )
 
 
-def layer_pairs_html(result, kind: str) -> str:
+def layer_pairs_html(result: Circuits, kind: str) -> str:
     """For each pair of layers (earlier, later), the strongest composition between their heads:
     hover a cell for the pair of heads and the score."""
     n_layers, n_heads = result.n_layers, result.n_heads
@@ -197,7 +203,7 @@ def layer_pairs_html(result, kind: str) -> str:
     )
 
 
-def circuits_html(result) -> str:
+def circuits_html(result: Circuits) -> str:
     """What a notebook shows for Circuits, readable without scripts: the headline, the strongest
     compositions of each kind against the baseline, and the copying scores as a grid."""
     n_layers, n_heads = result.n_layers, result.n_heads
@@ -222,7 +228,7 @@ def circuits_html(result) -> str:
     return "".join(parts)
 
 
-def circuits_table(result, k: int = 10) -> Table:
+def circuits_table(result: Circuits, k: int = 10) -> Table:
     """The k strongest compositions of each kind, with their ratio to the random baseline."""
     baseline = result.baseline["mean"]
     table = Table(title=markup_safe(f"{result.model}: strongest compositions, from the weights"))
@@ -269,7 +275,7 @@ def circuits_file_names(n_layers: int | None) -> list[str]:
     return ["circuits.json", *(compositions if several else []), "copying.png", "circuits.html"]
 
 
-def circuits_caption(result) -> str:
+def circuits_caption(result: Circuits) -> str:
     baseline = result.baseline
     return (
         f"{result.model}: composition scores read from the weights alone, |A B| / (|A| |B|) for "
@@ -280,7 +286,7 @@ def circuits_caption(result) -> str:
     )
 
 
-def copying_caption(result) -> str:
+def copying_caption(result: Circuits) -> str:
     sampled = (
         f"on {result.ov_top1_tokens} input tokens sampled from {result.d_vocab}"
         if result.ov_top1_tokens < result.d_vocab
@@ -293,7 +299,7 @@ def copying_caption(result) -> str:
     )
 
 
-def induction_circuit_caption(circuit) -> str:
+def induction_circuit_caption(circuit: InductionCircuit) -> str:
     lines = []
     for head in circuit.heads:
         if not head.composers:
@@ -310,7 +316,9 @@ def induction_circuit_caption(circuit) -> str:
     return f"{circuit.model}: the induction circuit from the weights. " + " ".join(lines)
 
 
-def circuits_section(result, circuit=None) -> tuple[list, Files]:
+def circuits_section(
+    result: Circuits, circuit: InductionCircuit | None = None
+) -> tuple[list, Files]:
     """The page items and figures of a circuits result (and its induction circuit, if read)."""
     pngs: dict[str, bytes] = {}
     items: list = []
@@ -348,7 +356,7 @@ def circuits_section(result, circuit=None) -> tuple[list, Files]:
     return items, dict(pngs)
 
 
-def circuits_files(result, top: int = 10) -> Files:
+def circuits_files(result: Circuits, top: int = 10) -> Files:
     """circuits.json (with the `top` strongest compositions of each kind listed),
     composition_{q,k,v}.png (more than one layer), copying.png, circuits.html."""
 

@@ -6,6 +6,7 @@ import html
 import numpy as np
 from rich.table import Table
 
+from mechlab.analysis.dla import AttributionResult
 from mechlab.io import figure_png, json_text
 from mechlab.labels import head_label, scored_heads_label
 from mechlab.present.figure import Figure, _diverging, new_figure, plain
@@ -13,7 +14,7 @@ from mechlab.present.page import Files, declared, grid_table_html, image_html
 from mechlab.terminal import markup_safe
 
 
-def plot_dla_heads(result) -> Figure:
+def plot_dla_heads(result: AttributionResult) -> Figure:
     """Each head's direct contribution to the logit (difference), layers x heads."""
     values = result.heads.numpy()
     n_layers, n_heads = values.shape
@@ -33,7 +34,7 @@ def plot_dla_heads(result) -> Figure:
     return figure
 
 
-def plot_dla_layers(result) -> Figure:
+def plot_dla_layers(result: AttributionResult) -> Figure:
     """Per layer: the heads' sum (plus the output bias) and the MLP, with the embeddings first;
     and the running total, which ends at the model's own value."""
     attn = (result.heads.sum(1) + result.attn_bias).numpy()
@@ -61,7 +62,7 @@ def plot_dla_layers(result) -> Figure:
     return figure
 
 
-def dla_html(result) -> str:
+def dla_html(result: AttributionResult) -> str:
     """The headline numbers, the top heads, and the layers x heads contributions as a table."""
     top = scored_heads_label(result.top_heads(5), "+.2f")
     n_layers, n_heads = result.heads.shape
@@ -81,7 +82,7 @@ def dla_html(result) -> str:
     )
 
 
-def dla_table(result, k: int = 10) -> Table:
+def dla_table(result: AttributionResult, k: int = 10) -> Table:
     """The sum by kind of component, then the k heads with the largest direct contribution."""
     table = Table(title=markup_safe(f"{result.model}: direct logit attribution of {result.what}"))
     table.add_column("component")
@@ -105,7 +106,7 @@ def dla_table(result, k: int = 10) -> Table:
     return table
 
 
-def dla_caption(result) -> str:
+def dla_caption(result: AttributionResult) -> str:
     return (
         f"{result.model}: direct logit attribution of {result.what} at the last position of "
         f"{result.prompt!r}: what each head and MLP writes straight into it, through the final "
@@ -118,7 +119,7 @@ def dla_caption(result) -> str:
 DLA_FILES = ["dla.json", "dla_heads.png", "dla_layers.png", "dla.html"]
 
 
-def dla_files(result) -> Files:
+def dla_files(result: AttributionResult) -> Files:
     """dla.json, dla_heads.png, dla_layers.png and dla.html."""
     from mechlab.present.page import render_page
 

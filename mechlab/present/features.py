@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 from rich.table import Table
+from torch import Tensor
 
+from mechlab.analysis.neurons import NeuronRecords
+from mechlab.analysis.sae import SAE, FeatureDashboards
 from mechlab.errors import InputError
 from mechlab.io import figure_png, json_text
 from mechlab.present.figure import Figure, new_figure, plain
@@ -65,7 +68,7 @@ def contexts_table_html(rows: list[tuple[float, list[int | None], list[float]]],
 def effects_html(
     promoted: list[tuple[int, float]], suppressed: list[tuple[int, float]], token_text: TokenText
 ) -> str:
-    def cells(rows):
+    def cells(rows: list[tuple[int, float]]) -> str:
         return "".join(
             f"<tr><td style='{CONTEXT_STYLE}'>{html.escape(repr(token_text.get(t, f'<{t}>')))}"
             f"</td><td style='text-align:right'>{value:+.3f}</td></tr>"
@@ -80,14 +83,19 @@ def effects_html(
     )
 
 
-def band_rows(records, index: int, unit: int, bands: int = 4, per_band: int = 5) -> list:
+def band_rows(
+    records: NeuronRecords, index: int, unit: int, bands: int = 4, per_band: int = 5
+) -> list:
     """The sampled activations above zero grouped into `bands` intervals of the unit's largest
     activation ((3/4, 1], (1/2, 3/4], ...: Bricken et al. 2023's quantile view), up to `per_band`
     contexts each, highest first within a band: (title, rows)."""
     maximum = float(records.top_values[index, unit, 0])
-    values = records.sample_values[index, unit].tolist()
-    where = records.sample_where[index, unit].tolist()
-    contexts = records.sample_contexts[index, unit]
+    sample = records.sample_values, records.sample_where, records.sample_contexts
+    if sample[0] is None or sample[1] is None or sample[2] is None:
+        return []  # records made without a sample
+    values = sample[0][index, unit].tolist()
+    where = sample[1][index, unit].tolist()
+    contexts = sample[2][index, unit]
     out = []
     for band in range(bands, 0, -1):
         low, high = (band - 1) / bands * maximum, band / bands * maximum
@@ -102,7 +110,7 @@ def band_rows(records, index: int, unit: int, bands: int = 4, per_band: int = 5)
 
 
 def unit_page(
-    records, layer: int, unit: int, token_text: TokenText, *, kind: str = "neuron"
+    records: NeuronRecords, layer: int, unit: int, token_text: TokenText, *, kind: str = "neuron"
 ) -> str:
     """One unit's page (an MLP neuron, or an SAE latent with kind "feature"): its summary, the top
     and bottom contexts shaded by its activation, the sampled contexts by band of activation when
@@ -112,7 +120,7 @@ def unit_page(
     index = records.layer_index(layer)
     label = neuron_label(layer, unit) if kind == "neuron" else f"feature {unit}"
 
-    def rows(values, where, contexts):
+    def rows(values: Tensor, where: Tensor, contexts: Tensor) -> list:
         out = []
         for rank in range(records.k):
             document, position = where[index, unit, rank].tolist()
@@ -165,18 +173,29 @@ def unit_page(
             image_html(histogram, "histogram"),
         )
     )
-    if records.promoted is not None:
+    effects = (
+        records.promoted,
+        records.promoted_values,
+        records.suppressed,
+        records.suppressed_values,
+    )
+    if (
+        effects[0] is not None
+        and effects[1] is not None
+        and effects[2] is not None
+        and effects[3] is not None
+    ):
         promoted = list(
             zip(
-                records.promoted[index, unit].tolist(),
-                records.promoted_values[index, unit].tolist(),
+                effects[0][index, unit].tolist(),
+                effects[1][index, unit].tolist(),
                 strict=True,
             )
         )
         suppressed = list(
             zip(
-                records.suppressed[index, unit].tolist(),
-                records.suppressed_values[index, unit].tolist(),
+                effects[2][index, unit].tolist(),
+                effects[3][index, unit].tolist(),
                 strict=True,
             )
         )
@@ -195,11 +214,13 @@ def unit_page(
     return render_page(items, title=f"{records.model}: {label}")
 
 
-def neuron_page(records, layer: int, neuron: int, token_text: TokenText) -> str:
+def neuron_page(records: NeuronRecords, layer: int, neuron: int, token_text: TokenText) -> str:
     return unit_page(records, layer, neuron, token_text, kind="neuron")
 
 
-def features_index_page(records, ranking: list[int], token_text: TokenText, links: dict) -> str:
+def features_index_page(
+    records: NeuronRecords, ranking: list[int], token_text: TokenText, links: dict
+) -> str:
     """The SAE's latents ranked by density, each with its most frequent top-activating tokens and
     a link to its page where one was made."""
     rows = []
@@ -208,7 +229,8 @@ def features_index_page(records, ranking: list[int], token_text: TokenText, link
             records.window_tokens(*w)[records.context]
             for w in records.top_where[0, latent].tolist()
         ]
-        common = sorted(set(centres), key=lambda t: (-centres.count(t), t))[:5]
+        known = [t for t in centres if t is not None]
+        common = sorted(set(known), key=lambda t: (-known.count(t), t))[:5]
         tokens = ", ".join(repr(token_text.get(t, f"<{t}>")) for t in common)
         name = f"feature {latent}"
         if latent in links:
@@ -231,7 +253,7 @@ def features_index_page(records, ranking: list[int], token_text: TokenText, link
     return render_page([(caption, table)], title=f"{records.model}: SAE features")
 
 
-def unit_token_ids(records, layer: int, unit: int) -> set[int]:
+def unit_token_ids(records: NeuronRecords, layer: int, unit: int) -> set[int]:
     """Every token id a unit's page shows (for the caller to turn into text)."""
     index = records.layer_index(layer)
     ids: set[int] = set()
@@ -242,9 +264,9 @@ def unit_token_ids(records, layer: int, unit: int) -> set[int]:
         for document, position in where[index, unit].tolist():
             if document >= 0:
                 ids.update(t for t in records.window_tokens(document, position) if t is not None)
-    if records.promoted is not None:
-        ids.update(records.promoted[index, unit].tolist())
-        ids.update(records.suppressed[index, unit].tolist())
+    for effects in (records.promoted, records.suppressed):
+        if effects is not None:
+            ids.update(effects[index, unit].tolist())
     return ids
 
 
@@ -272,7 +294,9 @@ def neuron_page_names(out: Path, layer: int, neurons: list[int]) -> tuple[Path, 
     return out, [f"neuron_L{layer}N{n}.html" for n in neurons]
 
 
-def neuron_pages(records, layer: int, neurons: list[int], decode: Decode) -> list[str]:
+def neuron_pages(
+    records: NeuronRecords, layer: int, neurons: list[int], decode: Decode
+) -> list[str]:
     """One page per neuron of `layer` (neuron_page), the tokens they show decoded by `decode`."""
     pages = []
     for neuron in neurons:
@@ -287,7 +311,7 @@ def dashboard_file_names(features: list[int]) -> list[str]:
     return ["index.html", "features.json"] + [f"feature_{f}.html" for f in features]
 
 
-def dashboard_files(dashboards, directory: str | Path, decode: Decode) -> Files:
+def dashboard_files(dashboards: FeatureDashboards, directory: str | Path, decode: Decode) -> Files:
     """index.html (every live latent, densest first), a page per chosen latent, and
     features.json (density and top activation of every latent, which pages were made)."""
     from mechlab.io import json_text
@@ -333,9 +357,11 @@ def plot_histogram(edges: np.ndarray, counts: np.ndarray, title: str) -> Figure:
     return figure
 
 
-def sae_table(sae) -> Table:
+def sae_table(sae: SAE) -> Table:
     """An SAE's metrics on held-out text, as mechlab measures them."""
     m = sae.metrics
+    if m is None:
+        raise InputError("this SAE holds no metrics: measure it with `mechlab sae train`")
     table = Table(
         title=markup_safe(
             f"{sae.manifest['model']}: SAE on {sae.site} of layer {sae.layer}, {sae.width} "
@@ -370,7 +396,7 @@ def sae_table(sae) -> Table:
 NEURON_FILES = ["neurons.safetensors", "neurons.json"]
 
 
-def neuron_files(records) -> Files:
+def neuron_files(records: NeuronRecords) -> Files:
     """neurons.safetensors (every tensor, nothing pickled) and neurons.json (what they are)."""
     files: Files = {
         "neurons.safetensors": safetensors_bytes(records.tensors()),
@@ -382,7 +408,7 @@ def neuron_files(records) -> Files:
 SAE_FILES = ["sae.safetensors", "sae.json", "checkpoint.safetensors"]  # the last while it trains
 
 
-def sae_files(sae) -> Files:
+def sae_files(sae: SAE) -> Files:
     """sae.safetensors (the inference weights) and sae.json (model, weights hash, corpus, how it
     was trained, mechlab's metrics, and the SHA-256 of sae.safetensors: a weights file changed
     since, converted to float16 or rescaled, is refused by SAE.load)."""

@@ -6,9 +6,13 @@ stays open in pyplot's registry (so `%matplotlib inline` does not show it a seco
 returned figure displays once in Jupyter or VS Code through its own `_repr_png_`.
 Every text that comes from outside (model names, tokens) is shown as plain text, never mathtext."""
 
+from typing import Any
+
 import matplotlib
 import matplotlib.figure
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.image import AxesImage
 
 
 class Figure(matplotlib.figure.Figure):
@@ -20,7 +24,7 @@ class Figure(matplotlib.figure.Figure):
         return figure_png(self)
 
 
-def new_figure(**kwargs) -> Figure:
+def new_figure(**kwargs: Any) -> Figure:
     return Figure(**kwargs)
 
 
@@ -39,7 +43,9 @@ def short(token: str, width: int = 10) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _diverging(ax, figure, values: np.ndarray, limit: float | None = None):
+def _diverging(
+    ax: Axes, figure: Figure, values: np.ndarray, limit: float | None = None
+) -> AxesImage:
     """A heatmap on a diverging colour map centred on 0 (red up, blue down)."""
     limit = limit or max(float(np.abs(values).max()), 1e-6)
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")

@@ -6,9 +6,10 @@ import numpy as np
 from mechlab.io import figure_png, json_text
 from mechlab.present.figure import Figure, new_figure
 from mechlab.present.page import Files, declared, image_html
+from mechlab.scratch.grokking import GrokkingRun
 
 
-def plot_grokking(run) -> Figure:
+def plot_grokking(run: GrokkingRun) -> Figure:
     """One figure, the step axis shared: train and test loss (log scale); the restricted and
     excluded losses (Nanda et al. 2023's progress measures); accuracies; the weight norm; each
     frequency's share of the embedding across training, with the final spectrum beside it (the key
@@ -86,7 +87,7 @@ def plot_grokking(run) -> Figure:
 GROKKING_FILES = ["grokking.json", "grokking.png", "grokking.html"]
 
 
-def grokking_caption(run) -> str:
+def grokking_caption(run: GrokkingRun) -> str:
     if run.memorise_step is None:
         story = "The training pairs were never all answered correctly."
     elif run.grok_step is None:
@@ -109,11 +110,11 @@ def grokking_caption(run) -> str:
     )
 
 
-def grokking_table_html(run, rows: int = 12) -> str:
+def grokking_table_html(run: GrokkingRun, rows: int = 12) -> str:
     """The checkpoints as a table readable without scripts (about `rows` of them, evenly spaced)."""
     every = max(1, len(run.steps) // rows)
     chosen = sorted(set(range(0, len(run.steps), every)) | {len(run.steps) - 1})
-    names = [
+    names: list[tuple[str, str, list]] = [
         ("step", "{:d}", run.steps),
         ("train loss", "{:.3g}", run.train_loss),
         ("test loss", "{:.3g}", run.test_loss),
@@ -131,7 +132,7 @@ def grokking_table_html(run, rows: int = 12) -> str:
     return f'<table style="font-family: monospace; font-size: 11px"><tr>{head}</tr>{body}</table>'
 
 
-def grokking_files(run) -> Files:
+def grokking_files(run: GrokkingRun) -> Files:
     """grokking.json (every field), grokking.png and grokking.html."""
     from mechlab.present.page import render_page
 

@@ -8,6 +8,9 @@ import numpy as np
 from rich.console import JustifyMethod
 from rich.table import Table
 
+from mechlab.analysis.ablation import AblationStudy
+from mechlab.analysis.attention import HeadPatterns
+from mechlab.analysis.heads import HeadScan
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.io import figure_png, json_text
 from mechlab.labels import head_label, heads_label, scored_heads_label
@@ -25,7 +28,7 @@ SCORE_TITLES = {
 }
 
 
-def plot_head_scores(scan, name: str) -> Figure:
+def plot_head_scores(scan: HeadScan, name: str) -> Figure:
     """A layers x heads heatmap of one score, each cell labelled with its value when they fit."""
     return plot_layer_heads(
         scan.score(name).numpy(),
@@ -35,7 +38,7 @@ def plot_head_scores(scan, name: str) -> Figure:
     )
 
 
-def plot_loss_by_position(scan) -> Figure:
+def plot_loss_by_position(scan: HeadScan) -> Figure:
     """Next-token loss along [BOS] + r + r: high on the random first copy, low on the repeat once
     induction heads can copy from the first copy."""
     loss = scan.loss_by_position.numpy()
@@ -93,7 +96,7 @@ def plot_induction_mosaic(scans: list) -> Figure:
     return figure
 
 
-def plot_ablation(study) -> Figure:
+def plot_ablation(study: AblationStudy) -> Figure:
     """Loss along [BOS] + r + r: clean, with the top induction heads ablated together, and with as
     many non-induction heads of the same layers ablated (the control)."""
 
@@ -122,7 +125,7 @@ def plot_ablation(study) -> Figure:
     return figure
 
 
-def head_scan_html(scan, threshold: float | None = None) -> str:
+def head_scan_html(scan: HeadScan, threshold: float | None = None) -> str:
     """Induction scores as a layers x heads table (heads above the threshold in bold), with the
     top heads of the other scores and the in-context loss."""
     from mechlab.defaults import INDUCTION_THRESHOLD
@@ -149,7 +152,7 @@ def head_scan_html(scan, threshold: float | None = None) -> str:
     )
 
 
-def ablation_html(study) -> str:
+def ablation_html(study: AblationStudy) -> str:
     """Each ablation of a study as a table row: which heads, the second-half loss, its rise."""
 
     rows = "".join(
@@ -164,7 +167,7 @@ def ablation_html(study) -> str:
     )
 
 
-def heads_table(scan, threshold: float, k: int = 5) -> Table:
+def heads_table(scan: HeadScan, threshold: float, k: int = 5) -> Table:
     """The top k heads for each main score, and which heads pass the induction threshold."""
     names = ["induction", "previous_token", "duplicate_token", "first_token", "copying"]
     table = Table(
@@ -191,7 +194,7 @@ def heads_table(scan, threshold: float, k: int = 5) -> Table:
     return table
 
 
-def ablation_table(study) -> Table:
+def ablation_table(study: AblationStudy) -> Table:
     """Each ablation's second-half loss and its rise over the clean run."""
 
     joint = study.joint
@@ -232,7 +235,7 @@ HEAD_FIGURE_SCORES = [
 ]
 
 
-def head_figures(scan, names=HEAD_FIGURE_SCORES) -> dict[str, bytes]:
+def head_figures(scan: HeadScan, names: list[str] = HEAD_FIGURE_SCORES) -> dict[str, bytes]:
     """One heatmap per score and the loss along the repeated sequences, as PNG bytes."""
 
     figures = {f"heads_{name}.png": figure_png(plot_head_scores(scan, name)) for name in names}
@@ -240,7 +243,7 @@ def head_figures(scan, names=HEAD_FIGURE_SCORES) -> dict[str, bytes]:
     return figures
 
 
-def induction_caption(scan, threshold: float = INDUCTION_THRESHOLD) -> str:
+def induction_caption(scan: HeadScan, threshold: float = INDUCTION_THRESHOLD) -> str:
     found = scan.heads_above("induction", threshold)[:6]
     heads = (
         ", ".join(f"{head_label(layer, head)} ({score:.2f})" for layer, head, score in found)
@@ -253,7 +256,7 @@ def induction_caption(scan, threshold: float = INDUCTION_THRESHOLD) -> str:
     )
 
 
-def loss_caption(scan) -> str:
+def loss_caption(scan: HeadScan) -> str:
     return (
         f"Next-token loss along the repeated sequences: {scan.loss_first_half:.2f} nats on the "
         f"random first copy, {scan.loss_second_half:.2f} on the repeat, which the induction heads "
@@ -261,7 +264,7 @@ def loss_caption(scan) -> str:
     )
 
 
-def induction_views(scan, patterns: list) -> list:
+def induction_views(scan: HeadScan, patterns: list) -> list:
     """Attention views of the top induction heads and the top previous-token heads on one of the
     scan's sequences, the two halves of the induction circuit (`patterns`: their HeadPatterns, as
     mechlab.workflows.attention.induction_patterns computes them)."""
@@ -296,7 +299,12 @@ def heads_file_names(*, ablation: bool) -> list[str]:
     return [*figures, "heads.json", "heads.html"] + (["ablation.png"] if ablation else [])
 
 
-def heads_files(scan, patterns: list, threshold: float = INDUCTION_THRESHOLD, study=None) -> Files:
+def heads_files(
+    scan: HeadScan,
+    patterns: list[HeadPatterns],
+    threshold: float = INDUCTION_THRESHOLD,
+    study: AblationStudy | None = None,
+) -> Files:
     """heads.json, a heatmap per score, loss_by_position.png and heads.html (attention views of
     `patterns`, see induction_views); with an ablation `study`, also ablation.png and heads.json's
     "ablation" list."""
@@ -340,12 +348,12 @@ def scan_files(results: list, *, several: bool) -> Files:
     return declared(files, scan_file_names(specs, ablation=ablation, several=several))
 
 
-def mosaic_png(scans) -> bytes:
+def mosaic_png(scans: list[HeadScan]) -> bytes:
 
     return figure_png(plot_induction_mosaic(scans))
 
 
-def ablation_caption(study) -> str:
+def ablation_caption(study: AblationStudy) -> str:
     joint, control = study.joint, study.control
     return (
         f"{joint.model}: the loss along [BOS] + r + r with the top induction heads "

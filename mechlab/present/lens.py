@@ -2,17 +2,23 @@
 terminal table, and the files of `mechlab lens` and `mechlab tune-lens`."""
 
 import html
+from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from rich.table import Table
 
+from mechlab.analysis.lens import LensCurves, LensResult
+from mechlab.analysis.tuned_lens import LensEvaluation
 from mechlab.io import figure_png, json_text
 from mechlab.present.figure import Figure, new_figure, plain, short
 from mechlab.present.page import Files, declared
 from mechlab.terminal import markup_safe
 
 
-def _lens_axes(result, values: np.ndarray, title: str, **imshow):
+def _lens_axes(
+    result: LensResult, values: np.ndarray, title: str, **imshow: Any
+) -> tuple[Figure, Axes]:
     """Rows bottom (embedding) to top (output), input tokens along x, next tokens on the top
     axis."""
     rows, pos = values.shape
@@ -32,7 +38,7 @@ def _lens_axes(result, values: np.ndarray, title: str, **imshow):
     return figure, ax
 
 
-def plot_lens_top1(result) -> Figure:
+def plot_lens_top1(result: LensResult) -> Figure:
     """Each cell: the top-1 decoded token, coloured by its probability."""
     probs = result.top_probs[:, :, 0].numpy()
     figure, ax = _lens_axes(
@@ -58,7 +64,7 @@ def plot_lens_top1(result) -> Figure:
     return figure
 
 
-def plot_lens_rank(result) -> Figure:
+def plot_lens_rank(result: LensResult) -> Figure:
     """Rank of the actual next token under each layer's decoding (0 = top-1), log colour scale."""
     from matplotlib.colors import LogNorm
 
@@ -75,7 +81,7 @@ def plot_lens_rank(result) -> Figure:
     return figure
 
 
-def plot_lens_kl(result) -> Figure:
+def plot_lens_kl(result: LensResult) -> Figure:
     """KL(output distribution || this layer's decoding), in nats."""
     kl = result.kl_to_final.numpy()
     figure, _ = _lens_axes(result, kl, "KL(final || layer) in nats", cmap="magma_r", vmin=0)
@@ -83,7 +89,7 @@ def plot_lens_kl(result) -> Figure:
     return figure
 
 
-def plot_lens_curves(curves) -> Figure:
+def plot_lens_curves(curves: LensCurves) -> Figure:
     """Per-layer averages over many prompts: how fast each layer's decoding approaches the
     output."""
     figure = new_figure(figsize=(14, 3.8))
@@ -108,7 +114,7 @@ def plot_lens_curves(curves) -> Figure:
     return figure
 
 
-def plot_tuned_vs_logit(evaluation) -> Figure:
+def plot_tuned_vs_logit(evaluation: LensEvaluation) -> Figure:
     """Held-out KL(final || lens) per layer for the logit lens and the tuned lens, as in Figure 2 of
     Belrose et al. (2023); right: the cross-entropy with the actual next token."""
     figure = new_figure(figsize=(12, 4))
@@ -153,7 +159,7 @@ table.mechlab-lens td:hover .tip { display: block; }
 """
 
 
-def lens_grid_html(result) -> str:
+def lens_grid_html(result: LensResult) -> str:
     """The logit lens as an HTML table, rows output (top) to embedding (bottom), one column per
     input position; a cell shows its top-1 token, shaded by probability, and its top-k on hover."""
     head = "".join(f"<th>{html.escape(token)}</th>" for token in result.token_strs)
@@ -178,7 +184,7 @@ def lens_grid_html(result) -> str:
     )
 
 
-def lens_summary_html(result, max_positions: int = 12) -> str:
+def lens_summary_html(result: LensResult, max_positions: int = 12) -> str:
     """The lens as a table: output row first, the last `max_positions` positions, each cell its
     top-1 token and probability."""
     first = max(0, len(result.token_strs) - max_positions)
@@ -200,7 +206,7 @@ def lens_summary_html(result, max_positions: int = 12) -> str:
     return f"{note}<table><tr><th>row</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def lens_table(result, max_positions: int = 12) -> Table:
+def lens_table(result: LensResult, max_positions: int = 12) -> Table:
     """Layers x positions with each cell's top-1 token (the last `max_positions` positions)."""
     first = max(0, len(result.token_strs) - max_positions)
     table = Table(
@@ -241,7 +247,7 @@ def lens_table(result, max_positions: int = 12) -> Table:
 LENS_FIGURES = ["lens_top1.png", "lens_rank.png", "lens_kl.png"]
 
 
-def lens_figures(result, prefix: str = "lens") -> dict[str, bytes]:
+def lens_figures(result: LensResult, prefix: str = "lens") -> dict[str, bytes]:
     """nostalgebraist's three heatmaps as PNG bytes: top-1 token, rank of the next token, KL."""
 
     return {
@@ -251,7 +257,7 @@ def lens_figures(result, prefix: str = "lens") -> dict[str, bytes]:
     }
 
 
-def lens_caption(result) -> str:
+def lens_caption(result: LensResult) -> str:
     if result.target_id is None:
         where = ""
     elif result.first_top1_layer is not None:
@@ -274,7 +280,9 @@ def lens_file_names(*, curves: bool) -> list[str]:
     return [*LENS_FIGURES, "lens.json", "lens.html"] + (["lens_curves.png"] if curves else [])
 
 
-def lens_files(result, curves=None, prompts: list[str] | None = None) -> Files:
+def lens_files(
+    result: LensResult, curves: LensCurves | None = None, prompts: list[str] | None = None
+) -> Files:
     """lens.json, the three heatmaps, lens.html; with `curves` (many prompts) also
     lens_curves.png (lens_file_names)."""
     from mechlab.present.page import render_page
@@ -300,7 +308,7 @@ def tuned_lens_file_names(*, trained: bool) -> list[str]:
     return ["eval.json", "tuned_vs_logit.png", *trained_files]
 
 
-def tuned_lens_files(evaluation) -> Files:
+def tuned_lens_files(evaluation: LensEvaluation) -> Files:
     """eval.json and tuned_vs_logit.png."""
 
     files: Files = {

@@ -1,12 +1,15 @@
 """What `mechlab models` and `mechlab predict` print: the model specs and whether each loads
 offline, and a model's next tokens."""
 
+from collections.abc import Iterable
+
 from rich.table import Table
 
+from mechlab.analysis.tokens import Prediction
 from mechlab.terminal import markup_safe
 
 
-def models_table(rows, cache: object) -> Table:
+def models_table(rows: Iterable[tuple[str, str, bool, str]], cache: object) -> Table:
     """`mechlab models`: each spec, its kind, whether it loads offline now, and a note."""
     table = Table(title=markup_safe(f"model specs (cache: {cache})"))
     for column in ["spec", "kind", "offline now", "note"]:
@@ -24,7 +27,7 @@ def models_table(rows, cache: object) -> Table:
     return table
 
 
-def prediction_table(prediction, *, spec: str) -> Table:
+def prediction_table(prediction: Prediction, *, spec: str) -> Table:
     table = Table(title=markup_safe(f"{spec}: next token after {prediction.prompt!r}"))
     table.add_column("rank", justify="right")
     table.add_column("token")

@@ -30,11 +30,13 @@ import re
 import struct
 import uuid
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import circuitsvis
 import torch
+from torch import Tensor
 
 from mechlab.io import write_text
 
@@ -78,7 +80,7 @@ def circuitsvis_bundle() -> str:
     )
 
 
-def json_for_script(data) -> str:
+def json_for_script(data: object) -> str:
     """JSON that cannot break out of a <script> element: <, > and & as \\u escapes, non-ASCII
     too."""
     text = json.dumps(data, ensure_ascii=True, allow_nan=False)
@@ -321,7 +323,7 @@ def patterns_png(attention: list) -> bytes:
     )
 
 
-def save_html(views, path: str | Path, *, title: str | None = None) -> Path:
+def save_html(views: View | Iterable, path: str | Path, *, title: str | None = None) -> Path:
     """Write one self-contained offline HTML page holding all `views` (a View or a list of them,
     possibly mixed with (caption, html) pairs), with the circuitsvis bundle embedded once."""
     items = [views] if isinstance(views, View) else list(views)
@@ -339,7 +341,14 @@ def diverging_colour(value: float, limit: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def grid_table_html(values, row_labels, col_labels, *, limit: float, fmt: str = "{:.2f}") -> str:
+def grid_table_html(
+    values: Tensor,
+    row_labels: list[str],
+    col_labels: list[str],
+    *,
+    limit: float,
+    fmt: str = "{:.2f}",
+) -> str:
     """A heatmap as an HTML table: each cell shows its value, coloured on a diverging scale, and
     names its row and column on hover."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in col_labels)

@@ -11,7 +11,7 @@ from mechlab.scratch.parity import ParityReport
 from mechlab.terminal import markup_safe
 
 
-def parity_html(report) -> str:
+def parity_html(report: ParityReport) -> str:
     """The verdict, and every component's errors in a collapsible table."""
     rows = "".join(
         f"<tr><td>{html.escape(c.name)}</td><td>{c.max_abs_err:.2e}</td>"

@@ -7,13 +7,14 @@ import numpy as np
 from rich.console import JustifyMethod
 from rich.table import Table
 
+from mechlab.analysis.patching import PatchResult
 from mechlab.io import figure_png, json_text
 from mechlab.present.figure import Figure, _diverging, new_figure, plain, short
 from mechlab.present.page import Files, declared, grid_table_html
 from mechlab.terminal import markup_safe
 
 
-def plot_patch_grid(result) -> Figure:
+def plot_patch_grid(result: PatchResult) -> Figure:
     """The patching grid: 1 = the clean run's logit difference restored, 0 = still corrupted."""
     values = result.grid.numpy()
     rows, cols = values.shape
@@ -40,7 +41,7 @@ def plot_patch_grid(result) -> Figure:
     return figure
 
 
-def patch_grid_html(result) -> str:
+def patch_grid_html(result: PatchResult) -> str:
     """The patching grid as a table (hover a cell for its row, column and value), with the top
     cells listed above it."""
     top = ", ".join(f"{row} / {col}: {value:.2f}" for row, col, value in result.top(5))
@@ -51,7 +52,7 @@ def patch_grid_html(result) -> str:
     )
 
 
-def patch_table(result, k: int = 10) -> Table:
+def patch_table(result: PatchResult, k: int = 10) -> Table:
     """The k cells that restore (or destroy) the most of the clean logit difference."""
     table = Table(
         title=markup_safe(
@@ -74,7 +75,7 @@ def patch_table(result, k: int = 10) -> Table:
     return table
 
 
-def patch_caption(result) -> str:
+def patch_caption(result: PatchResult) -> str:
     return (
         f"{result.model}: {result.method} activation patching over {result.over}, from the clean "
         f"prompt {result.clean!r} into the corrupted {result.corrupted!r}. Each cell is the logit "
@@ -88,7 +89,7 @@ def patch_file_names(over: str) -> list[str]:
     return ["patch.json", f"patch_{over}.png", "patch.html"]
 
 
-def patch_files(result) -> Files:
+def patch_files(result: PatchResult) -> Files:
     """patch.json, patch_<over>.png and patch.html (the grid as a table with hover values)."""
     from mechlab.present.page import render_page
 

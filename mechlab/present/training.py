@@ -7,9 +7,10 @@ from mechlab.io import figure_png, json_text
 from mechlab.labels import head_label
 from mechlab.present.figure import Figure, new_figure
 from mechlab.present.page import Files, declared
+from mechlab.scratch.training import Formation
 
 
-def plot_formation(formation, threshold: float = 0.4) -> Figure:
+def plot_formation(formation: Formation, threshold: float = 0.4) -> Figure:
     """Left: training loss and the held-out losses on repeated tokens and on their first
     occurrences against the step; middle: the highest induction score of any head; right: read
     from the weights, the K-composition into the final induction head from its strongest
@@ -56,6 +57,8 @@ def plot_formation(formation, threshold: float = 0.4) -> Figure:
         induction[0] = -1  # an induction head needs an earlier layer to compose with
         layer, head = divmod(int(induction.argmax()), run.n_heads)
         composer = last.k_composer[layer][head]
+        if composer is None:
+            continue
         composition_ax.plot(
             steps,
             [c.k_composition[layer][head] for c in run.checkpoints],
@@ -96,7 +99,7 @@ def plot_formation(formation, threshold: float = 0.4) -> Figure:
 FORMATION_FILES = ["formation.json", "formation.png"]
 
 
-def formation_files(formation) -> Files:
+def formation_files(formation: Formation) -> Files:
     """formation.json and formation.png."""
 
     files: Files = {
