@@ -4,6 +4,7 @@ library and mechlab's light modules are imported here."""
 
 import argparse
 import re
+from collections.abc import Callable
 
 from mechlab.checks import check_seed, is_prime
 from mechlab.defaults import (
@@ -41,7 +42,7 @@ def non_negative_int(text: str) -> int:
     return whole_number(text, 0)
 
 
-def count_up_to(maximum: int, default: int):
+def count_up_to(maximum: int, default: int) -> Callable[[str], int]:
     """An argument type: a whole number from 1 to `maximum` (the message names the default)."""
 
     def count(text: str) -> int:

@@ -4,6 +4,7 @@ import argparse
 
 from mechlab.cli.arguments import add_model_option, add_out_option, heads_list, non_negative_int
 from mechlab.cli.common import (
+    Subcommands,
     check_layers_before_loading,
     check_prompt,
     check_targets,
@@ -13,7 +14,7 @@ from mechlab.cli.common import (
 )
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "attention", help="attention patterns as an offline HTML page and PNGs"
     )

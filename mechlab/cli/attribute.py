@@ -11,7 +11,7 @@ from mechlab.cli.arguments import (
     non_empty,
     non_negative_int,
 )
-from mechlab.cli.common import check_prompt, check_targets, load, say, write
+from mechlab.cli.common import Subcommands, check_prompt, check_targets, load, say, write
 from mechlab.defaults import (
     ATTRIBUTION_MAX_BUDGET,
     ATTRIBUTION_MAX_STEPS,
@@ -20,7 +20,7 @@ from mechlab.defaults import (
 )
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "attribute", help="token attribution: which tokens of the prompt drive the answer"
     )

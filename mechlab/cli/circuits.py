@@ -3,10 +3,10 @@
 import argparse
 
 from mechlab.cli.arguments import add_model_option, add_out_option, positive_int
-from mechlab.cli.common import check_targets, console, load, say, write
+from mechlab.cli.common import Subcommands, check_targets, console, load, say, write
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "circuits",
         help="QK and OV circuits from the weights alone: composition scores between heads, "

@@ -16,7 +16,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mechlab.defaults import DEFAULT_MODEL
 from mechlab.errors import InputError, MechlabError, MechlabWarning
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 Runner = Callable[[argparse.Namespace], int]
+# what `add_parser` of each command module adds its subcommand to
+Subcommands = argparse._SubParsersAction
 
 
 class UsageError(Exception):
@@ -37,7 +39,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, but an error is one line ("mechlab lens: error: ... (see mechlab lens --help)")
     instead of a usage dump, and it is raised instead of exiting, so `main` returns 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
         raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
 
 
@@ -50,7 +52,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def interrupt(signum, frame):
+    def interrupt(signum: int, frame: object) -> NoReturn:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -122,7 +124,7 @@ def model_specs(args: argparse.Namespace) -> list[str]:
     return specs
 
 
-def check_targets(out: str | Path, names: list[str], **options) -> Path:
+def check_targets(out: str | Path, names: list[str], **options: Any) -> Path:
     """Check every output target before any work (mechlab.io.check_output_targets)."""
     from mechlab import io
 
@@ -145,7 +147,7 @@ def load(args: argparse.Namespace, spec: str | None = None) -> "HookedTransforme
     return load_model(spec or args.model, **placement(args))
 
 
-def write(out: str | Path, files: Mapping[str, bytes | str], **options) -> list[Path]:
+def write(out: str | Path, files: Mapping[str, bytes | str], **options: Any) -> list[Path]:
     """Write the files all or nothing (mechlab.io.write_files)."""
     from mechlab import io
 

@@ -3,10 +3,10 @@
 import argparse
 
 from mechlab.cli.arguments import add_answer_options, add_model_option, add_out_option
-from mechlab.cli.common import check_targets, console, load, say, write
+from mechlab.cli.common import Subcommands, check_targets, console, load, say, write
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "dla", help="direct logit attribution: what each head and MLP writes into the answer"
     )

@@ -10,12 +10,21 @@ from mechlab.cli.arguments import (
     seed,
     unit_interval,
 )
-from mechlab.cli.common import check_targets, console, model_specs, placement, say, warn, write
+from mechlab.cli.common import (
+    Subcommands,
+    check_targets,
+    console,
+    model_specs,
+    placement,
+    say,
+    warn,
+    write,
+)
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import MechlabError
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "heads", help="score every head (induction, previous-token, ...) on repeated random tokens"
     )

@@ -4,12 +4,21 @@ prompt or a file of prompts."""
 import argparse
 
 from mechlab.cli.arguments import add_model_option, add_out_option, positive_int, token_or_id
-from mechlab.cli.common import check_targets, console, float32_only, load, say, warn, write
+from mechlab.cli.common import (
+    Subcommands,
+    check_targets,
+    console,
+    float32_only,
+    load,
+    say,
+    warn,
+    write,
+)
 from mechlab.defaults import MAX_PROMPTS, MAX_PROMPTS_FILE_BYTES
 from mechlab.errors import InputError
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser("lens", help="logit lens: decode every layer's residual stream")
     add_model_option(parser)
     source = parser.add_mutually_exclusive_group(required=True)

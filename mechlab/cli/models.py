@@ -2,10 +2,10 @@
 
 import argparse
 
-from mechlab.cli.common import console
+from mechlab.cli.common import Subcommands, console
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "models", help="list model specs and whether each loads offline now"
     )

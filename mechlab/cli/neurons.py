@@ -5,12 +5,20 @@ import argparse
 from pathlib import Path
 
 from mechlab.cli.arguments import add_model_option, model_spec, non_negative_int, positive_int
-from mechlab.cli.common import Parser, check_layers_before_loading, check_targets, load, say, write
+from mechlab.cli.common import (
+    Parser,
+    Subcommands,
+    check_layers_before_loading,
+    check_targets,
+    load,
+    say,
+    write,
+)
 from mechlab.defaults import NEURON_TOKENS
 from mechlab.errors import InputError
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "neurons",
         help="what MLP neurons respond to: their top and bottom activations over Wikipedia "

@@ -4,10 +4,10 @@ prompt into a corrupted one."""
 import argparse
 
 from mechlab.cli.arguments import add_model_option, add_out_option, token_or_id
-from mechlab.cli.common import check_targets, console, load, say, write
+from mechlab.cli.common import Subcommands, check_targets, console, load, say, write
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "patch",
         help="activation patching: which heads or positions carry the answer from a clean prompt",

@@ -3,10 +3,10 @@
 import argparse
 
 from mechlab.cli.arguments import add_model_option, positive_int
-from mechlab.cli.common import console, load
+from mechlab.cli.common import Subcommands, console, load
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser("predict", help="print a model's top next tokens for a prompt")
     add_model_option(parser)
     parser.add_argument("--prompt", default="The capital of France is")

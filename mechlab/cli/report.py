@@ -4,10 +4,10 @@ sections on one offline page per run, for one model or several."""
 import argparse
 
 from mechlab.cli.arguments import add_model_option, add_out_option, positive_int
-from mechlab.cli.common import check_targets, model_specs, placement, say
+from mechlab.cli.common import Subcommands, check_targets, model_specs, placement, say
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "report", help="parity, logit lens, head scan and attention views on one offline page"
     )

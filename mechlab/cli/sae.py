@@ -14,6 +14,7 @@ from mechlab.cli.arguments import (
 )
 from mechlab.cli.common import (
     Parser,
+    Subcommands,
     check_layers_before_loading,
     check_targets,
     console,
@@ -26,7 +27,7 @@ from mechlab.cli.common import (
 from mechlab.defaults import NEURON_TOKENS, SAE_SITES
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "sae", help="sparse autoencoders: train one offline on Wikipedia text, show its features"
     )

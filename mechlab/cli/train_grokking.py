@@ -4,11 +4,11 @@ Fourier analysis and progress measures."""
 import argparse
 
 from mechlab.cli.arguments import add_out_option, open_unit_interval, positive_int, prime, seed
-from mechlab.cli.common import check_targets, say, warn, write
+from mechlab.cli.common import Subcommands, check_targets, say, warn, write
 from mechlab.defaults import GROKKING_FRACTION, GROKKING_P, GROKKING_STEPS
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "train-grokking",
         help="train a one-layer Transformer on (a + b) mod p and watch it memorise, then "

@@ -4,11 +4,11 @@ form."""
 import argparse
 
 from mechlab.cli.arguments import add_out_option, positive_int, seed
-from mechlab.cli.common import check_targets, say, warn, write
+from mechlab.cli.common import Subcommands, check_targets, say, warn, write
 from mechlab.defaults import DEVICES
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "train-induction",
         help="train attention-only models from scratch and watch induction heads form",

@@ -4,7 +4,7 @@ evaluate a saved one."""
 import argparse
 
 from mechlab.cli.arguments import add_model_option, add_out_option, positive_int, seed, whole_number
-from mechlab.cli.common import check_targets, float32_only, load, say, warn, write
+from mechlab.cli.common import Subcommands, check_targets, float32_only, load, say, warn, write
 from mechlab.defaults import TUNED_LENS_TOKENS
 
 
@@ -13,7 +13,7 @@ def lens_tokens(text: str) -> int:
     return whole_number(text, 1024)
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "tune-lens", help="train a tuned lens (one affine translator per layer) on real English"
     )

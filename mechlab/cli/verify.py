@@ -4,10 +4,10 @@ import argparse
 from pathlib import Path
 
 from mechlab.cli.arguments import add_model_option
-from mechlab.cli.common import check_targets, console, load, say, write
+from mechlab.cli.common import Subcommands, check_targets, console, load, say, write
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "verify",
         help="check the from-scratch Transformer against the library (and against Hugging Face "

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mechlab.analysis.ablation import AblationStudy
+from mechlab.analysis.heads import HeadScan
 from mechlab.defaults import INDUCTION_THRESHOLD
 from mechlab.errors import InputError, MechlabError
 
@@ -35,8 +37,8 @@ class ModelScan:
     """What one model's job returns: its scan, its ablation study (or None) and its files."""
 
     spec: str
-    scan: object  # mechlab.analysis.heads.HeadScan
-    study: object | None = None  # mechlab.analysis.ablation.AblationStudy
+    scan: HeadScan
+    study: AblationStudy | None = None
     files: dict[str, bytes | str] = field(default_factory=dict)
     worker: str = "here"  # the host and process the job ran in
 
