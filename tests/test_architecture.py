@@ -104,7 +104,8 @@ def test_views_are_imported_upwards_only_inside_repr_html():
 def test_an_exempt_import_outside_repr_html_is_caught(tmp_path):
     """The contract ignores analysis.heads -> present.heads wherever it is written; this check does
     not: at module level it is an upward import like any other."""
-    root = planted_copy(tmp_path, "analysis/heads.py", "from mechlab.present.heads import heads_files")
+    planted = "from mechlab.present.heads import heads_files"
+    root = planted_copy(tmp_path, "analysis/heads.py", planted)
     assert lint_imports(root).returncode == 0  # what import-linter alone would let through
     wrong = exemptions_outside_repr_html(root / "mechlab")
     assert len(wrong) == 1 and wrong[0].startswith("mechlab.analysis.heads:")
