@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from rich.console import Console
     from transformer_lens import HookedTransformer
 
-Runner = Callable[[argparse.Namespace], int]
 # what `add_parser` of each command module adds its subcommand to
 Subcommands = argparse._SubParsersAction
 
