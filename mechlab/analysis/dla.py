@@ -32,13 +32,13 @@ from transformer_lens import HookedTransformer
 
 from mechlab.analysis.tokens import (
     PromptOrTokens,
+    answer_ids,
     check_model,
-    single_token,
-    to_tokens,
+    one_prompt,
     token_strings,
 )
 from mechlab.analysis.weights import attention_output_norms
-from mechlab.errors import DataError, InputError
+from mechlab.errors import DataError
 from mechlab.labels import head_label
 
 # How far the parts may differ from the model's own total (DirectParts.tolerance): the logits'
@@ -221,22 +221,8 @@ def logit_attribution(
     naming it, so a decomposition that leaves something out is never returned silently.
     """
     check_model(model)
-    tokens = to_tokens(model, prompt)
-    if tokens.shape[0] != 1:
-        raise InputError(
-            f"direct logit attribution takes one prompt, got a batch of {tokens.shape[0]}: "
-            "call it once per prompt"
-        )
-    answer_id = single_token(model, answer, "answer", "--answer ' Paris'")
-    wrong_id = None
-    if wrong is not None:
-        wrong_id = single_token(model, wrong, "wrong answer", "--wrong ' London'")
-        if wrong_id == answer_id:
-            raise InputError(
-                f"the answer and the wrong answer are the same token "
-                f"{token_strings(model, [answer_id])[0]!r}: their difference is zero by "
-                "definition; pass a different --wrong, or none to attribute the answer's logit"
-            )
+    tokens = one_prompt(model, prompt, "direct logit attribution")
+    answer_id, wrong_id = answer_ids(model, answer, wrong)
     cfg = model.cfg
     post_norms = {layer: attention_output_norms(model, layer) for layer in range(cfg.n_layers)}
     names = {"hook_embed", "hook_pos_embed", "ln_final.hook_scale"}

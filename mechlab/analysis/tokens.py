@@ -127,6 +127,35 @@ def single_token(model: HookedTransformer, text: str | int, what: str, example: 
     return ids[0]
 
 
+def one_prompt(model: HookedTransformer, prompt: PromptOrTokens, what: str) -> Int[Tensor, "1 pos"]:
+    """The prompt's token ids, refused when they are a batch (`what` names the function: "token
+    attribution takes one prompt, ...")."""
+    tokens = to_tokens(model, prompt)
+    if tokens.shape[0] != 1:
+        raise InputError(
+            f"{what} takes one prompt, got a batch of {tokens.shape[0]}: call it once per prompt"
+        )
+    return tokens
+
+
+def answer_ids(
+    model: HookedTransformer, answer: str | int, wrong: str | int | None
+) -> tuple[int, int | None]:
+    """The answer's token id, and the wrong answer's (None: the answer's logit alone), each one
+    token; the two must differ, or their logit difference is zero by definition."""
+    answer_id = single_token(model, answer, "answer", "--answer ' Paris'")
+    if wrong is None:
+        return answer_id, None
+    wrong_id = single_token(model, wrong, "wrong answer", "--wrong ' London'")
+    if wrong_id == answer_id:
+        raise InputError(
+            f"the answer and the wrong answer are the same token "
+            f"{token_strings(model, [answer_id])[0]!r}: their difference is zero by "
+            "definition; pass a different --wrong, or none to attribute the answer's logit"
+        )
+    return answer_id, wrong_id
+
+
 @dataclass
 class Prediction:
     """A model's most likely next tokens after a prompt (`mechlab predict`)."""

@@ -21,9 +21,9 @@ from mechlab.analysis.attribution.integration import (
 from mechlab.analysis.attribution.target import Target, baseline_token, chunk_size, gradients
 from mechlab.analysis.tokens import (
     PromptOrTokens,
+    answer_ids,
     check_model,
-    single_token,
-    to_tokens,
+    one_prompt,
     token_strings,
 )
 from mechlab.analysis.tokens import check_layer as check_index
@@ -257,23 +257,8 @@ def attribute(
 def prepare(
     model: HookedTransformer, prompt: PromptOrTokens, answer: str | int, wrong: str | int | None
 ) -> Target:
-    tokens = to_tokens(model, prompt)
-    if tokens.shape[0] != 1:
-        raise InputError(
-            f"token attribution takes one prompt, got a batch of {tokens.shape[0]}: call it once "
-            "per prompt"
-        )
-    answer_id = single_token(model, answer, "answer", "--answer ' Paris'")
-    wrong_id = None
-    if wrong is not None:
-        wrong_id = single_token(model, wrong, "wrong answer", "--wrong ' London'")
-        if wrong_id == answer_id:
-            raise InputError(
-                f"the answer and the wrong answer are the same token "
-                f"{token_strings(model, [answer_id])[0]!r}: their difference is zero by "
-                "definition; pass a different --wrong, or none to attribute the answer's logit"
-            )
-    return Target(model, tokens, answer_id, wrong_id)
+    tokens = one_prompt(model, prompt, "token attribution")
+    return Target(model, tokens, *answer_ids(model, answer, wrong))
 
 
 def run_method(
