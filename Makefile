@@ -69,10 +69,15 @@ notebooks: $(VENV)/.installed
 	for script in experiments/[0-9]*.py; do \
 	  $(VENV)/bin/jupytext --quiet --to ipynb "$$script" -o "$${script%.py}.ipynb"; done
 
+# torch (and uv) by pip, which honours this machine's pip configuration (its wheel on disk, its
+# constraints); the rest by uv, which keeps the torch it finds and resolves the same versions as pip
+# in a tenth of the time (measured here: 8 s against 83 s; the set of packages is identical).
+# With pip only: `make INSTALL="$(PY) -m pip install" test`.
+INSTALL ?= $(VENV)/bin/uv pip install --python $(PY)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test,sae]"
+	$(PY) -m pip install --quiet "$(TORCH)" uv
+	$(INSTALL) --quiet -e ".[test,sae]"
 	touch $@
 
 # The attention-view tests render pages in a real headless Chromium (Debian's package).
