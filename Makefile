@@ -77,7 +77,7 @@ INSTALL ?= $(VENV)/bin/uv pip install --python $(PY)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)" uv
-	$(INSTALL) --quiet -e ".[test,sae]"
+	$(INSTALL) --quiet -e ".[test,sae,text]"
 	touch $@
 
 # The attention-view tests render pages in a real headless Chromium (Debian's package).

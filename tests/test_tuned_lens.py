@@ -4,12 +4,10 @@ for another model; the corpus it trains on is checked by hash; on SmolLM2 a shor
 the logit lens at every layer on held-out text."""
 
 import json
-import zipfile
 
 import pytest
 import torch
 
-import mechlab.corpus as corpus_module
 from mechlab import load_model, logit_lens
 from mechlab.analysis.tokens import token_sequences
 from mechlab.analysis.tuned_lens import (
@@ -23,7 +21,7 @@ from mechlab.analysis.tuned_lens import (
     train_tuned_lens,
 )
 from mechlab.cli import main
-from mechlab.corpus import WIKI_MEMBER, load_corpus, plain_text, read_member
+from mechlab.corpus import load_corpus
 from mechlab.errors import DataError, InputError
 
 TEXT = (
@@ -130,43 +128,6 @@ def test_save_and_load_round_trip_bit_identical_and_refuse_another_model(tiny, t
 def test_the_lens_refuses_mid_rows(tiny):
     with pytest.raises(InputError, match="include_mid is not supported"):
         logit_lens(tiny, "Hello", include_mid=True, lens=TunedLens.for_model(tiny))
-
-
-# --------------------------------------------------------------------------------------------------
-# The corpus
-
-
-def test_wikitext_becomes_plain_paragraphs():
-    wikitext = (
-        "{{Infobox|name={{nested|x}}}}\n'''Anarchism''' is a [[political philosophy]] that "
-        "advocates [[self-governance|self-governed]] societies.<ref>A source</ref> It is "
-        "[http://example.org often] described as stateless.\n== History ==\n* a list item\n"
-        "[[File:Flag.svg|thumb|A [[flag]]]]\n{| class=table\n| cell\n|}\n[[Category:Politics]]"
-    )
-    assert plain_text(wikitext) == (
-        "Anarchism is a political philosophy that advocates self-governed societies. It is often "
-        "described as stateless."
-    )
-
-
-def test_the_corpus_is_split_by_document_and_checked_by_hash(monkeypatch):
-    corpus = load_corpus("wikipedia")
-    assert len(corpus.documents) == 95 and 10 <= len(corpus.held_out) <= 20
-    assert len(corpus.train) + len(corpus.held_out) == 95
-    assert sum(len(text.split()) for text in corpus.train) > 300_000
-    monkeypatch.setattr(corpus_module, "DOCUMENTS_SHA256", "0" * 64)
-    with pytest.raises(DataError, match=r"has sha256 .* expected 0000"):
-        load_corpus("wikipedia")
-    with pytest.raises(DataError, match="unknown corpus 'pile'"):
-        load_corpus("pile")
-
-
-def test_a_wheel_whose_wikipedia_file_was_changed_is_refused(tmp_path):
-    wheel = tmp_path / "gensim.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr(WIKI_MEMBER, b"not the file")
-    with pytest.raises(DataError, match=r"has sha256 .* expected a53f4648"):
-        read_member(wheel)
 
 
 # --------------------------------------------------------------------------------------------------

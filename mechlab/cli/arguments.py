@@ -192,3 +192,32 @@ def add_answer_options(parser: argparse.ArgumentParser) -> None:
 
 def add_out_option(parser: argparse.ArgumentParser, help: str = "output directory") -> None:
     parser.add_argument("--out", required=True, help=help)
+
+
+def add_corpus_options(
+    parser: argparse.ArgumentParser, *, default: str | None = "wikipedia"
+) -> None:
+    """--corpus, --text-column and --held-out: the text a command learns from (see
+    mechlab.load_corpus)."""
+    parser.add_argument(
+        "--corpus",
+        metavar="SPEC",
+        type=non_empty,
+        default=default,
+        help="the text: wikipedia or english (built in, offline), a .txt file, a directory of .txt "
+        "files, a .jsonl or .parquet file, a directory saved by datasets.save_to_disk, or "
+        f"hf:NAME[:CONFIG][:SPLIT] (default {default or 'the one it was trained on'})",
+    )
+    parser.add_argument(
+        "--text-column",
+        metavar="NAME",
+        type=non_empty,
+        default="text",
+        help="the field of each JSONL line or dataset row that holds the text (default text)",
+    )
+    parser.add_argument(
+        "--held-out",
+        metavar="SPEC",
+        type=non_empty,
+        help="held-out text from another corpus spec (default: a tenth of the documents, by hash)",
+    )

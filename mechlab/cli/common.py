@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from transformer_lens import HookedTransformer
 
+    from mechlab.corpus import Corpus
+
 # what `add_parser` of each command module adds its subcommand to
 Subcommands = argparse._SubParsersAction
 
@@ -144,6 +146,16 @@ def load(args: argparse.Namespace, spec: str | None = None) -> "HookedTransforme
     from mechlab.models.loading import load_model
 
     return load_model(spec or args.model, **placement(args))
+
+
+def corpus(args: argparse.Namespace, *, tokens: int | None, spec: str | None = None) -> "Corpus":
+    """The text of --corpus (or `spec`), --text-column and --held-out, read up to about `tokens`
+    tokens; called before the model loads, so that bad text is refused first."""
+    from mechlab.corpus import load_corpus
+
+    return load_corpus(
+        spec or args.corpus, text_column=args.text_column, tokens=tokens, held_out=args.held_out
+    )
 
 
 def write(out: str | Path, files: Mapping[str, bytes | str], **options: Any) -> list[Path]:

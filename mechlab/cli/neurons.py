@@ -4,12 +4,19 @@
 import argparse
 from pathlib import Path
 
-from mechlab.cli.arguments import add_model_option, model_spec, non_negative_int, positive_int
+from mechlab.cli.arguments import (
+    add_corpus_options,
+    add_model_option,
+    model_spec,
+    non_negative_int,
+    positive_int,
+)
 from mechlab.cli.common import (
     Parser,
     Subcommands,
     check_layers_before_loading,
     check_targets,
+    corpus,
     load,
     say,
     write,
@@ -21,8 +28,8 @@ from mechlab.errors import InputError
 def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "neurons",
-        help="what MLP neurons respond to: their top and bottom activations over Wikipedia "
-        "text (then `mechlab neurons show DIR` for a neuron's page)",
+        help="what MLP neurons respond to: their top and bottom activations over text "
+        "(then `mechlab neurons show DIR` for a neuron's page)",
     )
     add_model_option(parser)
     parser.add_argument(
@@ -36,6 +43,7 @@ def add_parser(commands: Subcommands) -> None:
         type=positive_int,
         help=f"tokens of text to go through (default {NEURON_TOKENS}, or all there are)",
     )
+    add_corpus_options(parser)
     parser.add_argument("--out", help="output directory (neurons.safetensors, neurons.json)")
     parser.set_defaults(run=run)
     actions = parser.add_subparsers(dest="action", metavar="show", parser_class=Parser)
@@ -71,13 +79,14 @@ def run(args: argparse.Namespace) -> int:
     check_layers_before_loading(args.model, args.layer or [])
     check_targets(args.out, NEURON_FILES)
     from mechlab.analysis.neurons import top_activations
-    from mechlab.corpus import corpus_paragraphs
     from mechlab.present.features import neuron_files
 
+    text = corpus(args, tokens=args.tokens or NEURON_TOKENS)
     model = load(args)
-    texts, corpus = corpus_paragraphs("wikipedia")
-    records = top_activations(model, texts, layers=args.layer, tokens=args.tokens, progress=True)
-    records.corpus = corpus
+    records = top_activations(
+        model, text.paragraphs(), layers=args.layer, tokens=args.tokens, progress=True
+    )
+    records.corpus = text.manifest()
     write(args.out, neuron_files(records))
     say(repr(records))
     say(f"wrote {args.out}; a neuron's page: mechlab neurons show {args.out} --layer L --neuron N")

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from mechlab.cli.arguments import (
+    add_corpus_options,
     add_model_option,
     add_out_option,
     model_spec,
@@ -18,6 +19,7 @@ from mechlab.cli.common import (
     check_layers_before_loading,
     check_targets,
     console,
+    corpus,
     float32_only,
     load,
     say,
@@ -29,7 +31,7 @@ from mechlab.defaults import NEURON_TOKENS, SAE_SITES
 
 def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
-        "sae", help="sparse autoencoders: train one offline on Wikipedia text, show its features"
+        "sae", help="sparse autoencoders: train one offline on text, show its features"
     )
     actions = parser.add_subparsers(
         dest="action", metavar="train|show", required=True, parser_class=Parser
@@ -50,6 +52,7 @@ def add_parser(commands: Subcommands) -> None:
         "--tokens", type=positive_int, help="training tokens (default: all the corpus holds)"
     )
     train.add_argument("--epochs", type=positive_int, default=3, help="passes (default 3)")
+    add_corpus_options(train)
     train.add_argument("--seed", type=seed, default=0)
     add_out_option(train, "directory of the SAE")
     train.set_defaults(run=run_train)
@@ -63,6 +66,7 @@ def add_parser(commands: Subcommands) -> None:
         type=model_spec,
         help="the model the SAE was trained on, if it moved (default: the spec it holds)",
     )
+    add_corpus_options(show, default=None)
     show.add_argument(
         "--feature", type=non_negative_int, action="append", help="a latent's page, repeatable"
     )
@@ -96,26 +100,25 @@ def run_train(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace) -> int:
     from mechlab.analysis.sae import check_arguments, remove_checkpoint, train_sae
-    from mechlab.corpus import load_corpus
     from mechlab.present.features import sae_files, sae_table
 
+    text = corpus(args, tokens=args.tokens)
     model = load(args)
     check_arguments(model, args.layer, args.site, args.expansion, args.k)
-    corpus = load_corpus("wikipedia")
     sae = train_sae(
         model,
-        corpus.train,
+        text.train,
         layer=args.layer,
         site=args.site,
         expansion=args.expansion,
         k=args.k,
         tokens=args.tokens,
         seed=args.seed,
-        held_out=corpus.held_out,
+        held_out=text.held_out,
         epochs=args.epochs,
         progress=True,
         checkpoint=args.out,
-        corpus=corpus.manifest(),
+        corpus=text.manifest(),
     )
     if sae.manifest["interrupted"]:
         warn(
@@ -140,12 +143,13 @@ def run_show(args: argparse.Namespace) -> int:
     check_targets(args.out, dashboard_file_names(args.feature or []))
     from mechlab.analysis.sae import SAE, feature_dashboards
     from mechlab.analysis.tokens import token_strings
-    from mechlab.corpus import corpus_paragraphs
     from mechlab.present.features import dashboard_files
 
+    trained_on = (manifest.get("corpus") or {}).get("spec", "wikipedia")
+    text = corpus(args, tokens=args.tokens or NEURON_TOKENS, spec=args.corpus or trained_on)
     model = load(args, args.model or str(manifest.get("spec") or manifest.get("model")))
     sae = SAE.load(args.directory, model)
-    texts, _ = corpus_paragraphs("wikipedia", held_out=True)
+    texts = text.paragraphs(held_out=True)
     asked = {"tokens": args.tokens} if args.tokens else {}  # else the library's default
     dashboards = feature_dashboards(
         model, sae, texts, features=args.feature, top=args.top, progress=True, **asked

@@ -3,8 +3,24 @@ evaluate a saved one."""
 
 import argparse
 
-from mechlab.cli.arguments import add_model_option, add_out_option, positive_int, seed, whole_number
-from mechlab.cli.common import Subcommands, check_targets, float32_only, load, say, warn, write
+from mechlab.cli.arguments import (
+    add_corpus_options,
+    add_model_option,
+    add_out_option,
+    positive_int,
+    seed,
+    whole_number,
+)
+from mechlab.cli.common import (
+    Subcommands,
+    check_targets,
+    corpus,
+    float32_only,
+    load,
+    say,
+    warn,
+    write,
+)
 from mechlab.defaults import TUNED_LENS_TOKENS
 
 
@@ -24,7 +40,7 @@ def add_parser(commands: Subcommands) -> None:
         default=TUNED_LENS_TOKENS,
         help=f"training tokens (default {TUNED_LENS_TOKENS})",
     )
-    parser.add_argument("--corpus", default="wikipedia", help="training text (default wikipedia)")
+    add_corpus_options(parser)
     parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument(
         "--eval-only",
@@ -58,24 +74,23 @@ def tune(args: argparse.Namespace) -> int:
         lens_bytes,
         train_tuned_lens,
     )
-    from mechlab.corpus import load_corpus
     from mechlab.io import check_free_space
     from mechlab.present.lens import tuned_lens_files
 
-    corpus = load_corpus(args.corpus)
+    text = corpus(args, tokens=args.tokens + args.eval_tokens)
     model = load(args)
-    evaluation_sequences(model, corpus.held_out, args.eval_tokens)  # refused before any training
+    evaluation_sequences(model, text.held_out, args.eval_tokens)  # refused before any training
     if args.eval_only:
         lens = TunedLens.load(args.out, model)
     else:
         check_free_space(args.out, lens_bytes(model), "the lens and its checkpoint")
         lens = train_tuned_lens(
             model,
-            corpus.train,
+            text.train,
             tokens=args.tokens,
             seed=args.seed,
             progress=True,
-            corpus=corpus.manifest(),
+            corpus=text.manifest(),
             checkpoint=args.out,
             repeat=False,
             announce=lambda plan: say(
@@ -90,7 +105,7 @@ def tune(args: argparse.Namespace) -> int:
                 f"checkpoint in {args.out}"
             )
             return 130
-    evaluation = evaluate(model, lens, corpus.held_out, tokens=args.eval_tokens, progress=True)
+    evaluation = evaluate(model, lens, text.held_out, tokens=args.eval_tokens, progress=True)
     lens.manifest["held_out_kl"] = {"logit": evaluation.logit_kl, "tuned": evaluation.tuned_kl}
     say(repr(evaluation))
     write(args.out, tuned_lens_files(evaluation))

@@ -1,6 +1,4 @@
-"""Real English prose, offline: the text a tuned lens is trained and evaluated on.
-
-The one corpus, "wikipedia", is the sample of the English Wikipedia that gensim ships as test data
+"""The "wikipedia" source: the sample of the English Wikipedia that gensim ships as test data
 (`enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2`: 206 pages of the April
 2016 dump, of which 95 articles, from "Anarchism" and "Autism" to "Alkane", give 396,000 words of
 prose, about 500,000 SmolLM2 tokens). It comes from PyPI inside one pinned gensim wheel (28 MB;
@@ -16,23 +14,14 @@ the title, the same on every machine.
 import bz2
 import hashlib
 import html
-import json
+import io
 import re
 import xml.etree.ElementTree as ElementTree
 import zipfile
-from dataclasses import dataclass
+from pathlib import Path
 
-from mechlab.cache import (
-    CACHE_FORMAT,
-    PinnedWheel,
-    atomic_directory,
-    build_lock,
-    cache_dir,
-    cache_writes,
-    directory_verified,
-    fetch_wheel,
-    write_manifest,
-)
+from mechlab.cache import PinnedWheel
+from mechlab.corpus.documents import Document
 from mechlab.errors import DataError
 
 GENSIM_WHEEL = PinnedWheel(
@@ -55,94 +44,25 @@ WIKI_MEMBER = (
     "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 )
 WIKI_SHA256 = "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d"
-# of documents.json as this module writes it: a change to the cleaning shows up here
+# of the cleaned documents (documents_json): a change to the cleaning shows up here
 DOCUMENTS_SHA256 = "beeca30f46de7a6693e598c1a556fb041dfb89e402bd219b32119797130d9c03"
 MIN_WORDS = 200
-HELD_OUT_PERCENT = 10
-CORPORA = ("wikipedia",)
-LICENSE = "Wikipedia text: CC BY-SA 3.0 (and GFDL), via gensim 4.4.0's test data (LGPL-2.1)"
 
 
-@dataclass(frozen=True)
-class Document:
-    title: str
-    text: str
-
-    @property
-    def held_out(self) -> bool:
-        """In the held-out part: by a hash of the title, so the same on every machine."""
-        digest = hashlib.sha256(self.title.encode()).hexdigest()
-        return int(digest[:8], 16) % 100 < HELD_OUT_PERCENT
+def read_member(wheel: Path) -> bytes:
+    return read_member_bytes(wheel.read_bytes())
 
 
-@dataclass(frozen=True)
-class Corpus:
-    name: str
-    documents: tuple[Document, ...]
-    sha256: str  # of the cleaned documents
-
-    @property
-    def train(self) -> list[str]:
-        return [d.text for d in self.documents if not d.held_out]
-
-    @property
-    def held_out(self) -> list[str]:
-        return [d.text for d in self.documents if d.held_out]
-
-    def __repr__(self) -> str:
-        words = sum(len(d.text.split()) for d in self.documents)
-        return (
-            f"Corpus({self.name}: {len(self.documents)} documents, {words:,} words, "
-            f"{len(self.held_out)} held out)"
-        )
-
-    def manifest(self) -> dict:
-        return {"name": self.name, "sha256": self.sha256, "license": LICENSE}
-
-
-def load_corpus(name: str = "wikipedia") -> Corpus:
-    """The corpus `name`, cleaned and cached (the first call fetches gensim's wheel from PyPI)."""
-    if name not in CORPORA:
-        raise DataError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)}")
-    directory = cache_dir() / f"corpus-{name}-v{CACHE_FORMAT}"
-    if not directory_verified(directory):
-        wheel = fetch_wheel(GENSIM_WHEEL, needed="40 MB", error=DataError)
-        with build_lock(directory), cache_writes(needed="40 MB"):
-            if not directory_verified(directory):
-                with atomic_directory(directory) as tmp:
-                    documents = wikipedia_documents(read_member(wheel))
-                    (tmp / "documents.json").write_text(documents_json(documents))
-                    write_manifest(tmp)
-    data = (directory / "documents.json").read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != DOCUMENTS_SHA256:
-        raise DataError(
-            f"the cleaned corpus {name!r} in {directory} has sha256 {digest}, expected "
-            f"{DOCUMENTS_SHA256}: it was built by another version of mechlab. Delete that "
-            "directory to rebuild it."
-        )
-    return Corpus(name, tuple(Document(**d) for d in json.loads(data)), digest)
-
-
-def corpus_paragraphs(name: str = "wikipedia", *, held_out: bool = False) -> tuple[list[str], dict]:
-    """A corpus's paragraphs (of its training or held-out documents), each one text, and the
-    corpus's manifest."""
-    corpus = load_corpus(name)
-    documents = corpus.held_out if held_out else corpus.train
-    return [p for document in documents for p in document.split("\n\n")], corpus.manifest()
-
-
-def read_member(wheel) -> bytes:
-    with zipfile.ZipFile(wheel) as archive:
+def read_member_bytes(wheel: bytes) -> bytes:
+    """The compressed dump inside gensim's wheel, checked by its SHA-256."""
+    with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
         data = archive.read(WIKI_MEMBER)
     digest = hashlib.sha256(data).hexdigest()
     if digest != WIKI_SHA256:
-        raise DataError(f"{WIKI_MEMBER} in {wheel} has sha256 {digest}, expected {WIKI_SHA256}")
+        raise DataError(
+            f"{WIKI_MEMBER} in gensim's wheel has sha256 {digest}, expected {WIKI_SHA256}"
+        )
     return data
-
-
-def documents_json(documents: list[Document]) -> str:
-    return json.dumps([{"title": d.title, "text": d.text} for d in documents], indent=0)
 
 
 def wikipedia_documents(compressed: bytes) -> list[Document]:
