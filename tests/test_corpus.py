@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 
 import mechlab.corpus.builtin as builtin
 from mechlab.cache import cache_dir
@@ -430,3 +431,37 @@ def test_the_corpus_module_imports_nothing_heavy():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_token_sequences_of_a_large_corpus_are_cached_by_content(tmp_path, monkeypatch):
+    from mechlab import load_model
+    from mechlab.analysis import tokens
+
+    monkeypatch.setenv("MECHLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tokens, "TOKEN_CACHE_BYTES", 100)  # these texts count as large
+    model = load_model("random:tiny")
+    reference = tokens.tokenize(model, TEXTS, 16, False)
+    first = tokens.token_sequences(model, TEXTS, 16)
+    [cached] = (tmp_path / "cache" / "tokens").glob("*.safetensors")
+    assert torch.equal(first, reference)
+    # a second run reads the file: shown by planting other tensors under its name and hash
+    from mechlab.cache import write_verified_safetensors
+
+    write_verified_safetensors(cached, {"sequences": reference[:2].contiguous()})
+    assert torch.equal(tokens.token_sequences(model, TEXTS, 16), reference[:2])
+    # a corrupt file is never used: tokenised again
+    data = cached.read_bytes()
+    cached.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert torch.equal(tokens.token_sequences(model, TEXTS, 16), reference)
+    # another text, sequence length or tokenizer is another key
+    key = tokens.token_cache_key(model, TEXTS, 16)
+    assert key != tokens.token_cache_key(model, TEXTS, 17)
+    assert key != tokens.token_cache_key(model, [*TEXTS[:-1], TEXTS[-1] + "!"], 16)
+    assert (
+        key
+        != tokens.token_cache_key(model, ["ab", "c"], 16)
+        != tokens.token_cache_key(model, ["a", "bc"], 16)
+    )
+    assert key != tokens.token_cache_key(load_model("random:llama-tiny"), TEXTS, 16) or (
+        load_model("random:llama-tiny").tokenizer is model.tokenizer
+    )

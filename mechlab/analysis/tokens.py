@@ -240,19 +240,75 @@ def bos_token_id(model: HookedTransformer) -> int:
     return 0
 
 
+# Texts of at least this many bytes have their token sequences cached (smaller ones tokenise in a
+# moment): keyed by the SHA-256 of the texts, the tokenizer and the sequence length.
+TOKEN_CACHE_BYTES = 1 << 20
+
+
 def token_sequences(
-    model: HookedTransformer, texts: list[str], seq_len: int = 128
+    model: HookedTransformer, texts: list[str], seq_len: int = 128, *, progress: bool = False
 ) -> Int[Tensor, "batch pos"]:
     """Every text tokenised, cut into sequences of seq_len - 1 tokens, each with BOS in front (a
-    document's tail shorter than that is dropped)."""
+    document's tail shorter than that is dropped).
+
+    For a large corpus (TOKEN_CACHE_BYTES of text or more) the result is cached under the SHA-256 of
+    (the texts, the tokenizer, seq_len), so that a second run on the same text starts at once; a
+    cached file that fails its hash check is tokenised again."""
+    if sum(len(text) for text in texts) < TOKEN_CACHE_BYTES:
+        return tokenize(model, texts, seq_len, progress)
+    from mechlab.cache import (
+        build_lock,
+        cache_dir,
+        read_verified_safetensors,
+        write_verified_safetensors,
+    )
+
+    path = cache_dir() / "tokens" / f"{token_cache_key(model, texts, seq_len)}.safetensors"
+    with build_lock(path):
+        cached = read_verified_safetensors(path)
+        if cached is not None:
+            return cached["sequences"]
+        sequences = tokenize(model, texts, seq_len, progress)
+        write_verified_safetensors(path, {"sequences": sequences.contiguous()})
+    return sequences
+
+
+def tokenize(
+    model: HookedTransformer, texts: list[str], seq_len: int, progress: bool
+) -> Int[Tensor, "batch pos"]:
+    from mechlab.progress import progress_bar
+
     bos, pieces = bos_token_id(model), []
-    for text in texts:
-        ids = model.to_tokens(text, prepend_bos=False, truncate=False)[0]
-        for start in range(0, len(ids) - (seq_len - 1) + 1, seq_len - 1):
-            pieces.append(torch.cat([ids.new_tensor([bos]), ids[start : start + seq_len - 1]]))
+    with progress_bar(
+        desc="tokenizing", unit=" tokens", unit_scale=True, disable=not progress
+    ) as bar:
+        for text in texts:
+            ids = model.to_tokens(text, prepend_bos=False, truncate=False)[0]
+            for start in range(0, len(ids) - (seq_len - 1) + 1, seq_len - 1):
+                pieces.append(torch.cat([ids.new_tensor([bos]), ids[start : start + seq_len - 1]]))
+            bar.update(len(ids))
     if not pieces:
         raise InputError(f"the texts hold no sequence of {seq_len - 1} tokens")
     return torch.stack(pieces)
+
+
+def token_cache_key(model: HookedTransformer, texts: list[str], seq_len: int) -> str:
+    """SHA-256 of the texts (each length-prefixed, so that no two lists collide), the tokenizer's
+    full definition (vocabulary, merges, normalisation) and the sequence length."""
+    import hashlib
+
+    digest = hashlib.sha256(f"seq_len={seq_len};bos={bos_token_id(model)};".encode())
+    tokenizer = model.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:  # a slow tokenizer: its vocabulary and class
+        vocabulary = sorted(tokenizer.get_vocab().items()) if tokenizer is not None else []
+        digest.update(f"{type(tokenizer).__name__}{vocabulary}".encode())
+    for text in texts:
+        encoded = text.encode()
+        digest.update(len(encoded).to_bytes(8, "little") + encoded)
+    return digest.hexdigest()
 
 
 LOSS_ROWS = 16  # logsumexp's temporaries: 3 MB for GPT-2's vocabulary (64 rows: 13 MB, in the peak)

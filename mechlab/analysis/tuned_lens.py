@@ -267,7 +267,7 @@ def train_tuned_lens(
     check_seed(seed)
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < BATCH * SEQ_LEN:
         raise InputError(f"tokens must be an integer >= {BATCH * SEQ_LEN}, got {tokens!r}")
-    sequences = token_sequences(model, texts)
+    sequences = token_sequences(model, texts, progress=progress)
     available = len(sequences) * SEQ_LEN
     if not repeat and tokens > available:
         raise InputError(

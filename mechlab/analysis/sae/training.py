@@ -131,7 +131,7 @@ def train_sae(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
     seq_len = min(SEQ_LEN, model.cfg.n_ctx)  # a model with a shorter context: shorter sequences
-    sequences = token_sequences(model, texts, seq_len)
+    sequences = token_sequences(model, texts, seq_len, progress=progress)
     if held_out is None:
         cut = max(1, len(sequences) // 10)
         sequences, evaluation = sequences[:-cut], sequences[-cut:]
