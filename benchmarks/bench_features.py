@@ -10,6 +10,13 @@
    >= 0.75, loss recovered >= 85% against mean-ablation, dead latents <= 10%, all of it <= 15
    minutes. Pass --quick for a 100k-token run.
 
+4. The data curve (`python -m benchmarks.bench_features --data-curve [--budgets 250000,500000]`):
+   the same SAE (8 x 576 latents, k = 32, one epoch) trained on the first N tokens of the "english"
+   corpus (its sources interleaved, so every budget samples all of them) and measured on its
+   held-out documents: variance explained, dead latents and loss recovered against N, as a table,
+   docs/sae_data_curve.json and docs/sae_data_curve.png. Each budget costs about N / 1,000 seconds
+   here (caching, training and a 90-second evaluation).
+
 python -m benchmarks.run features (about 20 minutes)."""
 
 import sys
@@ -112,6 +119,73 @@ def sae_run(model, corpus, quick: bool) -> None:
     )
 
 
+DATA_BUDGETS = (500_000, 1_000_000, 2_000_000, 4_000_000)
+
+
+def data_curve(budgets: list[int]) -> None:
+    import json
+    from pathlib import Path
+
+    from mechlab.io import save_figure
+    from mechlab.present.figure import new_figure
+
+    corpus = load_corpus("english")
+    model = load_model("smollm2-135m")
+    rows, points = [], []
+    for tokens in budgets:
+        sae = train_sae(
+            model,
+            corpus.train,
+            layer=LAYER,
+            tokens=tokens,
+            epochs=1,
+            held_out=corpus.held_out,
+            progress=True,
+            corpus=corpus.manifest(),
+        )
+        m, manifest = sae.metrics, sae.manifest
+        seconds = sum(manifest[f"{part}_seconds"] for part in ("caching", "training", "evaluation"))
+        point = {
+            "tokens": tokens,
+            "variance_explained": m.variance_explained,
+            "dead_fraction": m.dead_fraction,
+            "loss_recovered_vs_mean_ablation": m.recovered_vs_mean,
+            "seconds": seconds,
+        }
+        points.append(point)
+        rows.append(
+            [
+                f"{tokens:,}",
+                f"{m.variance_explained:.3f}",
+                f"{m.dead_fraction:.1%}",
+                f"{m.recovered_vs_mean:.1%}",
+                f"{seconds:.0f}",
+            ]
+        )
+        print_table(
+            f"SAE data curve: smollm2-135m layer {LAYER}, {sae.width} latents, k={sae.k}, "
+            "one epoch of the english corpus, measured on its held-out documents",
+            ["training tokens", "variance explained", "dead", "loss recovered (mean)", "s"],
+            rows,
+        )
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    (docs / "sae_data_curve.json").write_text(json.dumps(points, indent=1) + "\n")
+    figure = new_figure(figsize=(12, 3.5), layout="constrained")
+    axes = figure.subplots(1, 3)
+    for axis, key, goal, title in [
+        (axes[0], "variance_explained", 0.80, "fraction of variance explained"),
+        (axes[1], "dead_fraction", 0.05, "dead latents"),
+        (axes[2], "loss_recovered_vs_mean_ablation", 0.90, "loss recovered vs mean-ablation"),
+    ]:
+        axis.plot([p["tokens"] for p in points], [p[key] for p in points], marker="o")
+        axis.axhline(goal, color="grey", linestyle="--", label=f"goal {goal:g}")
+        axis.set_xscale("log")
+        axis.set_xlabel("training tokens (one epoch)")
+        axis.set_title(title)
+        axis.legend()
+    save_figure(figure, docs / "sae_data_curve.png")
+
+
 def main(quick: bool = False) -> None:
     corpus = load_corpus("wikipedia")
     model = load_model("smollm2-135m")
@@ -122,4 +196,10 @@ def main(quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main("--quick" in sys.argv)
+    if "--data-curve" in sys.argv:
+        budgets = DATA_BUDGETS
+        if "--budgets" in sys.argv:
+            budgets = tuple(int(b) for b in sys.argv[sys.argv.index("--budgets") + 1].split(","))
+        data_curve(list(budgets))
+    else:
+        main("--quick" in sys.argv)

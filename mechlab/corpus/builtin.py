@@ -13,6 +13,7 @@ its hash check is rebuilt, never used. The manifest names every source used, its
 document and word counts.
 """
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,9 +185,20 @@ def load_builtin(name: str) -> Corpus:
     )
 
 
+# How the documents are assembled (2: sources interleaved by the titles' hash); a corpus cached by
+# an earlier assembly is built again.
+ASSEMBLY = 2
+
+
 def verified(directory: Path) -> bool:
-    # sources.json too: a directory an earlier mechlab built holds documents.json alone
-    return directory_verified(directory) and (directory / "sources.json").is_file()
+    """Every file as its manifest says, and assembled the way this mechlab assembles it (a
+    directory an earlier mechlab built holds documents.json alone)."""
+    if not directory_verified(directory):
+        return False
+    try:
+        return json.loads((directory / "sources.json").read_text()).get("assembly") == ASSEMBLY
+    except (OSError, ValueError):
+        return False
 
 
 def build(name: str, directory: Path) -> None:
@@ -220,10 +232,18 @@ def build(name: str, directory: Path) -> None:
             }
         )
         documents.extend(found)
+    if len(BUILTIN[name]) > 1:  # the sources interleaved, in an order fixed by the titles' hash:
+        # the first N tokens (what a token budget reads) are then a sample of every source
+        documents.sort(key=lambda d: hashlib.sha256(d.title.encode()).hexdigest())
     with atomic_directory(directory) as tmp:
         text = documents_json(documents)
         (tmp / "documents.json").write_text(text)
-        summary = {"name": name, "sha256": documents_sha256(documents), "sources": used}
+        summary = {
+            "name": name,
+            "assembly": ASSEMBLY,
+            "sha256": documents_sha256(documents),
+            "sources": used,
+        }
         (tmp / "sources.json").write_text(json.dumps(summary, indent=1))
         if name == "english":
             brown = next(s for s in SOURCES if s.name == "brown")
