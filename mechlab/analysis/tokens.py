@@ -243,6 +243,7 @@ def bos_token_id(model: HookedTransformer) -> int:
 # Texts of at least this many bytes have their token sequences cached (smaller ones tokenise in a
 # moment): keyed by the SHA-256 of the texts, the tokenizer and the sequence length.
 TOKEN_CACHE_BYTES = 1 << 20
+TOKENIZE_BAR_DELAY_S = 10
 
 
 def token_sequences(
@@ -279,8 +280,14 @@ def tokenize(
     from mechlab.progress import progress_bar
 
     bos, pieces = bos_token_id(model), []
+    # shown only once tokenising has taken TOKENIZE_BAR_DELAY_S: a corpus of a few MB is done
+    # before that, and an error found right after it (a budget too large) stays one line
     with progress_bar(
-        desc="tokenizing", unit=" tokens", unit_scale=True, disable=not progress
+        desc="tokenizing",
+        unit=" tokens",
+        unit_scale=True,
+        delay=TOKENIZE_BAR_DELAY_S,
+        disable=not progress,
     ) as bar:
         for text in texts:
             ids = model.to_tokens(text, prepend_bos=False, truncate=False)[0]
