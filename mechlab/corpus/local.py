@@ -71,7 +71,7 @@ def local_corpus(spec: str, *, text_column: str = "text", tokens: int | None = N
             f"corpus path {spec} is not a .txt, .jsonl or .parquet file, nor a directory: "
             "convert it to one of these"
         )
-    return corpus_of(str(path), texts, tokens)
+    return corpus_of(str(path.resolve()), texts, tokens)  # absolute: a later command finds it
 
 
 def corpus_of(name: str, texts: Iterable[str], tokens: int | None) -> Corpus:
