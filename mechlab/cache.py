@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,14 +278,22 @@ class PinnedWheel:
     pip_args: tuple[str, ...] = ()
 
 
-def fetch_wheel(wheel: PinnedWheel, *, needed: str, error: type[Exception]) -> Path:
-    """The wheel in the cache's wheels/ directory, downloaded (no dependencies) if it is missing or
-    fails its hash check; a download that fails or has another hash raises `error`."""
-    wheels = cache_dir() / "wheels"
-    path = wheels / wheel.filename
+def fetch_pinned(
+    path: Path,
+    expected: str,
+    download: Callable[[Path], Path],
+    *,
+    source: str,
+    needed: str,
+    error: type[Exception],
+    hint: str = "",
+) -> Path:
+    """`path` in the cache, if it is there with SHA-256 `expected`; otherwise `download(tmp)` (which
+    fetches the file into the temporary directory `tmp`, beside `path`, and returns it) under the
+    build lock, hash-checked and renamed into place. A hash mismatch raises `error`."""
     with build_lock(path), cache_writes(needed=needed):
         if path.exists():
-            if sha256(path) == wheel.sha256:
+            if sha256(path) == expected:
                 return path
             print(
                 f"mechlab: cached {path.name} fails its hash check; fetching it again",
@@ -293,20 +301,40 @@ def fetch_wheel(wheel: PinnedWheel, *, needed: str, error: type[Exception]) -> P
             )
             path.unlink()
         prefix = temporary_name(path, "download")
-        with tempfile.TemporaryDirectory(dir=wheels, prefix=prefix) as tmp:
-            result = pip_download(wheel.requirement, Path(tmp), wheel.pip_args)
-            downloaded = Path(tmp) / wheel.filename
-            if result.returncode != 0 or not downloaded.exists():
-                raise error(
-                    f"could not download {wheel.requirement} from PyPI "
-                    f"({' '.join(result.stderr.split())[-300:]}). Check the connection to PyPI, "
-                    f"or put {wheel.filename} into {wheels} yourself."
-                )
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=prefix) as tmp:
+            downloaded = download(Path(tmp))
             digest = sha256(downloaded)
-            if digest != wheel.sha256:
+            if digest != expected:
                 raise error(
-                    f"{wheel.filename} from PyPI has sha256 {digest}, expected {wheel.sha256}: "
-                    "refusing to use it. Your package index may serve a different file."
+                    f"{path.name} from {source} has sha256 {digest}, expected {expected}: "
+                    f"refusing to use it{hint}"
                 )
             os.replace(downloaded, path)
     return path
+
+
+def fetch_wheel(wheel: PinnedWheel, *, needed: str, error: type[Exception]) -> Path:
+    """The wheel in the cache's wheels/ directory, downloaded (no dependencies) if it is missing or
+    fails its hash check; a download that fails or has another hash raises `error`."""
+    wheels = cache_dir() / "wheels"
+
+    def download(tmp: Path) -> Path:
+        result = pip_download(wheel.requirement, tmp, wheel.pip_args)
+        downloaded = tmp / wheel.filename
+        if result.returncode != 0 or not downloaded.exists():
+            raise error(
+                f"could not download {wheel.requirement} from PyPI "
+                f"({' '.join(result.stderr.split())[-300:]}). Check the connection to PyPI, "
+                f"or put {wheel.filename} into {wheels} yourself."
+            )
+        return downloaded
+
+    return fetch_pinned(
+        wheels / wheel.filename,
+        wheel.sha256,
+        download,
+        source="PyPI",
+        needed=needed,
+        error=error,
+        hint=". Your package index may serve a different file.",
+    )

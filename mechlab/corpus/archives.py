@@ -6,17 +6,14 @@ SHA-256, cached in the cache's archives/ directory under a lock, written under a
 renamed, and refused (one line) when the download fails or the hash differs.
 """
 
-import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from mechlab.cache import build_lock, cache_dir, cache_writes, pause_point, sha256, temporary_name
+from mechlab.cache import cache_dir, fetch_pinned, pause_point
 from mechlab.errors import DataError
 
 NPM_REGISTRY = "https://registry.npmjs.org"
@@ -49,31 +46,15 @@ class PinnedArchive:
 def fetch_archive(archive: PinnedArchive) -> Path:
     """The archive in the cache's archives/ directory, downloaded if it is missing or fails its hash
     check. A failed download or another hash raises DataError."""
-    directory = cache_dir() / "archives"
-    path = directory / archive.filename
-    with build_lock(path), cache_writes(needed="20 MB"):
-        if path.exists():
-            if sha256(path) == archive.sha256:
-                return path
-            print(
-                f"mechlab: cached {path.name} fails its hash check; fetching it again",
-                file=sys.stderr,
-            )
-            path.unlink()
-        with tempfile.TemporaryDirectory(
-            dir=directory, prefix=temporary_name(path, "download")
-        ) as tmp:
-            downloaded = (download_npm if archive.registry == "npm" else download_debian)(
-                archive, Path(tmp)
-            )
-            digest = sha256(downloaded)
-            if digest != archive.sha256:
-                raise DataError(
-                    f"{archive.filename} from {archive.url} has sha256 {digest}, expected "
-                    f"{archive.sha256}: refusing to use it"
-                )
-            os.replace(downloaded, path)
-    return path
+    download = download_npm if archive.registry == "npm" else download_debian
+    return fetch_pinned(
+        cache_dir() / "archives" / archive.filename,
+        archive.sha256,
+        lambda tmp: download(archive, tmp),
+        source=archive.url,
+        needed="20 MB",
+        error=DataError,
+    )
 
 
 def download_npm(archive: PinnedArchive, tmp: Path) -> Path:
