@@ -26,7 +26,6 @@ __all__ = [
     "Corpus",
     "Document",
     "brown_tagged_sentences",
-    "corpus_paragraphs",
     "load_corpus",
     "plain_text",
     "read_member",
@@ -59,10 +58,3 @@ def load_corpus(
         return corpus
     other = load_corpus(held_out, text_column=text_column)
     return dataclasses.replace(corpus, held_out_documents=other.documents)
-
-
-def corpus_paragraphs(spec: str = "wikipedia", *, held_out: bool = False) -> tuple[list[str], dict]:
-    """A corpus's paragraphs (of its training or held-out documents), each one text, and the
-    corpus's manifest."""
-    corpus = load_corpus(spec)
-    return corpus.paragraphs(held_out=held_out), corpus.manifest()
